@@ -215,9 +215,10 @@ class GridSampler(TokenReducer):
         self, tokens: Tensor, grid_size: tuple[int, int], cond: Tensor | None
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         coords, aux = self.predict_coords(tokens, grid_size, cond)
-        if self.sampling == "nearest":
+        nearest = self.sampling == "nearest"
+        out = bilinear_sample(tokens, grid_size, coords, self.align_corners, snap=nearest)
+        if nearest:  # report (and embed) the patch centres actually read, with a straight-through gradient
             coords = snap_to_patch_centers(coords, grid_size, self.align_corners)
-        out = bilinear_sample(tokens, grid_size, coords, self.align_corners)
         if self.geometry is not None:
             where = coords_to_image_fraction(coords, grid_size, self.align_corners)
             out = out + self.geometry(where).to(out.dtype)

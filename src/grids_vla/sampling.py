@@ -89,7 +89,9 @@ def snap_to_patch_centers(coords: Tensor, grid_size: tuple[int, int], align_corn
     return coords + (snapped - coords).detach()
 
 
-def bilinear_sample(tokens: Tensor, grid_size: tuple[int, int], coords: Tensor, align_corners: bool = True) -> Tensor:
+def bilinear_sample(
+    tokens: Tensor, grid_size: tuple[int, int], coords: Tensor, align_corners: bool = True, snap: bool = False
+) -> Tensor:
     """Bilinearly sample a row-major token grid at continuous points.
 
     Args:
@@ -97,6 +99,8 @@ def bilinear_sample(tokens: Tensor, grid_size: tuple[int, int], coords: Tensor, 
         grid_size: ``(H, W)``.
         coords: ``(B, K, 2)`` points ``(x, y)`` in ``[0, 1]`` (values outside are clamped to the border).
         align_corners: the coordinate convention (see the module docstring).
+        snap: discrete selection: take the nearest patch exactly (weights exactly 0 / 1) while the
+            gradient with respect to ``coords`` is the bilinear one (straight-through).
 
     Returns:
         ``(B, K, C)`` sampled features, differentiable in ``tokens`` and ``coords``.
@@ -110,7 +114,11 @@ def bilinear_sample(tokens: Tensor, grid_size: tuple[int, int], coords: Tensor, 
     # entirely onto the last patch instead of vanishing.
     hi = uv.new_tensor([max(w - 2, 0), max(h - 2, 0)])
     lo = torch.minimum(torch.floor(uv).detach(), hi)
-    frac = (uv - lo).to(tokens.dtype)  # in [0, 1]; gradient 1 with respect to uv
+    if snap:  # exact 0 / 1 forward value; the added zero carries the bilinear gradient
+        frac = (torch.round(uv) - lo).detach() + (uv - uv.detach())
+    else:
+        frac = uv - lo  # in [0, 1]; gradient 1 with respect to uv
+    frac = frac.to(tokens.dtype)
     lo = lo.long()
     x0, y0 = lo[..., 0], lo[..., 1]
     x1, y1 = x0 + int(w > 1), y0 + int(h > 1)
