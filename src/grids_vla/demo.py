@@ -77,7 +77,7 @@ class ToyPolicy(nn.Module):
         super().__init__()
         grid = IMAGE // PATCH
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, dim, PATCH, stride=PATCH), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()
+            nn.Conv2d(5, dim, PATCH, stride=PATCH), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()
         )
         self.pos = nn.Parameter(torch.randn(1, dim, grid, grid) * 0.02)
         self.context = nn.Conv2d(dim, dim, 3, padding=1)
@@ -92,7 +92,11 @@ class ToyPolicy(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2))
 
     def forward(self, images: Tensor, instruction: Tensor) -> tuple[Tensor, Tensor | None]:
-        fmap = self.encoder(images) + self.pos
+        b = images.shape[0]
+        # Pixel coordinates as two extra input channels (CoordConv), so features can tie colour to place.
+        ramp = torch.linspace(0, 1, IMAGE, device=images.device, dtype=images.dtype)
+        xy = torch.stack([ramp.view(1, -1).expand(IMAGE, -1), ramp.view(-1, 1).expand(-1, IMAGE)])
+        fmap = self.encoder(torch.cat([images, xy.expand(b, -1, -1, -1)], dim=1)) + self.pos
         fmap = fmap + F.gelu(self.context(fmap))
         text = self.instruction(instruction)
         cond = text if self.reducer.accepts_cond else None
