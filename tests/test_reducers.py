@@ -8,8 +8,8 @@ from grids_vla.reducers import (
     DenseReducer,
     FastVPruner,
     RandomPatchReducer,
-    ToMeReducer,
     TokenReducer,
+    ToMeReducer,
     TopKReducer,
     UniformPoolReducer,
     create_reducer,
@@ -103,7 +103,8 @@ def test_pool_averages_its_cells():
     assert pooling_grid(4, (4, 4)) == (2, 2)
     out = r(x)
     torch.testing.assert_close(out.tokens.flatten(), torch.tensor([2.5, 4.5, 10.5, 12.5]))
-    torch.testing.assert_close(out.coords[0], torch.tensor([[1 / 6, 1 / 6], [5 / 6, 1 / 6], [1 / 6, 5 / 6], [5 / 6, 5 / 6]]))
+    cells = torch.tensor([[1, 1], [5, 1], [1, 5], [5, 5]]) / 6  # cell centres at index 0.5 and 2.5 of 0..3
+    torch.testing.assert_close(out.coords[0], cells)
     assert pooling_grid(8, (4, 16)) == (1, 8)
     with pytest.raises(ValueError, match="k=7 has no rows x cols"):
         pooling_grid(7, (4, 4))

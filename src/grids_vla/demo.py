@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .reducers import create_reducer
-from .sampling import coords_to_image_fraction
 
 PALETTE = torch.tensor(
     [[1.0, 0.1, 0.1], [0.1, 0.9, 0.1], [0.2, 0.3, 1.0], [1.0, 0.9, 0.1], [0.9, 0.2, 0.9], [0.1, 0.9, 0.9]]
 )
+COLOUR_NAMES = ["red", "green", "blue", "yellow", "magenta", "cyan"]
 IMAGE = 64
 PATCH = 4
 BLOCK = 6
@@ -157,6 +157,8 @@ def plot_points(models: dict[str, ToyPolicy], eval_set: tuple[Tensor, Tensor, Te
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    from .viz import draw_points
+
     images, target, centre = (t[:4] for t in eval_set)
     grid = (IMAGE // PATCH, IMAGE // PATCH)
     fig, axes = plt.subplots(len(models), 4, figsize=(8, 2.1 * len(models)), squeeze=False)
@@ -165,19 +167,14 @@ def plot_points(models: dict[str, ToyPolicy], eval_set: tuple[Tensor, Tensor, Te
             pred, coords = model(images, target)
         for col in range(4):
             ax = axes[row][col]
-            ax.imshow(images[col].permute(1, 2, 0).clamp(0, 1).numpy(), extent=(0, 1, 1, 0))
-            if coords is not None and coords.shape[1] <= 64:
-                pts = coords_to_image_fraction(coords[col], grid, model.reducer.align_corners)
-                ax.scatter(pts[:, 0], pts[:, 1], s=40, facecolors="none", edgecolors="white", linewidths=1.5)
+            shown = coords[col] if coords is not None and coords.shape[1] <= 64 else torch.empty(0, 2)
+            draw_points(ax, images[col], shown, grid, model.reducer.align_corners)
             ax.scatter(*centre[col].tolist(), marker="+", s=80, c="white")
             ax.scatter(*pred[col].tolist(), marker="x", s=60, c="orange")
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(name)
             if row == 0:
-                colour = ["red", "green", "blue", "yellow", "magenta", "cyan"][int(target[col])]
-                ax.set_title(f'"reach the {colour} block"', fontsize=8)
+                ax.set_title(f'"reach the {COLOUR_NAMES[int(target[col])]} block"', fontsize=8)
     fig.suptitle("circles: sampling points / patch centres kept; +: target; x: prediction", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -19,7 +19,8 @@ of its peak) so collapse to a border is visible in training logs rather than sil
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -206,7 +207,8 @@ class GridSampler(TokenReducer):
             else:
                 z = torch.cat([z, cond], dim=-1)
         elif self.cond_dim is not None:
-            raise ValueError(f"this GridSampler was built with cond_dim={self.cond_dim}; pass cond=(B, {self.cond_dim})")
+            dim = self.cond_dim
+            raise ValueError(f"this GridSampler was built with cond_dim={dim}; pass cond=(B, {dim})")
         logits = self.mlp(z).view(b, self.k, 2)
         saturated = (logits.detach().abs() > SATURATION_LOGIT).float().mean()
         return torch.sigmoid(logits), {"logits": logits, "saturated": saturated}

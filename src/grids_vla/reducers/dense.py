@@ -30,6 +30,7 @@ class DenseReducer(TokenReducer):
     def reduce(self, tokens: Tensor, grid_size: tuple[int, int], cond: Tensor | None):
         n = grid_size[0] * grid_size[1]
         if self.expected_k is not None and self.expected_k != n:
-            raise ValueError(f"DenseReducer(k={self.expected_k}) got a {grid_size[0]}x{grid_size[1]} grid of {n} tokens")
+            h, w = grid_size
+            raise ValueError(f"DenseReducer(k={self.expected_k}) got a {h}x{w} grid of {n} tokens")
         centres = patch_centers(grid_size, self.align_corners, device=tokens.device)
         return tokens, centres.unsqueeze(0).expand(tokens.shape[0], -1, -1), {}
