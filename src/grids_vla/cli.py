@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "grids_vla.demo",
+    "grids_vla.flops.cli",
 ]
 
 

@@ -1,0 +1,245 @@
+"""Batch-1 latency of a VLA with dense visual tokens vs GridS at several K, measured in one run.
+
+The downstream transformer runs at its real width with random weights (values do not change the
+time of dense matmuls), built from the same code as the FLOP counter (:mod:`grids_vla.flops.arch`)
+with fused attention (``sdpa``). Depth can be reduced (``vision_layers``, ``llm_layers``; the action
+expert gets the LLM's depth, as in pi0 and SmolVLA) and the denoising steps too, so a run fits a small
+CPU; the report states what was measured and, separately and clearly labelled, a linear
+extrapolation to full depth (each layer of a stack costs the same at fixed token count).
+
+Method: pinned thread count, ``warmup`` untimed rounds, then ``repeats`` rounds; each round runs
+dense and every K once, in an order rotated every round so slow drifts (thermal, other processes)
+hit all configurations alike; the median of each component over the rounds is reported. On CUDA,
+every timed section ends with a synchronisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+import torch
+
+from .arch import VLAModules, get_config
+
+__all__ = ["bench_latency", "format_latency"]
+
+PARTS = ("vision", "projector", "grids", "llm_prefix", "action")
+
+
+def _check(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def bench_latency(
+    model: str = "pi0",
+    ks: Sequence[int] = (16, 4, 1),
+    *,
+    cameras: int | None = None,
+    prompt_tokens: int | None = None,
+    vision_layers: int | None = 2,
+    llm_layers: int | None = 2,
+    steps: int | None = None,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int = 2,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time dense vs GridS-K end to end and per component; returns a JSON-ready dict.
+
+    ``vision_layers`` / ``llm_layers`` / ``steps`` of ``None`` mean the real depth / step count.
+    """
+    cfg = get_config(model)
+    cams = _check("cameras", cfg.default_cameras if cameras is None else cameras, 1)
+    prompt = _check("prompt_tokens", cfg.default_prompt_tokens if prompt_tokens is None else prompt_tokens, 0)
+    _check("repeats", repeats, 1)
+    _check("warmup", warmup, 0)
+    _check("threads", threads, 1)
+    ks = [_check("k", k, 1) for k in ks]
+    for k in ks:
+        if k > cfg.tokens_per_camera:
+            raise ValueError(f"k={k} exceeds the {cfg.tokens_per_camera} visual tokens per camera of {cfg.name}")
+    for name, v in (("vision_layers", vision_layers), ("llm_layers", llm_layers), ("steps", steps)):
+        if v is not None:
+            _check(name, v, 1)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    torch_dtype = getattr(torch, dtype)
+    if steps is not None and cfg.head == "flow":
+        cfg = dataclasses.replace(cfg, denoise_steps=steps)
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for child processes; this process is pinned below
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    say = progress or (lambda _msg: None)
+    say(f"building {cfg.name} (vision layers {vision_layers}, llm layers {llm_layers}) on {device}")
+    m = VLAModules(
+        cfg, vision_layers=vision_layers, llm_layers=llm_layers, expert_layers=llm_layers, attention="sdpa",
+        device=device, dtype=torch_dtype,
+    ).eval()  # fmt: skip
+    from ..grids import GridSampler
+
+    configs: list[int | None] = [None] + [k for k in dict.fromkeys(ks) if k != cfg.tokens_per_camera]
+    samplers = {
+        k: GridSampler(cfg.width, k, grid_size=cfg.grid).to(device=device, dtype=torch_dtype).eval()
+        for k in configs
+        if k is not None
+    }
+    pixels = m.pixels(cams)
+    is_cuda = torch.device(device).type == "cuda"
+
+    def clock() -> float:
+        if is_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def run(k: int | None) -> dict[str, float]:
+        t = [clock()]
+        feats = m.vision(pixels)
+        t.append(clock())
+        tokens = m.project(feats)
+        t.append(clock())
+        if k is not None:
+            tokens = samplers[k](tokens)[0]
+        t.append(clock())
+        h, cache = m.run_llm(m.prefix_inputs(tokens, prompt))
+        t.append(clock())
+        if cfg.head == "flow":
+            m.sample_actions(cache)
+        elif cfg.head == "autoregressive":
+            m.decode_actions(h[:, -1:], cache)
+        else:
+            m.parallel_actions(h)
+        t.append(clock())
+        return {p: 1e3 * (t[i + 1] - t[i]) for i, p in enumerate(PARTS)}
+
+    times: dict[int | None, list[dict[str, float]]] = {k: [] for k in configs}
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            order = configs[r % len(configs) :] + configs[: r % len(configs)]
+            for k in order:
+                ms = run(k)
+                if r >= warmup:
+                    times[k].append(ms)
+            say(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done")
+
+    enc_depth = sum(e.layers for e in cfg.encoders)
+    enc_built = sum(len(_layers(e)) for e in m.encoders)
+    llm_built = len(m.llm.layers)
+    scale = {
+        "vision": enc_depth / enc_built,
+        "projector": 1.0,
+        "grids": 1.0,
+        "llm_prefix": cfg.llm.layers / llm_built,
+        "action": 1.0,
+    }
+    if cfg.head == "flow":
+        real = get_config(model)
+        scale["action"] = (real.expert.layers / len(m.expert.layers)) * (real.denoise_steps / cfg.denoise_steps)
+    elif cfg.head == "autoregressive":
+        scale["action"] = cfg.llm.layers / llm_built
+    rows = []
+    for k in configs:
+        med = {p: statistics.median(x[p] for x in times[k]) for p in PARTS}
+        rows.append(
+            {
+                "k": k,
+                "label": "dense" if k is None else str(k),
+                "median_ms": med,
+                "total_ms": sum(med.values()),
+                "all_total_ms": [sum(x.values()) for x in times[k]],
+                "extrapolated_total_ms": sum(med[p] * scale[p] for p in PARTS),
+            }
+        )
+    dense = rows[0]
+    for row in rows:
+        row["speedup"] = dense["total_ms"] / row["total_ms"]
+        row["extrapolated_speedup"] = dense["extrapolated_total_ms"] / row["extrapolated_total_ms"]
+        if row["k"] is not None:
+            vis = row["median_ms"]["vision"]
+            row["grids_over_vision"] = row["median_ms"]["grids"] / vis
+            row["grids_over_vision_extrapolated"] = row["median_ms"]["grids"] / (vis * scale["vision"])
+    info = {
+        "model": cfg.name,
+        "cameras": cams,
+        "prompt_tokens": prompt,
+        "vision_layers": [len(_layers(e)) for e in m.encoders],
+        "vision_layers_real": [e.layers for e in cfg.encoders],
+        "llm_layers": llm_built,
+        "llm_layers_real": cfg.llm.layers,
+        "expert_layers": len(m.expert.layers) if cfg.head == "flow" else None,
+        "denoise_steps": cfg.denoise_steps if cfg.head == "flow" else None,
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+        "device": _device_name(device),
+        "dtype": dtype,
+        "seed": seed,
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "extrapolation_scale": scale,
+    }
+    return {"info": info, "rows": rows}
+
+
+def _layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
+    """The layer list of an HF vision encoder (named ``layers`` or ``layer`` depending on the model)."""
+    enc = encoder.encoder
+    return enc.layers if hasattr(enc, "layers") else enc.layer
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)"
+
+
+def format_latency(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`bench_latency`'s result."""
+    info, rows = result["info"], result["rows"]
+    lines = [
+        f"{info['model']}: batch 1, cameras={info['cameras']}, prompt={info['prompt_tokens']}, "
+        f"device={info['device']}, dtype={info['dtype']}, threads={info['threads']}, seed={info['seed']}, "
+        f"{info['date']}",
+        f"measured depth: vision {info['vision_layers']} of {info['vision_layers_real']} layers, "
+        f"LLM {info['llm_layers']} of {info['llm_layers_real']}"
+        + (
+            f", expert {info['expert_layers']} layers x {info['denoise_steps']} steps"
+            if info["expert_layers"] is not None
+            else ""
+        )
+        + f"; median of {info['repeats']} interleaved rounds after {info['warmup']} warm-up",
+    ]
+    fmt = "{:>6} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>8} {:>12} {:>8} {:>11}"
+    lines.append(
+        fmt.format("K/cam", "vision", "proj", "grids", "llm_prefix", "action", "total ms", "speedup",
+                   "extrap. ms", "speedup", "grids/vis")  # fmt: skip
+    )
+    for r in rows:
+        m = r["median_ms"]
+        gv = "-" if r["k"] is None else f"{100 * r['grids_over_vision_extrapolated']:.2f}%"
+        lines.append(
+            fmt.format(
+                r["label"], f"{m['vision']:.1f}", f"{m['projector']:.1f}", f"{m['grids']:.2f}",
+                f"{m['llm_prefix']:.1f}", f"{m['action']:.1f}", f"{r['total_ms']:.1f}", f"{r['speedup']:.2f}x",
+                f"{r['extrapolated_total_ms']:.0f}", f"{r['extrapolated_speedup']:.2f}x", gv,
+            )  # fmt: skip
+        )
+    lines.append(
+        "extrap. = measured component times scaled linearly to the real depth and step count (an estimate); "
+        "grids/vis = GridS time over the full-depth (extrapolated) vision encoder time"
+    )
+    return "\n".join(lines)
