@@ -5,7 +5,7 @@ See :mod:`grids_vla.flops.counter` for what is counted and the ``full`` / ``pape
 Needs the optional ``transformers`` dependency (``pip install grids-vla[flops]``).
 """
 
-from .arch import MODELS, DecoderSpec, VLAConfig, VLAModules, ViTSpec, get_config
+from .arch import MODELS, DecoderSpec, ViTSpec, VLAConfig, VLAModules, get_config
 from .counter import COMPONENTS, FlopBreakdown, count_flops, flops_table, format_table, model_flops
 
 __all__ = [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -141,8 +141,9 @@ class VLAConfig:
     ``head`` is ``"flow"`` (an action expert run ``denoise_steps`` times over the cached prefix),
     ``"autoregressive"`` (one token per action dimension, greedy decoding with a KV cache) or
     ``"parallel"`` (OpenVLA-OFT: empty action tokens in the prefix, one pass, an MLP regression head).
-    ``paper_gflops`` holds the figures the GridS paper reports (tokens per image -> GFLOPs), shown for
-    comparison only; no count is derived from them.
+    ``paper_gflops`` holds the figures the GridS paper reports ((tokens per image, GFLOPs) pairs), shown
+    for comparison only; no count is derived from them. The config is frozen and hashable, so counts
+    can be cached per config.
     """
 
     name: str
@@ -164,7 +165,7 @@ class VLAConfig:
     action_horizon: int = 1
     denoise_steps: int = 1
     vocab: int = 0  # autoregressive head: lm_head width
-    paper_gflops: dict[int, float] = field(default_factory=dict)
+    paper_gflops: tuple[tuple[int, float], ...] = ()
     notes: str = ""
 
     @property
@@ -219,7 +220,7 @@ MODELS: dict[str, VLAConfig] = {
         denoise_steps=10,
         default_cameras=3,
         default_prompt_tokens=48,
-        paper_gflops={256: 216.01, 16: 51.65, 4: 43.61},
+        paper_gflops=((256, 216.01), (16, 51.65), (4, 43.61)),
         notes="openpi: 3 camera slots (a missing camera is a masked zero image, still encoded), prompt 48 tokens",
     ),
     "pi05": VLAConfig(
@@ -235,7 +236,7 @@ MODELS: dict[str, VLAConfig] = {
         denoise_steps=10,
         default_cameras=3,
         default_prompt_tokens=200,
-        paper_gflops={256: 249.76, 16: 83.84, 4: 75.73},
+        paper_gflops=((256, 249.76), (16, 83.84), (4, 75.73)),
         notes="openpi pi05_libero: 3 camera slots, prompt 200 tokens (state tokenised into the prompt), horizon 10",
     ),
     "smolvla": VLAConfig(
@@ -254,7 +255,7 @@ MODELS: dict[str, VLAConfig] = {
         denoise_steps=10,
         default_cameras=2,
         default_prompt_tokens=48,
-        paper_gflops={64: 306.78},
+        paper_gflops=((64, 306.78),),
         notes="LeRobot SmolVLA: 512 px, pixel shuffle x4 -> 64 tokens/camera, state token in the prefix",
     ),
     "openvla": VLAConfig(
@@ -268,7 +269,7 @@ MODELS: dict[str, VLAConfig] = {
         default_cameras=1,
         default_prompt_tokens=32,
         vocab=32064,
-        paper_gflops={256: 1956.19},
+        paper_gflops=((256, 1956.19),),
         notes="1 camera; 7 action tokens decoded greedily with a KV cache; lm_head on the last position only",
     ),
     "openvla-oft": VLAConfig(
@@ -284,7 +285,7 @@ MODELS: dict[str, VLAConfig] = {
         action_horizon=8,
         default_cameras=2,
         default_prompt_tokens=32,
-        paper_gflops={256: 3922.56},
+        paper_gflops=((256, 3922.56),),
         notes="LIBERO setup: 2 cameras, proprio token, 56 empty action tokens, MLPResNet head; "
         "the discarded lm_head logits of the reference code are not counted",
     ),
@@ -537,7 +538,8 @@ class VLAModules(nn.Module):
             state = torch.randn(1, 1, cfg.state_dim, device=visual.device, dtype=visual.dtype)
             parts.append(self.state_proj(state))
         if cfg.parallel_action_tokens:
-            parts.append(torch.zeros(1, cfg.parallel_action_tokens, cfg.width, device=visual.device, dtype=visual.dtype))
+            empty = torch.zeros(1, cfg.parallel_action_tokens, cfg.width, device=visual.device, dtype=visual.dtype)
+            parts.append(empty)
         return torch.cat(parts, dim=1)
 
     def run_llm(

@@ -18,7 +18,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "'paper' counts each layer stack and the denoising loop once, as the GridS paper's XLA figures do.",
     )
     p.add_argument("--model", nargs="+", default=["pi0"], help=f"one or more of {', '.join(MODEL_CHOICES)}, or all")
-    p.add_argument("--k", nargs="+", type=int, default=[16, 4, 1], help="GridS tokens per camera (dense is always shown)")
+    p.add_argument("--k", nargs="+", type=int, default=[16, 4, 1], help="GridS tokens per camera (dense always shown)")
     p.add_argument("--cameras", type=int, default=None, help="camera images (default: the model's)")
     p.add_argument("--prompt-tokens", type=int, default=None, help="text tokens (default: the model's)")
     p.add_argument("--accounting", choices=("full", "paper"), default="full")

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .arch import VLAConfig, VLAModules, ViTSpec, get_config
+from .arch import ViTSpec, VLAConfig, VLAModules, get_config
 
 __all__ = [
     "COMPONENTS",
@@ -101,20 +101,19 @@ class FlopBreakdown:
 # ---- cached meta-device builds and per-layer counts ---------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _meta_model(name: str) -> VLAModules:
+@functools.cache
+def _meta_model(cfg: VLAConfig) -> VLAModules:
     """Meta-device parts with 1 LLM layer and 2 expert layers (SmolVLA alternates two layer kinds)."""
-    cfg = get_config(name)
     return VLAModules(cfg, vision_layers=1, llm_layers=1, expert_layers=2, attention="eager", device=_META)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoder(spec: ViTSpec, layers: int) -> torch.nn.Module:
     with _META:
         return spec.build(layers, "eager")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoder_counts(spec: ViTSpec, cameras: int) -> tuple[int, int]:
     """(non-layer FLOPs, FLOPs of one layer) of an encoder on ``cameras`` images."""
     x = torch.empty(cameras, 3, spec.image_size, spec.image_size, device=_META)
@@ -131,20 +130,19 @@ def _kv(spec_kv_heads: int, head_dim: int, length: int) -> tuple[torch.Tensor, t
     return _empty(1, spec_kv_heads, length, head_dim), _empty(1, spec_kv_heads, length, head_dim)
 
 
-@functools.lru_cache(maxsize=None)
-def _llm_layer(name: str, n: int, past: int = 0) -> int:
+@functools.cache
+def _llm_layer(cfg: VLAConfig, n: int, past: int = 0) -> int:
     """One LLM layer over ``n`` new tokens after ``past`` cached ones."""
-    m = _meta_model(name)
+    m = _meta_model(cfg)
     spec = m.cfg.llm
     cache = [_kv(spec.kv_heads, spec.head_dim, past)] if past else None
     return count_flops(lambda: m.run_llm(_empty(1, n, spec.hidden), past=cache, layers=[0]))
 
 
-@functools.lru_cache(maxsize=None)
-def _flow_counts(name: str, prefix: int) -> tuple[int, dict[str, int]]:
+@functools.cache
+def _flow_counts(cfg: VLAConfig, prefix: int) -> tuple[int, dict[str, int]]:
     """(per-step FLOPs outside the expert layers, {layer kind: FLOPs of one such layer})."""
-    m = _meta_model(name)
-    cfg = m.cfg
+    m = _meta_model(cfg)
     spec = cfg.llm
     cache = [_kv(spec.kv_heads, spec.head_dim, prefix)] * 2
     x, t = _empty(1, cfg.action_horizon, cfg.action_dim), _empty(1)
@@ -157,11 +155,10 @@ def _flow_counts(name: str, prefix: int) -> tuple[int, dict[str, int]]:
     return base, kinds
 
 
-@functools.lru_cache(maxsize=None)
-def _small(name: str, part: str, arg: int = 0) -> int:
+@functools.cache
+def _small(cfg: VLAConfig, part: str, arg: int = 0) -> int:
     """FLOPs of the small pieces: projector, state projection, lm_head, OFT head, GridS (arg = K)."""
-    m = _meta_model(name)
-    cfg = m.cfg
+    m = _meta_model(cfg)
     if part == "projector":
         enc = cfg.encoders[0]
         feats = _empty(arg, enc.grid * enc.grid, sum(e.hidden for e in cfg.encoders))
@@ -225,15 +222,15 @@ def model_flops(
         base, layer = _encoder_counts(enc, cams)
         vision += base + (enc.layers if full else 1) * layer
     comp["vision"] = vision
-    comp["projector"] = _small(cfg.name, "projector", cams)
-    comp["grids"] = cams * _small(cfg.name, "grids", k) if k else 0
+    comp["projector"] = _small(cfg, "projector", cams)
+    comp["grids"] = cams * _small(cfg, "grids", k) if k else 0
     n = cams * per_cam + prompt + cfg.extra_prefix_tokens()
     depth = cfg.llm.layers if full else 1
-    comp["llm_prefix"] = depth * _llm_layer(cfg.name, n) + _small(cfg.name, "state")
+    comp["llm_prefix"] = depth * _llm_layer(cfg, n) + _small(cfg, "state")
 
     if cfg.head == "flow":
         assert cfg.expert is not None
-        base, kinds = _flow_counts(cfg.name, n)
+        base, kinds = _flow_counts(cfg, n)
         if full:
             per_step = base + sum(kinds[cfg.expert_kind(i)] for i in range(cfg.expert.layers))
         else:
@@ -242,11 +239,11 @@ def model_flops(
         comp["action"] = steps * per_step
     elif cfg.head == "autoregressive":
         steps = cfg.action_dim - 1 if full else 1
-        lm = _small(cfg.name, "lm_head")
-        comp["action"] = lm + sum(depth * _llm_layer(cfg.name, 1, n + i) + lm for i in range(steps))
+        lm = _small(cfg, "lm_head")
+        comp["action"] = lm + sum(depth * _llm_layer(cfg, 1, n + i) + lm for i in range(steps))
     else:
         steps = 1
-        comp["action"] = _small(cfg.name, "oft_head")
+        comp["action"] = _small(cfg, "oft_head")
     return FlopBreakdown(
         model=cfg.name, accounting=accounting, k=k, cameras=cams, prompt_tokens=prompt,
         visual_tokens=cams * per_cam, prefix_tokens=n, action_steps=steps, components=comp,
@@ -254,7 +251,7 @@ def model_flops(
 
 
 def flops_table(
-    model: str,
+    model: str | VLAConfig,
     ks: Iterable[int] = (16, 4, 1),
     *,
     cameras: int | None = None,
@@ -266,7 +263,7 @@ def flops_table(
     Each row is :meth:`FlopBreakdown.to_dict` plus ``reduction`` (1 - total / dense) and
     ``fraction_of_limit`` (the reduction as a fraction of the limit's reduction).
     """
-    cfg = get_config(model)
+    cfg = get_config(model) if isinstance(model, str) else model
     ks = list(ks)
     for k in ks:
         _check_int("k", k, 1)
@@ -286,7 +283,8 @@ def flops_table(
         d = b.to_dict()
         d["reduction"] = 1 - b.total / dense.total
         d["fraction_of_limit"] = (dense.total - b.total) / saving_limit if saving_limit > 0 else float("nan")
-        d["paper_gflops"] = cfg.paper_gflops.get(b.k if b.k is not None else cfg.tokens_per_camera)
+        d["paper_gflops"] = dict(cfg.paper_gflops).get(b.k if b.k is not None else cfg.tokens_per_camera)
+        d["title"], d["head"] = cfg.title, cfg.head
         out.append(d)
     return out
 
@@ -296,11 +294,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     r0 = rows[0]
-    cfg = get_config(r0["model"])
     steps = r0["action_steps"]
-    head = {"flow": f"expert x{steps}", "autoregressive": f"decode x{steps}", "parallel": "MLP head"}[cfg.head]
+    head = {"flow": f"expert x{steps}", "autoregressive": f"decode x{steps}", "parallel": "MLP head"}[r0["head"]]
     lines = [
-        f"{cfg.title}",
+        f"{r0['title']}",
         f"accounting={r0['accounting']}, cameras={r0['cameras']}, prompt tokens={r0['prompt_tokens']}, batch 1, "
         f"GFLOPs (1e9 FLOPs, FLOPs = 2 x multiply-adds)",
     ]
@@ -312,13 +309,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         c = r["components"]
         lines.append(
             fmt.format(
-                r["label"], r["visual_tokens"], r["prefix_tokens"], f"{c['vision'] / 1e9:.2f}",
-                f"{c['projector'] / 1e9:.2f}", f"{c['grids'] / 1e9:.3f}", f"{c['llm_prefix'] / 1e9:.2f}",
-                f"{c['action'] / 1e9:.2f}", f"{r['total'] / 1e9:.2f}", f"{100 * r['reduction']:.1f}%",
+                r["label"],
+                r["visual_tokens"],
+                r["prefix_tokens"],
+                f"{c['vision'] / 1e9:.2f}",
+                f"{c['projector'] / 1e9:.2f}",
+                f"{c['grids'] / 1e9:.3f}",
+                f"{c['llm_prefix'] / 1e9:.2f}",
+                f"{c['action'] / 1e9:.2f}",
+                f"{r['total'] / 1e9:.2f}",
+                f"{100 * r['reduction']:.1f}%",
                 "-" if r["label"] == "dense" else f"{100 * r['fraction_of_limit']:.1f}%",
             )  # fmt: skip
         )
     reported = [(r["label"], r["paper_gflops"]) for r in rows if r.get("paper_gflops")]
     if reported and r0["accounting"] == "paper":
-        lines.append(f"the paper reports ({cfg.notes.split(':')[0]}): " + ", ".join(f"{lab}: {v:.2f}" for lab, v in reported))
+        lines.append("the paper reports: " + ", ".join(f"{lab}: {v:.2f}" for lab, v in reported))
     return "\n".join(lines)

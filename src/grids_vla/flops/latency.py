@@ -81,8 +81,18 @@ def bench_latency(
     if steps is not None and cfg.head == "flow":
         cfg = dataclasses.replace(cfg, denoise_steps=steps)
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # for child processes; this process is pinned below
-    torch.set_num_threads(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # pinned for this call (export OMP_NUM_THREADS too, before starting Python)
+    try:
+        return _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, warmup, device, torch_dtype,
+                      dtype, seed, progress)  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, warmup, device, torch_dtype, dtype,
+           seed, progress) -> dict[str, Any]:  # fmt: skip
+    """The body of :func:`bench_latency`, run with the thread count pinned."""
     torch.manual_seed(seed)
     say = progress or (lambda _msg: None)
     say(f"building {cfg.name} (vision layers {vision_layers}, llm layers {llm_layers}) on {device}")
@@ -185,6 +195,7 @@ def bench_latency(
         "repeats": repeats,
         "warmup": warmup,
         "threads": torch.get_num_threads(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "device": _device_name(device),
         "dtype": dtype,
         "seed": seed,
@@ -225,17 +236,36 @@ def format_latency(result: dict[str, Any]) -> str:
     ]
     fmt = "{:>6} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>8} {:>12} {:>8} {:>11}"
     lines.append(
-        fmt.format("K/cam", "vision", "proj", "grids", "llm_prefix", "action", "total ms", "speedup",
-                   "extrap. ms", "speedup", "grids/vis")  # fmt: skip
+        fmt.format(
+            "K/cam",
+            "vision",
+            "proj",
+            "grids",
+            "llm_prefix",
+            "action",
+            "total ms",
+            "speedup",
+            "extrap. ms",
+            "speedup",
+            "grids/vis",
+        )  # fmt: skip
     )
     for r in rows:
         m = r["median_ms"]
         gv = "-" if r["k"] is None else f"{100 * r['grids_over_vision_extrapolated']:.2f}%"
         lines.append(
             fmt.format(
-                r["label"], f"{m['vision']:.1f}", f"{m['projector']:.1f}", f"{m['grids']:.2f}",
-                f"{m['llm_prefix']:.1f}", f"{m['action']:.1f}", f"{r['total_ms']:.1f}", f"{r['speedup']:.2f}x",
-                f"{r['extrapolated_total_ms']:.0f}", f"{r['extrapolated_speedup']:.2f}x", gv,
+                r["label"],
+                f"{m['vision']:.1f}",
+                f"{m['projector']:.1f}",
+                f"{m['grids']:.2f}",
+                f"{m['llm_prefix']:.1f}",
+                f"{m['action']:.1f}",
+                f"{r['total_ms']:.1f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['extrapolated_total_ms']:.0f}",
+                f"{r['extrapolated_speedup']:.2f}x",
+                gv,
             )  # fmt: skip
         )
     lines.append(
