@@ -72,6 +72,34 @@ def test_anchors_for_k_equal_to_grid_are_patch_centres():
         torch.testing.assert_close(out.tokens, x.flatten(2).transpose(1, 2))  # fixed grid at K = H*W is dense
 
 
+def test_attention_predictor_starts_near_the_anchors_and_stays_inside():
+    g = GridSampler(8, 16, grid_size=(16, 16), predictor="attention", cond_dim=3)
+    x, cond = torch.randn(2, 256, 8), torch.randn(2, 3)
+    out = g(x, cond=cond)
+    torch.testing.assert_close(out.coords[0], g.anchor_coords((16, 16)), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.aux["attention"].sum(-1), torch.ones(2, 16))
+    perturb_(g, std=50.0)  # huge scores: a soft-argmax still lands inside the grid, never on a tail
+    out = g(x, cond=cond)
+    assert ((out.coords >= 0) & (out.coords <= 1)).all() and torch.isfinite(out.tokens).all()
+
+
+def test_attention_predictor_learns_to_move_a_point_onto_a_marked_patch():
+    """The coordinate gradient reaches every token's score, so one point can travel to a distant target."""
+    torch.manual_seed(0)
+    g = GridSampler(4, 1, grid_size=(8, 8), predictor="attention", geometry=False)
+    opt = torch.optim.Adam(g.parameters(), lr=0.05)
+    x = torch.zeros(16, 64, 4)
+    target = torch.randint(0, 64, (16,))
+    x[torch.arange(16), target, 0] = 1.0  # one marked patch per image, anywhere
+    goal = patch_centers((8, 8), True)[target]
+    for _ in range(150):
+        loss = (g(x).coords[:, 0] - goal).abs().sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1  # starts at ~0.5 (the centre)
+
+
 def test_saturation_is_reported():
     g = GridSampler(4, 4, grid_size=(8, 8))
     with torch.no_grad():
@@ -221,9 +249,10 @@ def test_nan_passes_without_the_opt_in_check():
     assert torch.isnan(out.tokens).all()
 
 
-def test_torch_compile_matches_eager():
+@pytest.mark.parametrize("predictor", ["pooled", "attention"])
+def test_torch_compile_matches_eager(predictor):
     torch.manual_seed(0)
-    g = perturb_(GridSampler(16, 8, grid_size=(8, 8), cond_dim=4), std=0.1)
+    g = perturb_(GridSampler(16, 8, grid_size=(8, 8), cond_dim=4, predictor=predictor), std=0.1)
     x, cond = torch.randn(2, 64, 16), torch.randn(2, 4)
     eager = g(x, cond=cond)
     compiled = torch.compile(g, fullgraph=True)(x, cond=cond)
@@ -274,10 +303,12 @@ def test_multi_camera(shared):
     sampling=st.sampled_from(["bilinear", "nearest"]),
     align=st.booleans(),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+    predictor=st.sampled_from(["pooled", "attention"]),
 )
-def test_property_shapes_and_ranges(h, w, k, b, mode, sampling, align, dtype):
+def test_property_shapes_and_ranges(h, w, k, b, mode, sampling, align, dtype, predictor):
     k = min(k, h * w)
-    g = GridSampler(6, k, coords=mode, sampling=sampling, align_corners=align, grid_size=(h, w)).to(dtype)
+    g = GridSampler(6, k, coords=mode, sampling=sampling, align_corners=align, grid_size=(h, w), predictor=predictor)
+    g = g.to(dtype)
     x = torch.randn(b, h * w, 6, dtype=dtype)
     out = g(x)
     assert out.tokens.shape == (b, k, 6) and out.tokens.dtype == dtype

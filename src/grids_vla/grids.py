@@ -31,6 +31,7 @@ from .sampling import (
     bilinear_sample,
     coords_to_image_fraction,
     image_fraction_to_coords,
+    patch_centers,
     snap_to_patch_centers,
 )
 
@@ -88,6 +89,43 @@ class GeometryEmbedding(nn.Module):
         return self.mlp(points)
 
 
+class AttentionPointHead(nn.Module):
+    """Stage 1 without pooling (beyond the paper): each point is the soft-argmax of its own content map.
+
+    Point ``k`` scores every token with a learned query (plus a projection of ``cond``, if any) against a
+    LayerNorm-ed key, adds a Gaussian log-prior around its anchor (width ``0.5 / sqrt(K)`` of the image),
+    and takes the attention-weighted mean of the patch centres. Queries and the conditioning projection
+    start at zero, so the points start at (about) the anchors. A soft-argmax stays inside the image by
+    construction, so it cannot saturate, and its coordinate gradient reaches every token's score instead
+    of only the four neighbours of the current point.
+    """
+
+    def __init__(self, dim: int, k: int, hidden: int, cond_dim: int | None) -> None:
+        super().__init__()
+        self.k = k
+        self.norm = nn.LayerNorm(dim)
+        self.key = nn.Linear(dim, hidden)
+        self.queries = nn.Parameter(torch.zeros(k, hidden))
+        if cond_dim:
+            self.cond = nn.Linear(cond_dim, k * hidden)
+            nn.init.zeros_(self.cond.weight)
+            nn.init.zeros_(self.cond.bias)
+        self.prior_width = 0.5 / math.sqrt(k)
+
+    def forward(self, tokens: Tensor, grid_size: tuple[int, int], cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Image-fraction points ``(B, K, 2)`` and the attention maps ``(B, K, H*W)``."""
+        keys = self.key(self.norm(tokens.to(self.key.weight.dtype)))  # (B, N, hidden)
+        queries = self.queries.unsqueeze(0)
+        if cond is not None:
+            queries = queries + self.cond(cond.to(keys.dtype)).view(-1, self.k, keys.shape[-1])
+        centres = patch_centers(grid_size, align_corners=False, dtype=keys.dtype, device=keys.device)
+        anchors = spread_anchors(self.k, grid_size).to(keys)
+        log_prior = -torch.cdist(anchors, centres).square() / (2 * self.prior_width**2)  # (K, N)
+        logits = queries @ keys.transpose(1, 2) * keys.shape[-1] ** -0.5 + log_prior
+        attn = logits.softmax(dim=-1)
+        return attn @ centres, attn
+
+
 @register_reducer("grids")
 class GridSampler(TokenReducer):
     """Differentiable grid-sample pruning: ``(B, H*W, C)`` visual tokens -> ``(B, K, C)``.
@@ -96,6 +134,8 @@ class GridSampler(TokenReducer):
         dim: channel size ``C``.
         k: number of output tokens ``K``.
         hidden: stage-1 MLP width (paper: 512).
+        predictor: ``"pooled"`` (the paper: pooled feature -> MLP -> sigmoid) or ``"attention"``
+            (:class:`AttentionPointHead`: per-point soft-argmax over the tokens; beyond the paper).
         coords: ``"predicted"`` (GridS), ``"random"`` (uniform points each call; ablation) or
             ``"fixed-grid"`` (the spread anchors; no learning).
         sampling: ``"bilinear"`` (GridS) or ``"nearest"`` (discrete selection: points snapped to the
@@ -120,6 +160,7 @@ class GridSampler(TokenReducer):
         k: int = 16,
         *,
         hidden: int = 512,
+        predictor: Literal["pooled", "attention"] = "pooled",
         coords: CoordMode = "predicted",
         sampling: SamplingMode = "bilinear",
         geometry: GeometryMode | bool = "mlp",
@@ -152,6 +193,7 @@ class GridSampler(TokenReducer):
         _check_choice("sampling", sampling, ("bilinear", "nearest"))
         _check_choice("geometry", geometry, ("mlp", "fourier", "none"))
         _check_choice("cond_mode", cond_mode, ("film", "concat"))
+        _check_choice("predictor", predictor, ("pooled", "attention"))
         if cond_dim is not None and (not isinstance(cond_dim, int) or cond_dim < 1):
             raise ValueError(f"cond_dim must be a positive int or None, got {cond_dim!r}")
         self.coord_mode = coords
@@ -159,9 +201,12 @@ class GridSampler(TokenReducer):
         self.geometry_mode = geometry
         self.cond_dim = cond_dim
         self.cond_mode = cond_mode
+        self.predictor = predictor if coords == "predicted" else None
         self.accepts_cond = coords == "predicted" and cond_dim is not None
 
-        if coords == "predicted":
+        if self.predictor == "attention":
+            self.point_attn = AttentionPointHead(dim, k, hidden, cond_dim)
+        elif self.predictor == "pooled":
             self.norm = nn.LayerNorm(dim)
             in_dim = dim + (cond_dim if cond_dim and cond_mode == "concat" else 0)
             if cond_dim and cond_mode == "film":
@@ -197,6 +242,12 @@ class GridSampler(TokenReducer):
             return anchors.unsqueeze(0).expand(b, -1, -1), {}
         if self.coord_mode == "random":
             return torch.rand(b, self.k, 2, device=tokens.device), {}
+        if cond is None and self.cond_dim is not None:
+            dim = self.cond_dim
+            raise ValueError(f"this GridSampler was built with cond_dim={dim}; pass cond=(B, {dim})")
+        if self.predictor == "attention":
+            frac, attn = self.point_attn(tokens, grid_size, cond)
+            return image_fraction_to_coords(frac, grid_size, self.align_corners), {"attention": attn}
         weight_dtype = self.mlp[0].weight.dtype
         z = self.norm(tokens.mean(dim=1).to(weight_dtype))
         if cond is not None:
@@ -206,9 +257,6 @@ class GridSampler(TokenReducer):
                 z = z * (1 + scale) + shift
             else:
                 z = torch.cat([z, cond], dim=-1)
-        elif self.cond_dim is not None:
-            dim = self.cond_dim
-            raise ValueError(f"this GridSampler was built with cond_dim={dim}; pass cond=(B, {dim})")
         logits = self.mlp(z).view(b, self.k, 2)
         saturated = (logits.detach().abs() > SATURATION_LOGIT).float().mean()
         return torch.sigmoid(logits), {"logits": logits, "saturated": saturated}
@@ -228,7 +276,8 @@ class GridSampler(TokenReducer):
 
     def extra_repr(self) -> str:
         return (
-            f"{super().extra_repr()}, coords={self.coord_mode!r}, sampling={self.sampling!r}, "
+            f"{super().extra_repr()}, coords={self.coord_mode!r}, predictor={self.predictor!r}, "
+            f"sampling={self.sampling!r}, "
             f"geometry={self.geometry_mode!r}, cond_dim={self.cond_dim}, align_corners={self.align_corners}"
         )
 
