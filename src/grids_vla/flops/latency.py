@@ -147,7 +147,7 @@ def _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, war
             say(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done")
 
     enc_depth = sum(e.layers for e in cfg.encoders)
-    enc_built = sum(len(_layers(e)) for e in m.encoders)
+    enc_built = sum(_depth(e) for e in m.encoders)
     llm_built = len(m.llm.layers)
     scale = {
         "vision": enc_depth / enc_built,
@@ -186,7 +186,7 @@ def _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, war
         "model": cfg.name,
         "cameras": cams,
         "prompt_tokens": prompt,
-        "vision_layers": [len(_layers(e)) for e in m.encoders],
+        "vision_layers": [_depth(e) for e in m.encoders],
         "vision_layers_real": [e.layers for e in cfg.encoders],
         "llm_layers": llm_built,
         "llm_layers_real": cfg.llm.layers,
@@ -206,10 +206,9 @@ def _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, war
     return {"info": info, "rows": rows}
 
 
-def _layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
-    """The layer list of an HF vision encoder (named ``layers`` or ``layer`` depending on the model)."""
-    enc = encoder.encoder
-    return enc.layers if hasattr(enc, "layers") else enc.layer
+def _depth(encoder: torch.nn.Module) -> int:
+    """Layers an HF vision encoder was built with (from its config: module names differ across versions)."""
+    return int(encoder.config.num_hidden_layers)
 
 
 def _device_name(device: str) -> str:
