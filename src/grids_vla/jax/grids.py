@@ -1,0 +1,504 @@
+"""Flax (linen) GridS: the same module as :class:`grids_vla.GridSampler`, for JAX / openpi users.
+
+Why linen and not nnx: linen keeps parameters in a plain nested dict (``{"params": {...}}``), which
+makes the PyTorch conversion a key-renaming table with exact round trips, and ``apply`` is a pure
+function that composes with ``jax.jit`` / ``jax.grad`` without splitting state. openpi's SigLIP and
+Gemma are linen modules that its nnx ``Pi0`` wraps with ``flax.nnx.bridge.ToNNX``; a linen GridS plugs
+in the same way (see ``docs/jax_openpi.md``).
+
+Semantics (all mirrored from the PyTorch reference; the parity tests hold them to float32 round-off):
+
+* Stage 1: mean-pool -> LayerNorm (eps 1e-5) -> optional FiLM (``z * (1 + scale) + shift``,
+  zero-initialised) or concat conditioning -> Dense(hidden) -> ReLU -> Dense(2K) -> sigmoid.
+  The last layer starts with zero kernel and the anchor logits as bias (:func:`spread_anchors`,
+  clipped to ``[0.01, 0.99]``), computed for the constructor's ``grid_size`` (``(1, 1)`` when unset,
+  exactly as PyTorch does).
+* ``predictor="attention"`` replaces the pooled MLP by :class:`AttentionPointHead` (per-point
+  soft-argmax over the tokens with an anchor prior; beyond the paper), as in PyTorch.
+* Stage 2: bilinear sampling (:func:`grids_vla.jax.sampling.bilinear_sample`), optional nearest
+  snapping with a straight-through gradient, plus a geometry embedding (MLP / Fourier, zero last layer).
+* ``coords="random"`` draws uniform points from an explicit key (``rng=``) or the ``"grids"`` rng
+  stream; ``"fixed-grid"`` uses the anchors of the grid actually passed in.
+* Other Dense layers start like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(fan_in)``), so a fresh JAX
+  module is distributed like a fresh PyTorch one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .sampling import bilinear_sample, coords_to_image_fraction, image_fraction_to_coords, snap_to_patch_centers
+
+__all__ = [
+    "AttentionPointHead",
+    "GeometryEmbedding",
+    "GridSampler",
+    "MultiCameraGridS",
+    "ReducerOutput",
+    "anchor_coords",
+    "spread_anchors",
+]
+
+SATURATION_LOGIT = 6.0
+_ANCHOR_EPS = 0.01
+RNG_STREAM = "grids"
+
+
+class ReducerOutput(NamedTuple):
+    """``tokens (B, [P +] K, C)``, ``coords (B, K, 2)`` in the sampler's convention, ``aux`` dict."""
+
+    tokens: jax.Array
+    coords: jax.Array
+    aux: dict[str, Any]
+
+
+def spread_anchors(k: int, grid_size: tuple[int, int] | None = None) -> np.ndarray:
+    """K points spread evenly over the image as image fractions ``(K, 2)`` (float32), as in PyTorch."""
+    h, w = grid_size if grid_size is not None else (1, 1)
+    rows = min(k, max(1, round(math.sqrt(k * h / w))))
+    cols = math.ceil(k / rows)
+    rows = math.ceil(k / cols)
+    points = []
+    for i in range(rows):
+        n = min(cols, k - i * cols)
+        shift = (cols - n) / 2
+        points += [((j + 0.5 + shift) / cols, (i + 0.5) / rows) for j in range(n)]
+    return np.asarray(points, dtype=np.float32)
+
+
+def anchor_coords(k: int, grid_size: tuple[int, int], align_corners: bool) -> np.ndarray:
+    """The K spread anchors in the sampler's coordinate convention, ``(K, 2)`` float32 (host constant)."""
+    frac = spread_anchors(k, grid_size)
+    h, w = grid_size
+    if not align_corners:
+        return np.clip(frac, 0, 1)
+    size = np.asarray([w, h], dtype=np.float32)
+    denom = np.maximum(size - 1, 1)
+    return np.clip((frac * size - np.float32(0.5)) / denom, 0, 1).astype(np.float32)
+
+
+def anchor_logits(k: int, grid_size: tuple[int, int] | None, align_corners: bool) -> np.ndarray:
+    """Bias of the last predictor layer at initialisation, ``(2K,)`` (PyTorch: ``reset_coordinate_head``)."""
+    anchors = np.clip(anchor_coords(k, grid_size or (1, 1), align_corners), _ANCHOR_EPS, 1 - _ANCHOR_EPS)
+    anchors = anchors.astype(np.float32)
+    return np.log(anchors / (np.float32(1) - anchors)).reshape(-1).astype(np.float32)
+
+
+def torch_linear_init(fan_in: int):
+    """``torch.nn.Linear``'s default init (weight and bias uniform in ``+-1/sqrt(fan_in)``) as a Flax init."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _constant_init(value: np.ndarray):
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        del key
+        return jnp.asarray(value, dtype=dtype).reshape(shape)
+
+    return init
+
+
+def _dense(features: int, fan_in: int, name: str, dtype: Any, zero: bool = False) -> nn.Dense:
+    init = nn.initializers.zeros_init() if zero else torch_linear_init(fan_in)
+    return nn.Dense(features, kernel_init=init, bias_init=init, name=name, dtype=dtype, param_dtype=dtype)
+
+
+class GeometryEmbedding(nn.Module):
+    """Embed image-fraction points ``(B, K, 2)`` into ``(B, K, dim)``; the last layer starts at zero."""
+
+    dim: int
+    hidden: int = 256
+    mode: str = "mlp"
+    fourier_bands: int = 8
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mlp", "fourier"):
+            raise ValueError(f"geometry mode must be 'mlp' or 'fourier', got {self.mode!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, points: jax.Array) -> jax.Array:
+        points = points.astype(self.param_dtype)
+        if self.mode == "fourier":
+            freqs = np.pi * 2.0 ** np.arange(self.fourier_bands, dtype=np.float32)
+            angles = points[..., None] * jnp.asarray(freqs, dtype=points.dtype)  # (B, K, 2, bands)
+            points = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+            points = points.reshape(*points.shape[:-2], -1)
+        in_dim = points.shape[-1]
+        y = nn.relu(_dense(self.hidden, in_dim, "mlp_0", self.param_dtype)(points))
+        return _dense(self.dim, self.hidden, "mlp_2", self.param_dtype, zero=True)(y)
+
+
+class AttentionPointHead(nn.Module):
+    """Stage 1 without pooling (PyTorch ``AttentionPointHead``): each point is a soft-argmax over the tokens.
+
+    Point ``k`` scores every LayerNorm-ed, projected token with a learned query (zero-initialised; plus a
+    zero-initialised projection of ``cond``), adds a Gaussian log-prior around its anchor (width
+    ``0.5 / sqrt(K)`` of the image) and returns the attention-weighted mean of the patch centres as an
+    image fraction, with the attention maps ``(B, K, H*W)``.
+    """
+
+    dim: int
+    k: int
+    hidden: int
+    cond_dim: int | None = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, tokens: jax.Array, grid_size: tuple[int, int], cond: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        dtype = self.param_dtype
+        x = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=dtype, name="norm")(
+            tokens.astype(dtype)
+        )
+        keys = _dense(self.hidden, self.dim, "key", dtype)(x)  # (B, N, hidden)
+        queries = self.param("queries", nn.initializers.zeros_init(), (self.k, self.hidden), dtype)[None]
+        if cond is not None:
+            proj = _dense(self.k * self.hidden, self.cond_dim, "cond", dtype, zero=True)
+            queries = queries + proj(cond.astype(keys.dtype)).reshape(-1, self.k, self.hidden)
+        centres, log_prior = _attention_prior(self.k, grid_size)
+        logits = queries @ keys.swapaxes(1, 2) * self.hidden**-0.5 + jnp.asarray(log_prior, keys.dtype)
+        attn = jax.nn.softmax(logits, axis=-1)
+        return attn @ jnp.asarray(centres, keys.dtype), attn
+
+
+def _attention_prior(k: int, grid_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Patch centres as image fractions ``(N, 2)`` and the anchors' Gaussian log-prior ``(K, N)`` (host constants)."""
+    h, w = grid_size
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    centres = np.stack([(xs.reshape(-1) + 0.5) / np.float32(w), (ys.reshape(-1) + 0.5) / np.float32(h)], -1)
+    anchors = spread_anchors(k, grid_size)
+    dist = np.sqrt(np.square(anchors[:, None] - centres[None]).sum(-1, dtype=np.float32))
+    width = 0.5 / math.sqrt(k)
+    log_prior = -np.square(dist) / np.float32(2 * width**2)
+    return centres.astype(np.float32), log_prior.astype(np.float32)
+
+
+class GridSampler(nn.Module):
+    """Differentiable grid-sample pruning: ``(B, [P +] H*W, C)`` tokens -> ``(B, [P +] K, C)``.
+
+    Attributes mirror :class:`grids_vla.GridSampler` (``dim``, ``k``, ``hidden``, ``predictor``, ``coords``,
+    ``sampling``, ``geometry``, ``geometry_hidden``, ``fourier_bands``, ``cond_dim``, ``cond_mode``,
+    ``grid_size``, ``num_prefix_tokens``, ``prefix``, ``allow_oversample``, ``check_finite``,
+    ``align_corners``); ``param_dtype`` is the parameters' dtype (the predictor computes in it, like the
+    PyTorch module computes in its weights' dtype).
+
+    Call: ``module.apply({"params": p}, x, grid_size=None, cond=None, layout=None, rng=None)`` with
+    ``x`` a ``(B, N, C)`` token sequence (``layout="tokens"``) or a ``(B, C, H, W)`` / ``(B, H, W, C)``
+    map (``"nchw"`` / ``"nhwc"``). ``coords="random"`` takes ``rng=key`` or ``rngs={"grids": key}``.
+    Returns :class:`ReducerOutput`. Shapes, ``grid_size`` and options are static under ``jax.jit``.
+    """
+
+    dim: int
+    k: int = 16
+    hidden: int = 512
+    predictor: str = "pooled"
+    coords: str = "predicted"
+    sampling: str = "bilinear"
+    geometry: str | bool = "mlp"
+    geometry_hidden: int = 256
+    fourier_bands: int = 8
+    cond_dim: int | None = None
+    cond_mode: str = "film"
+    grid_size: tuple[int, int] | None = None
+    num_prefix_tokens: int = 0
+    prefix: str = "drop"
+    allow_oversample: bool = False
+    check_finite: bool = False
+    align_corners: bool = True
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        _check_int("dim", self.dim, minimum=1)
+        _check_int("k", self.k, minimum=1)
+        _check_int("num_prefix_tokens", self.num_prefix_tokens, minimum=0)
+        if self.prefix not in ("drop", "keep"):
+            raise ValueError(f"prefix must be 'drop' or 'keep', got {self.prefix!r}")
+        if self.grid_size is not None:
+            _check_grid_size(self.grid_size)
+        _check_choice("coords", self.coords, ("predicted", "random", "fixed-grid"))
+        _check_choice("sampling", self.sampling, ("bilinear", "nearest"))
+        _check_choice("geometry", self.geometry_mode, ("mlp", "fourier", "none"))
+        _check_choice("cond_mode", self.cond_mode, ("film", "concat"))
+        _check_choice("predictor", self.predictor, ("pooled", "attention"))
+        if self.cond_dim is not None and (
+            isinstance(self.cond_dim, bool) or not isinstance(self.cond_dim, int) or self.cond_dim < 1
+        ):
+            raise ValueError(f"cond_dim must be a positive int or None, got {self.cond_dim!r}")
+        super().__post_init__()
+
+    @property
+    def geometry_mode(self) -> str:
+        """``geometry`` with ``True`` / ``False`` normalised to ``"mlp"`` / ``"none"``."""
+        if self.geometry is True:
+            return "mlp"
+        if self.geometry is False:
+            return "none"
+        return self.geometry
+
+    @property
+    def accepts_cond(self) -> bool:
+        """Whether ``cond`` is used (predicted coordinates with a ``cond_dim``); otherwise it is rejected."""
+        return self.coords == "predicted" and self.cond_dim is not None
+
+    def num_output_tokens(self, grid_size: tuple[int, int] | None = None) -> int:
+        """Tokens per image handed downstream (K, plus the prefix when it is kept)."""
+        return self.k + (self.num_prefix_tokens if self.prefix == "keep" else 0)
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        grid_size: tuple[int, int] | None = None,
+        *,
+        cond: jax.Array | None = None,
+        layout: str | None = None,
+        rng: jax.Array | None = None,
+    ) -> ReducerOutput:
+        prefix, spatial, hw = self.parse_input(x, grid_size, layout)
+        if cond is not None:
+            if not self.accepts_cond:
+                raise ValueError(f"GridSampler takes no cond; got a tensor of shape {tuple(jnp.shape(cond))}")
+            cond = self._check_cond(cond, spatial.shape[0])
+        coords, aux = self._predict_coords(spatial, hw, cond, rng)
+        nearest = self.sampling == "nearest"
+        out = bilinear_sample(spatial, hw, coords, self.align_corners, snap=nearest)
+        if nearest:  # report (and embed) the patch centres actually read, straight-through gradient
+            coords = snap_to_patch_centers(coords, hw, self.align_corners)
+        if self.geometry_mode != "none":
+            where = coords_to_image_fraction(coords, hw, self.align_corners)
+            geo = GeometryEmbedding(
+                self.dim,
+                self.geometry_hidden,
+                self.geometry_mode,
+                self.fourier_bands,
+                self.param_dtype,
+                name="geometry",
+            )
+            out = out + geo(where).astype(out.dtype)
+        if prefix is not None and self.prefix == "keep":
+            out = jnp.concatenate([prefix, out], axis=1)
+        return ReducerOutput(out, coords, aux)
+
+    def _predict_coords(
+        self, tokens: jax.Array, grid_size: tuple[int, int], cond: jax.Array | None, rng: jax.Array | None
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        b = tokens.shape[0]
+        if self.coords == "fixed-grid":
+            dtype = jnp.promote_types(tokens.dtype, jnp.float32)
+            anchors = jnp.asarray(anchor_coords(self.k, grid_size, self.align_corners), dtype=dtype)
+            return jnp.broadcast_to(anchors[None], (b, self.k, 2)), {}
+        if self.coords == "random":
+            if rng is None:
+                if self.has_rng(RNG_STREAM):
+                    rng = self.make_rng(RNG_STREAM)
+                elif self.is_initializing() and self.has_rng("params"):
+                    rng = self.make_rng("params")
+                else:
+                    raise ValueError(
+                        "coords='random' needs a PRNG key: pass rng=key or apply(..., rngs={'grids': key})"
+                    )
+            return jax.random.uniform(rng, (b, self.k, 2), jnp.float32), {}
+        if cond is None and self.cond_dim is not None:
+            dim = self.cond_dim
+            raise ValueError(f"this GridSampler was built with cond_dim={dim}; pass cond=(B, {dim})")
+        dtype = self.param_dtype
+        if self.predictor == "attention":
+            head = AttentionPointHead(self.dim, self.k, self.hidden, self.cond_dim, dtype, name="point_attn")
+            frac, attn = head(tokens, grid_size, cond)
+            return image_fraction_to_coords(frac, grid_size, self.align_corners), {"attention": attn}
+        z = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=dtype, name="norm")(
+            jnp.mean(tokens, axis=1).astype(dtype)
+        )
+        if cond is not None:
+            cond = cond.astype(dtype)
+            if self.cond_mode == "film":
+                film = _dense(2 * self.dim, self.cond_dim, "film", dtype, zero=True)
+                scale, shift = jnp.split(film(cond), 2, axis=-1)
+                z = z * (1 + scale) + shift
+            else:
+                z = jnp.concatenate([z, cond], axis=-1)
+        in_dim = self.dim + (self.cond_dim if self.cond_dim and self.cond_mode == "concat" else 0)
+        h = nn.relu(_dense(self.hidden, in_dim, "mlp_0", dtype)(z))
+        last = nn.Dense(
+            2 * self.k,
+            kernel_init=nn.initializers.zeros_init(),
+            bias_init=_constant_init(anchor_logits(self.k, self.grid_size, self.align_corners)),
+            name="mlp_2",
+            dtype=dtype,
+            param_dtype=dtype,
+        )
+        logits = last(h).reshape(b, self.k, 2)
+        saturated = jnp.mean((jnp.abs(jax.lax.stop_gradient(logits)) > SATURATION_LOGIT).astype(jnp.float32))
+        return jax.nn.sigmoid(logits), {"logits": logits, "saturated": saturated}
+
+    # -- validation (messages match grids_vla.reducers.base) ------------------------------------
+
+    def parse_input(
+        self, x: Any, grid_size: tuple[int, int] | None, layout: str | None
+    ) -> tuple[jax.Array | None, jax.Array, tuple[int, int]]:
+        """Return ``(prefix or None, spatial (B, H*W, C), (H, W))`` or raise a clear error."""
+        if not isinstance(x, jax.Array | np.ndarray):
+            raise TypeError(f"x must be a jax.Array or numpy array, got {type(x).__name__}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"x must be a floating-point tensor (float32, bfloat16, float16, ...), got {x.dtype}")
+        x = jnp.asarray(x)
+        if layout is None:
+            layout = "tokens" if x.ndim == 3 else "nchw"
+        if layout not in ("tokens", "nchw", "nhwc"):
+            raise ValueError(f"layout must be 'tokens', 'nchw' or 'nhwc', got {layout!r}")
+        prefix = None
+        if layout == "tokens":
+            if x.ndim != 3:
+                raise ValueError(f"x with layout='tokens' must be (B, N, C), got shape {tuple(x.shape)}")
+            hw = grid_size if grid_size is not None else self.grid_size
+            if hw is None:
+                raise ValueError("grid_size=(H, W) is required for token-sequence input (constructor or call)")
+            hw = _check_grid_size(hw)
+            expected = self.num_prefix_tokens + hw[0] * hw[1]
+            if x.shape[1] != expected:
+                raise ValueError(
+                    f"x has N={x.shape[1]} tokens but num_prefix_tokens + H*W = "
+                    f"{self.num_prefix_tokens} + {hw[0]}*{hw[1]} = {expected}"
+                )
+            if self.num_prefix_tokens:
+                prefix, spatial = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
+            else:
+                spatial = x
+        else:
+            if x.ndim != 4:
+                raise ValueError(f"x with layout={layout!r} must be 4-D, got shape {tuple(x.shape)}")
+            if self.num_prefix_tokens:
+                raise ValueError("a feature map has no prefix tokens; pass a token sequence when num_prefix_tokens > 0")
+            if layout == "nchw":
+                b, c, h, w = x.shape
+                spatial = x.reshape(b, c, h * w).transpose(0, 2, 1)
+            else:
+                b, h, w, c = x.shape
+                spatial = x.reshape(b, h * w, c)
+            hw = (h, w)
+            if grid_size is not None and tuple(grid_size) != hw:
+                raise ValueError(f"grid_size={tuple(grid_size)} disagrees with the feature map's (H, W)={hw}")
+        if x.shape[0] < 1:
+            raise ValueError("x has batch size 0")
+        c = spatial.shape[-1]
+        if c != self.dim:
+            hint = " (is the layout right? pass layout='nhwc' for channels-last maps)" if x.ndim == 4 else ""
+            raise ValueError(f"x has C={c} channels but the reducer was built with dim={self.dim}{hint}")
+        n = hw[0] * hw[1]
+        if self.k > n and not self.allow_oversample:
+            raise ValueError(
+                f"k={self.k} exceeds the H*W={n} tokens of a {hw[0]}x{hw[1]} grid "
+                "(pass allow_oversample=True to permit it)"
+            )
+        if self.check_finite:
+            try:
+                finite = bool(jnp.isfinite(x).all())
+            except jax.errors.ConcretizationTypeError:
+                raise ValueError(
+                    "check_finite=True needs concrete input and cannot run inside jax.jit (GridS uses no host "
+                    "callbacks); check the input before the jitted call or build the module with check_finite=False"
+                ) from None
+            if not finite:
+                raise ValueError("x contains NaN or inf values")
+        return prefix, spatial, hw
+
+    def _check_cond(self, cond: Any, batch: int) -> jax.Array:
+        if not isinstance(cond, jax.Array | np.ndarray) or not jnp.issubdtype(cond.dtype, jnp.floating):
+            raise TypeError(f"cond must be a floating-point tensor, got {getattr(cond, 'dtype', type(cond))}")
+        if cond.ndim != 2 or cond.shape[0] != batch or cond.shape[1] != self.cond_dim:
+            raise ValueError(f"cond must have shape (B, cond_dim)=({batch}, {self.cond_dim}), got {tuple(cond.shape)}")
+        return jnp.asarray(cond)
+
+
+class MultiCameraGridS(nn.Module):
+    """GridS over named cameras: one sampler per camera (``samplers_<camera>``) or one shared sampler
+    (``sampler``) conditioned on a learned camera embedding (``camera_embed``), as in PyTorch.
+
+    ``sampler_kwargs`` are forwarded to every :class:`GridSampler`. Call with ``{camera: tokens}``;
+    returns ``{camera: ReducerOutput}`` in ``cameras`` order. A missing or unknown camera is an error.
+    """
+
+    cameras: Sequence[str]
+    dim: int
+    k: int = 16
+    shared: bool = True
+    camera_dim: int = 16
+    cond_dim: int | None = None
+    sampler_kwargs: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        cams = list(self.cameras)
+        if not cams or len(set(cams)) != len(cams):
+            raise ValueError(f"cameras must be a non-empty list of unique names, got {cams!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Mapping[str, jax.Array],
+        grid_size: tuple[int, int] | None = None,
+        *,
+        cond: jax.Array | None = None,
+        layout: str | None = None,
+        rng: jax.Array | None = None,
+    ) -> dict[str, ReducerOutput]:
+        cameras = list(self.cameras)
+        missing = [c for c in cameras if c not in inputs]
+        unknown = [c for c in inputs if c not in cameras]
+        if missing or unknown:
+            raise KeyError(f"cameras expected {cameras}, missing {missing}, unknown {unknown}")
+        kwargs = dict(self.sampler_kwargs or {})
+        if self.shared:
+            embed = nn.Embed(
+                len(cameras), self.camera_dim, embedding_init=nn.initializers.normal(1.0), name="camera_embed"
+            )
+            cond_dim = self.camera_dim + (self.cond_dim or 0)
+            sampler = GridSampler(self.dim, self.k, cond_dim=cond_dim, name="sampler", **kwargs)
+        out = {}
+        for i, cam in enumerate(cameras):
+            x = inputs[cam]
+            cam_rng = None if rng is None else jax.random.fold_in(rng, i)
+            if self.shared:
+                cam_cond = embed(jnp.full((x.shape[0],), i, dtype=jnp.int32))
+                full = cam_cond if cond is None else jnp.concatenate([cam_cond, cond.astype(cam_cond.dtype)], axis=-1)
+                out[cam] = sampler(x, grid_size, cond=full, layout=layout, rng=cam_rng)
+            else:
+                sampler_i = GridSampler(self.dim, self.k, cond_dim=self.cond_dim, name=f"samplers_{cam}", **kwargs)
+                out[cam] = sampler_i(x, grid_size, cond=cond, layout=layout, rng=cam_rng)
+        return out
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_grid_size(grid_size: Any) -> tuple[int, int]:
+    try:
+        h, w = grid_size
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (h, w)):
+        raise ValueError(f"grid_size must be two positive ints (H, W), got {grid_size!r}")
+    return int(h), int(w)
