@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "grids_vla.demo",
     "grids_vla.flops.cli",
+    "grids_vla.envs.libero.cli",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Simulation environments used to generate data for and evaluate VLA policies."""

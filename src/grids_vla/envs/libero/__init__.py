@@ -1,0 +1,1 @@
+"""LIBERO tasks without downloads: env layer, scripted expert, demo generation, robustness perturbations."""
