@@ -11,7 +11,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="generate training data")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
     p = sub.add_parser("libero", help="scripted-expert LIBERO demos in the official HDF5 layout (resumable)")
-    p.add_argument("--suite", required=True, help="libero_object, libero_spatial, libero_goal, libero_10 (+ PRO variants)")
+    p.add_argument(
+        "--suite", required=True, help="libero_object, libero_spatial, libero_goal, libero_10 (+ PRO variants)"
+    )
     p.add_argument("--demos-per-task", type=int, required=True)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--out", required=True, help="output folder; re-running resumes")

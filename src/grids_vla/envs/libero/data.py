@@ -136,9 +136,7 @@ def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None
                 obs.create_dataset("ee_states", data=np.concatenate([ee_pos, ee_ori], axis=1))
                 obs.create_dataset("gripper_states", data=o["gripper_states"][()])
                 obs.create_dataset("joint_states", data=o["joint_states"][()])
-                d.create_dataset(
-                    "robot_states", data=np.concatenate([o["gripper_states"][()], ee_pos, quat], axis=1)
-                )
+                d.create_dataset("robot_states", data=np.concatenate([o["gripper_states"][()], ee_pos, quat], axis=1))
         data.attrs["problem_info"] = json.dumps(
             {"problem_name": info["problem_name"], "language_instruction": info["instruction"]}
         )

@@ -97,6 +97,7 @@ class LiberoTaskEnv:
     instruction: str = ""
     init_states: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     perturbations: list[Any] = field(default_factory=list)
+    model_originals: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def env(self) -> Any:
@@ -114,6 +115,9 @@ class LiberoTaskEnv:
     def reset(self, init_state: int | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Reset to an official init state (index or flat sim state) or, with ``None``, to a fresh random layout."""
         self.raw.reset()
+        m = self.sim.model._model
+        for key, value in self.model_originals.items():  # undo last episode's perturbations first
+            getattr(m, key)[:] = value
         for p in self.perturbations:
             p.apply(self)
         if init_state is None:

@@ -108,7 +108,11 @@ def target_point(env: Any, target: str) -> tuple[np.ndarray, float]:
     if target in e.object_sites_dict:
         xy = np.array(env.sim.data.get_site_xpos(target)[:2])
         parent = e.object_states_dict[target].parent_name
-        top = object_extent(env, parent).hi[2] if parent in e.obj_body_id else float(env.sim.data.get_site_xpos(target)[2])
+        top = (
+            object_extent(env, parent).hi[2]
+            if parent in e.obj_body_id
+            else float(env.sim.data.get_site_xpos(target)[2])
+        )
         return xy, float(top)
     xy = np.array(env.sim.data.body_xpos[e.obj_body_id[target]][:2])
     return xy, float(object_extent(env, target).hi[2])
