@@ -100,6 +100,20 @@ def test_attention_predictor_learns_to_move_a_point_onto_a_marked_patch():
     assert loss.item() < 0.1  # starts at ~0.5 (the centre)
 
 
+def test_anchors_without_a_grid_size_stay_spread():
+    g = GridSampler(8, 16)  # grid unknown at construction: image-fraction anchors
+    coords = g(torch.randn(1, 8, 16, 16)).coords[0]
+    assert torch.cdist(coords, coords).add(torch.eye(16)).min() > 0.2
+
+
+def test_full_coordinate_gradient_at_the_far_border():
+    tokens = torch.arange(16.0).view(1, 16, 1)  # value = index, a ramp of slope 1 per patch along x
+    for x in (0.0, 1.0):
+        coords = torch.tensor([[[x, 0.0]]], requires_grad=True)
+        bilinear_sample(tokens, (4, 4), coords).sum().backward()
+        assert coords.grad[0, 0, 0].item() == pytest.approx(3.0)  # (W - 1) patches per unit of x
+
+
 def test_saturation_is_reported():
     g = GridSampler(4, 4, grid_size=(8, 8))
     with torch.no_grad():
@@ -274,6 +288,13 @@ def test_safetensors_round_trip_is_strict(tmp_path):
         GridSampler(8, 5, grid_size=(4, 4), cond_dim=2, geometry="fourier").load_state_dict(g.state_dict())
     with pytest.raises(RuntimeError, match="Unexpected key"):
         GridSampler(8, 4, grid_size=(4, 4), cond_dim=2, geometry=False).load_state_dict(g.state_dict())
+
+
+@pytest.mark.parametrize("coords", ["random", "fixed-grid"])
+def test_shared_multi_camera_with_unlearned_points(coords):
+    m = MultiCameraGridS(["a", "b"], 4, 2, shared=True, coords=coords, grid_size=(3, 3))
+    out = m({"a": torch.randn(1, 9, 4), "b": torch.randn(1, 9, 4)})
+    assert out["b"].tokens.shape == (1, 2, 4)
 
 
 @pytest.mark.parametrize("shared", [True, False])

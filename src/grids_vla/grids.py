@@ -222,7 +222,12 @@ class GridSampler(TokenReducer):
     @torch.no_grad()
     def reset_coordinate_head(self) -> None:
         """Zero the last predictor layer and set its bias to the anchors' logits (see module docstring)."""
-        anchors = self.anchor_coords(self.grid_size or (1, 1)).clamp(_ANCHOR_EPS, 1 - _ANCHOR_EPS)
+        # Without a known grid the image fractions themselves are the best guess (exact when align_corners=False).
+        if self.grid_size is None:
+            anchors = spread_anchors(self.k)
+        else:
+            anchors = self.anchor_coords(self.grid_size)
+        anchors = anchors.clamp(_ANCHOR_EPS, 1 - _ANCHOR_EPS)
         last = self.mlp[2]
         nn.init.zeros_(last.weight)
         last.bias.copy_(torch.logit(anchors).flatten().to(last.bias.dtype))
@@ -337,7 +342,9 @@ class MultiCameraGridS(nn.Module):
         out = {}
         for i, cam in enumerate(self.cameras):
             x = inputs[cam]
-            if self.shared:
+            if self.shared and not self.sampler.accepts_cond:  # random / fixed-grid points ignore identity
+                out[cam] = self.sampler(x, grid_size, layout=layout)
+            elif self.shared:
                 ids = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
                 cam_cond = self.camera_embed(ids)
                 full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)

@@ -40,7 +40,9 @@ def coords_to_index_space(coords: Tensor, grid_size: tuple[int, int], align_corn
         uv = coords * (size - 1)
     else:
         uv = coords * size - 0.5
-    return torch.minimum(uv.clamp_min(0), size - 1)
+    # Selects, not min/max: at exactly 0 or W - 1 the gradient passes whole (torch.minimum would halve it).
+    uv = torch.where(uv < 0, torch.zeros_like(uv), uv)
+    return torch.where(uv > size - 1, (size - 1).expand_as(uv), uv)
 
 
 def coords_to_image_fraction(coords: Tensor, grid_size: tuple[int, int], align_corners: bool) -> Tensor:

@@ -11,8 +11,8 @@ Semantics (all mirrored from the PyTorch reference; the parity tests hold them t
 * Stage 1: mean-pool -> LayerNorm (eps 1e-5) -> optional FiLM (``z * (1 + scale) + shift``,
   zero-initialised) or concat conditioning -> Dense(hidden) -> ReLU -> Dense(2K) -> sigmoid.
   The last layer starts with zero kernel and the anchor logits as bias (:func:`spread_anchors`,
-  clipped to ``[0.01, 0.99]``), computed for the constructor's ``grid_size`` (``(1, 1)`` when unset,
-  exactly as PyTorch does).
+  clipped to ``[0.01, 0.99]``), computed for the constructor's ``grid_size`` (the image fractions
+  themselves when unset, exactly as PyTorch does).
 * ``predictor="attention"`` replaces the pooled MLP by :class:`AttentionPointHead` (per-point
   soft-argmax over the tokens with an anchor prior; beyond the paper), as in PyTorch.
 * Stage 2: bilinear sampling (:func:`grids_vla.jax.sampling.bilinear_sample`), optional nearest
@@ -86,7 +86,8 @@ def anchor_coords(k: int, grid_size: tuple[int, int], align_corners: bool) -> np
 
 def anchor_logits(k: int, grid_size: tuple[int, int] | None, align_corners: bool) -> np.ndarray:
     """Bias of the last predictor layer at initialisation, ``(2K,)`` (PyTorch: ``reset_coordinate_head``)."""
-    anchors = np.clip(anchor_coords(k, grid_size or (1, 1), align_corners), _ANCHOR_EPS, 1 - _ANCHOR_EPS)
+    anchors = spread_anchors(k) if grid_size is None else anchor_coords(k, grid_size, align_corners)
+    anchors = np.clip(anchors, _ANCHOR_EPS, 1 - _ANCHOR_EPS)
     anchors = anchors.astype(np.float32)
     return np.log(anchors / (np.float32(1) - anchors)).reshape(-1).astype(np.float32)
 

@@ -4,7 +4,7 @@ Coordinates are ``(x, y)`` in ``[0, 1]`` on a row-major ``H x W`` token grid; ``
 puts 0 and 1 on the centres of the first and last patch, ``align_corners=False`` on the image borders
 (with border clamping). See the PyTorch module's docstring for the full statement; every function here
 mirrors its namesake there operation by operation, including where the gradient goes at the clamps
-(``x = 0`` passes the gradient, a tie with the upper bound splits it in half, as ``torch.minimum`` does),
+(at exactly ``0`` and ``W - 1`` the gradient passes whole),
 so the parity tests can hold values *and* gradients to float32 round-off.
 """
 
@@ -45,9 +45,9 @@ def coords_to_index_space(coords: jax.Array, grid_size: tuple[int, int], align_c
     """Map ``(x, y)`` in ``[0, 1]`` to continuous patch indices ``(u, v)``, clamped to ``[0, W - 1]``."""
     size = _size(grid_size, coords.dtype)
     uv = coords * (size - 1) if align_corners else coords * size - 0.5
-    # Lower clamp written as a select so the gradient passes at exactly 0 (torch's clamp_min does).
+    # Clamps written as selects so the gradient passes whole at exactly 0 and W - 1, as in PyTorch.
     uv = jnp.where(uv < 0, jnp.zeros_like(uv), uv)
-    return jnp.minimum(uv, size - 1)
+    return jnp.where(uv > size - 1, jnp.broadcast_to(size - 1, uv.shape), uv)
 
 
 def coords_to_image_fraction(coords: jax.Array, grid_size: tuple[int, int], align_corners: bool) -> jax.Array:
