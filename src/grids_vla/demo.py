@@ -43,7 +43,7 @@ class DemoConfig:
 
     out: str = "runs/demo"
     reducers: list[str] = field(
-        default_factory=lambda: ["dense", "grids", "grids-attn", "grids-fixed", "pool", "random", "topk"]
+        default_factory=lambda: ["dense", "grids", "grids-attn", "grids-fixed", "topk"]
     )
     k: int = 4
     steps: int = 400
