@@ -1,0 +1,19 @@
+"""Suite-wide settings. With GRIDS_NO_SKIP=1 (set by scripts/test.sh) any skipped test fails the run,
+so a missing optional dependency can never pass CI silently."""
+
+import os
+
+import pytest
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("GRIDS_NO_SKIP") == "1" and _skipped and exitstatus == 0:
+        print(f"\nGRIDS_NO_SKIP=1 but {len(_skipped)} tests were skipped, e.g. {_skipped[:3]}")
+        session.exitstatus = 1
