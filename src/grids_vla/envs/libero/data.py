@@ -231,6 +231,7 @@ def generate(
             if r.success:
                 if rend is None:
                     rend = make_env(suite, t, image_size=image_size, msaa=msaa)
+                    rend.reset()  # a reset hides robosuite's gripper-site markers, which would show in the images
                 obs = render_states(rend, r.states)
                 shard = task_dir / f"demo_{attempt:05d}.hdf5"
                 _write_shard(shard, Episode(r.states, r.actions, obs, attempt, s_seed))
