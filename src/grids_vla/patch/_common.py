@@ -9,11 +9,14 @@ sampler and can be unpatched independently of the original.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["HookAdapter", "unpatch", "get_adapter", "ADAPTER_NAME"]
+__all__ = ["HookAdapter", "unpatch", "get_adapter", "load_grids", "ADAPTER_NAME"]
 
 #: Attribute name under which an adapter is registered in the host module it patches.
 ADAPTER_NAME = "grids"
@@ -79,4 +82,54 @@ def unpatch(model: nn.Module) -> nn.Module:
     for parent, adapter in found:
         adapter.remove_hooks(model)
         delattr(parent, ADAPTER_NAME)
+    return model
+
+
+def _read_checkpoint(source: str | os.PathLike | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            files = [path / shard for shard in shards]
+        elif (path / "model.safetensors").is_file():
+            files = [path / "model.safetensors"]
+        else:
+            raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    from safetensors.torch import load_file
+
+    state: dict[str, Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    return state
+
+
+def load_grids(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
+    """Load the GridS weights of a patched model from a ``save_pretrained`` folder, a safetensors file or a dict.
+
+    ``from_pretrained`` of the host class restores only the host's weights (it reports the ``grids.*``
+    entries as unexpected); patch the loaded model with the same arguments, then call this. Loading is
+    strict: every GridS parameter must be in ``source`` and no ``grids`` entry of ``source`` may be left over.
+    """
+    found = [(name, module) for name, module in model.named_modules() if isinstance(module, HookAdapter)]
+    if not found:
+        raise ValueError(f"{type(model).__name__} is not patched with GridS; patch it before load_grids")
+    state = _read_checkpoint(source)
+    used: set[str] = set()
+    for name, adapter in found:
+        lead = f"{name}."
+        part = {key[len(lead) :]: value for key, value in state.items() if key.startswith(lead)}
+        used.update(lead + key for key in part)
+        if not part:
+            raise KeyError(f"the checkpoint has no '{lead}*' entries: it was saved from a model without GridS")
+        adapter.load_state_dict(part, strict=True)
+    extra = sorted(k for k in state if k not in used and f"{ADAPTER_NAME}." in k)
+    if extra:
+        raise KeyError(f"GridS entries in the checkpoint that this patched model has no place for: {extra[:5]}")
     return model

@@ -125,6 +125,11 @@ class TransformersGridS(HookAdapter):
         self.last_output: ReducerOutput | None = None
         self._pixel_grid: tuple[int, int] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the last call's output carries an autograd graph, which cannot be deep-copied or pickled
+        state = super().__getstate__()
+        return {**state, "last_output": None, "_pixel_grid": None}
+
     def extra_repr(self) -> str:
         return (
             f"after_layer={self.after_layer}, prefix={self.prefix!r}, num_prefix_tokens={self.num_prefix_tokens}, "
@@ -177,7 +182,7 @@ class TransformersGridS(HookAdapter):
             if isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == n:
                 raise ValueError(
                     f"layer {self.after_layer} got a {tuple(value.shape)} mask over the {n} tokens; GridS inside the "
-                    "encoder cannot follow a token mask (drop attention_mask / bool_masked_pos, or use after_layer=None)"
+                    "encoder cannot follow a token mask (drop the attention_mask, or use after_layer=None)"
                 )
         reduced = self._reduce(hidden)
         if args:
