@@ -4,6 +4,12 @@ so a missing optional dependency can never pass CI silently."""
 import os
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same hypothesis examples every time (no example database on a fresh clone anyway).
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 _skipped: list[str] = []
 

@@ -26,6 +26,9 @@ from grids_vla import GridSampler, MultiCameraGridS  # noqa: E402
 from grids_vla import sampling as ts  # noqa: E402
 
 TOL = 1e-5
+# Gradients are sums over many float32 terms whose order differs between XLA and PyTorch: a few ulps
+# of the largest term, so they get a 5x looser bound than the outputs (issue: outputs within 1e-5).
+GRAD_TOL = 5 * TOL
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -213,14 +216,14 @@ def test_module_parity_random_shapes(cfg):
     assert set(j_out.aux) == set(t_out.aux)
     for key in t_out.aux:
         _close(j_out.aux[key], t_out.aux[key])
-    _close(grads[1], xt.grad)
+    _close(grads[1], xt.grad, GRAD_TOL)
     if cond is not None:
-        _close(grads[2], ct.grad)
+        _close(grads[2], ct.grad, GRAD_TOL)
     t_grads = gj.torch_to_flax({n: p.grad for n, p in t_mod.named_parameters()})["params"]
     flat_j, flat_t = _flat(jax.tree.map(np.asarray, grads[0])), _flat(t_grads)
     assert flat_j.keys() == flat_t.keys()
     for key in flat_t:
-        _close(flat_j[key], flat_t[key])
+        _close(flat_j[key], flat_t[key], GRAD_TOL)
 
 
 def test_parity_with_fresh_init_and_jit_matches_eager():

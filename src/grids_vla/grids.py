@@ -120,7 +120,8 @@ class AttentionPointHead(nn.Module):
             queries = queries + self.cond(cond.to(keys.dtype)).view(-1, self.k, keys.shape[-1])
         centres = patch_centers(grid_size, align_corners=False, dtype=keys.dtype, device=keys.device)
         anchors = spread_anchors(self.k, grid_size).to(keys)
-        log_prior = -torch.cdist(anchors, centres).square() / (2 * self.prior_width**2)  # (K, N)
+        sq_dist = (anchors.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)  # (K, N); cdist lacks bf16
+        log_prior = -sq_dist / (2 * self.prior_width**2)
         logits = queries @ keys.transpose(1, 2) * keys.shape[-1] ** -0.5 + log_prior
         attn = logits.softmax(dim=-1)
         return attn @ centres, attn

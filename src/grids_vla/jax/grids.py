@@ -182,9 +182,9 @@ def _attention_prior(k: int, grid_size: tuple[int, int]) -> tuple[np.ndarray, np
     ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
     centres = np.stack([(xs.reshape(-1) + 0.5) / np.float32(w), (ys.reshape(-1) + 0.5) / np.float32(h)], -1)
     anchors = spread_anchors(k, grid_size)
-    dist = np.sqrt(np.square(anchors[:, None] - centres[None]).sum(-1, dtype=np.float32))
+    sq_dist = np.square(anchors[:, None] - centres[None]).sum(-1, dtype=np.float32)
     width = 0.5 / math.sqrt(k)
-    log_prior = -np.square(dist) / np.float32(2 * width**2)
+    log_prior = -sq_dist / np.float32(2 * width**2)
     return centres.astype(np.float32), log_prior.astype(np.float32)
 
 
