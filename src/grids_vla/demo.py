@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -214,7 +215,9 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
         f"Success = predicted centre within {cfg.success_radius:g} of the target (image fraction), "
         f"over {cfg.eval_size} held-out scenes.",
         "",
-        "This is a toy task made to check the mechanism offline in a few minutes; it is not a robot benchmark.",
+        "This is a toy task made to check the mechanism offline in a few minutes; it is not a robot benchmark. "
+        f"Timings are wall-clock on this machine (1-minute load average {os.getloadavg()[0]:.1f} at the end of "
+        "the run): with other jobs running they are noisy, so compare them only within one quiet run.",
         "",
         "| reducer | tokens | success | mean error | train samples/s | latency b=1 (ms) |"
         + (" train speed vs dense |" if dense else ""),
