@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_choice, spread_anchor_points
 from .reducers.base import PrefixMode, ReducerOutput, TokenReducer
 from .reducers.registry import register_reducer
 from .sampling import (
@@ -52,16 +53,7 @@ def spread_anchors(k: int, grid_size: tuple[int, int] | None = None) -> Tensor:
     points sit at cell centres, row by row, with a short last row centred. ``K = H * W`` gives exactly
     the patch centres; ``K = 1`` gives the image centre.
     """
-    h, w = grid_size if grid_size is not None else (1, 1)
-    rows = min(k, max(1, round(math.sqrt(k * h / w))))
-    cols = math.ceil(k / rows)
-    rows = math.ceil(k / cols)
-    points = []
-    for i in range(rows):
-        n = min(cols, k - i * cols)
-        shift = (cols - n) / 2
-        points += [((j + 0.5 + shift) / cols, (i + 0.5) / rows) for j in range(n)]
-    return torch.tensor(points, dtype=torch.float32)
+    return torch.tensor(spread_anchor_points(k, grid_size), dtype=torch.float32)
 
 
 class GeometryEmbedding(nn.Module):
@@ -190,11 +182,11 @@ class GridSampler(TokenReducer):
             geometry = "mlp"
         elif geometry is False:
             geometry = "none"
-        _check_choice("coords", coords, ("predicted", "random", "fixed-grid"))
-        _check_choice("sampling", sampling, ("bilinear", "nearest"))
-        _check_choice("geometry", geometry, ("mlp", "fourier", "none"))
-        _check_choice("cond_mode", cond_mode, ("film", "concat"))
-        _check_choice("predictor", predictor, ("pooled", "attention"))
+        check_choice("coords", coords, ("predicted", "random", "fixed-grid"))
+        check_choice("sampling", sampling, ("bilinear", "nearest"))
+        check_choice("geometry", geometry, ("mlp", "fourier", "none"))
+        check_choice("cond_mode", cond_mode, ("film", "concat"))
+        check_choice("predictor", predictor, ("pooled", "attention"))
         if cond_dim is not None and (not isinstance(cond_dim, int) or cond_dim < 1):
             raise ValueError(f"cond_dim must be a positive int or None, got {cond_dim!r}")
         self.coord_mode = coords
@@ -354,7 +346,3 @@ class MultiCameraGridS(nn.Module):
                 out[cam] = self.samplers[cam](x, grid_size, cond=cond, layout=layout)
         return out
 
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

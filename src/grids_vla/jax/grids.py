@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_choice, check_grid_size, check_int, resolve_layout, spread_anchor_points
 from .sampling import bilinear_sample, coords_to_image_fraction, image_fraction_to_coords, snap_to_patch_centers
 
 __all__ = [
@@ -61,16 +62,7 @@ class ReducerOutput(NamedTuple):
 
 def spread_anchors(k: int, grid_size: tuple[int, int] | None = None) -> np.ndarray:
     """K points spread evenly over the image as image fractions ``(K, 2)`` (float32), as in PyTorch."""
-    h, w = grid_size if grid_size is not None else (1, 1)
-    rows = min(k, max(1, round(math.sqrt(k * h / w))))
-    cols = math.ceil(k / rows)
-    rows = math.ceil(k / cols)
-    points = []
-    for i in range(rows):
-        n = min(cols, k - i * cols)
-        shift = (cols - n) / 2
-        points += [((j + 0.5 + shift) / cols, (i + 0.5) / rows) for j in range(n)]
-    return np.asarray(points, dtype=np.float32)
+    return np.asarray(spread_anchor_points(k, grid_size), dtype=np.float32)
 
 
 def anchor_coords(k: int, grid_size: tuple[int, int], align_corners: bool) -> np.ndarray:
@@ -223,18 +215,18 @@ class GridSampler(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        _check_int("dim", self.dim, minimum=1)
-        _check_int("k", self.k, minimum=1)
-        _check_int("num_prefix_tokens", self.num_prefix_tokens, minimum=0)
+        check_int("dim", self.dim, minimum=1)
+        check_int("k", self.k, minimum=1)
+        check_int("num_prefix_tokens", self.num_prefix_tokens, minimum=0)
         if self.prefix not in ("drop", "keep"):
             raise ValueError(f"prefix must be 'drop' or 'keep', got {self.prefix!r}")
         if self.grid_size is not None:
-            _check_grid_size(self.grid_size)
-        _check_choice("coords", self.coords, ("predicted", "random", "fixed-grid"))
-        _check_choice("sampling", self.sampling, ("bilinear", "nearest"))
-        _check_choice("geometry", self.geometry_mode, ("mlp", "fourier", "none"))
-        _check_choice("cond_mode", self.cond_mode, ("film", "concat"))
-        _check_choice("predictor", self.predictor, ("pooled", "attention"))
+            check_grid_size(self.grid_size)
+        check_choice("coords", self.coords, ("predicted", "random", "fixed-grid"))
+        check_choice("sampling", self.sampling, ("bilinear", "nearest"))
+        check_choice("geometry", self.geometry_mode, ("mlp", "fourier", "none"))
+        check_choice("cond_mode", self.cond_mode, ("film", "concat"))
+        check_choice("predictor", self.predictor, ("pooled", "attention"))
         if self.cond_dim is not None and (
             isinstance(self.cond_dim, bool) or not isinstance(self.cond_dim, int) or self.cond_dim < 1
         ):
@@ -357,54 +349,24 @@ class GridSampler(nn.Module):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"x must be a floating-point tensor (float32, bfloat16, float16, ...), got {x.dtype}")
         x = jnp.asarray(x)
-        if layout is None:
-            layout = "tokens" if x.ndim == 3 else "nchw"
-        if layout not in ("tokens", "nchw", "nhwc"):
-            raise ValueError(f"layout must be 'tokens', 'nchw' or 'nhwc', got {layout!r}")
-        prefix = None
+        layout, hw = resolve_layout(
+            tuple(x.shape),
+            dim=self.dim,
+            k=self.k,
+            layout=layout,
+            grid_size=grid_size,
+            default_grid=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            allow_oversample=self.allow_oversample,
+        )
+        prefix = x[:, : self.num_prefix_tokens] if self.num_prefix_tokens else None
+        b = x.shape[0]
         if layout == "tokens":
-            if x.ndim != 3:
-                raise ValueError(f"x with layout='tokens' must be (B, N, C), got shape {tuple(x.shape)}")
-            hw = grid_size if grid_size is not None else self.grid_size
-            if hw is None:
-                raise ValueError("grid_size=(H, W) is required for token-sequence input (constructor or call)")
-            hw = _check_grid_size(hw)
-            expected = self.num_prefix_tokens + hw[0] * hw[1]
-            if x.shape[1] != expected:
-                raise ValueError(
-                    f"x has N={x.shape[1]} tokens but num_prefix_tokens + H*W = "
-                    f"{self.num_prefix_tokens} + {hw[0]}*{hw[1]} = {expected}"
-                )
-            if self.num_prefix_tokens:
-                prefix, spatial = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
-            else:
-                spatial = x
+            spatial = x[:, self.num_prefix_tokens :]
+        elif layout == "nchw":
+            spatial = x.reshape(b, self.dim, hw[0] * hw[1]).transpose(0, 2, 1)
         else:
-            if x.ndim != 4:
-                raise ValueError(f"x with layout={layout!r} must be 4-D, got shape {tuple(x.shape)}")
-            if self.num_prefix_tokens:
-                raise ValueError("a feature map has no prefix tokens; pass a token sequence when num_prefix_tokens > 0")
-            if layout == "nchw":
-                b, c, h, w = x.shape
-                spatial = x.reshape(b, c, h * w).transpose(0, 2, 1)
-            else:
-                b, h, w, c = x.shape
-                spatial = x.reshape(b, h * w, c)
-            hw = (h, w)
-            if grid_size is not None and tuple(grid_size) != hw:
-                raise ValueError(f"grid_size={tuple(grid_size)} disagrees with the feature map's (H, W)={hw}")
-        if x.shape[0] < 1:
-            raise ValueError("x has batch size 0")
-        c = spatial.shape[-1]
-        if c != self.dim:
-            hint = " (is the layout right? pass layout='nhwc' for channels-last maps)" if x.ndim == 4 else ""
-            raise ValueError(f"x has C={c} channels but the reducer was built with dim={self.dim}{hint}")
-        n = hw[0] * hw[1]
-        if self.k > n and not self.allow_oversample:
-            raise ValueError(
-                f"k={self.k} exceeds the H*W={n} tokens of a {hw[0]}x{hw[1]} grid "
-                "(pass allow_oversample=True to permit it)"
-            )
+            spatial = x.reshape(b, hw[0] * hw[1], self.dim)
         if self.check_finite:
             try:
                 finite = bool(jnp.isfinite(x).all())
@@ -482,24 +444,3 @@ class MultiCameraGridS(nn.Module):
                 out[cam] = sampler_i(x, grid_size, cond=cond, layout=layout, rng=cam_rng)
         return out
 
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_grid_size(grid_size: Any) -> tuple[int, int]:
-    try:
-        h, w = grid_size
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (h, w)):
-        raise ValueError(f"grid_size must be two positive ints (H, W), got {grid_size!r}")
-    return int(h), int(w)

@@ -12,6 +12,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_grid_size, check_int, resolve_layout
+
 __all__ = ["ReducerOutput", "TokenReducer", "Layout", "PrefixMode"]
 
 Layout = Literal["tokens", "nchw", "nhwc"]
@@ -65,13 +67,13 @@ class TokenReducer(nn.Module):
         align_corners: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("dim", dim, minimum=1)
-        _check_int("k", k, minimum=1)
-        _check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
+        check_int("dim", dim, minimum=1)
+        check_int("k", k, minimum=1)
+        check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         if prefix not in ("drop", "keep"):
             raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
         if grid_size is not None:
-            grid_size = _check_grid_size(grid_size)
+            grid_size = check_grid_size(grid_size)
         if allow_oversample and not self.supports_oversample:
             raise ValueError(f"{type(self).__name__} cannot return more tokens than the grid has (allow_oversample)")
         self.dim = dim
@@ -130,54 +132,23 @@ class TokenReducer(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor (float32, bfloat16, float16, ...), got {x.dtype}")
-        if layout is None:
-            layout = "tokens" if x.dim() == 3 else "nchw"
-        if layout not in ("tokens", "nchw", "nhwc"):
-            raise ValueError(f"layout must be 'tokens', 'nchw' or 'nhwc', got {layout!r}")
-        prefix = None
+        layout, hw = resolve_layout(
+            tuple(x.shape),
+            dim=self.dim,
+            k=self.k,
+            layout=layout,
+            grid_size=grid_size,
+            default_grid=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            allow_oversample=self.allow_oversample,
+        )
+        prefix = x[:, : self.num_prefix_tokens] if self.num_prefix_tokens else None
         if layout == "tokens":
-            if x.dim() != 3:
-                raise ValueError(f"x with layout='tokens' must be (B, N, C), got shape {tuple(x.shape)}")
-            hw = grid_size if grid_size is not None else self.grid_size
-            if hw is None:
-                raise ValueError("grid_size=(H, W) is required for token-sequence input (constructor or call)")
-            hw = _check_grid_size(hw)
-            expected = self.num_prefix_tokens + hw[0] * hw[1]
-            if x.shape[1] != expected:
-                raise ValueError(
-                    f"x has N={x.shape[1]} tokens but num_prefix_tokens + H*W = "
-                    f"{self.num_prefix_tokens} + {hw[0]}*{hw[1]} = {expected}"
-                )
-            if self.num_prefix_tokens:
-                prefix, spatial = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
-            else:
-                spatial = x
+            spatial = x[:, self.num_prefix_tokens :]
+        elif layout == "nchw":
+            spatial = x.flatten(2).transpose(1, 2)
         else:
-            if x.dim() != 4:
-                raise ValueError(f"x with layout={layout!r} must be 4-D, got shape {tuple(x.shape)}")
-            if self.num_prefix_tokens:
-                raise ValueError("a feature map has no prefix tokens; pass a token sequence when num_prefix_tokens > 0")
-            if layout == "nchw":
-                b, c, h, w = x.shape
-                spatial = x.flatten(2).transpose(1, 2)
-            else:
-                b, h, w, c = x.shape
-                spatial = x.reshape(b, h * w, c)
-            hw = (h, w)
-            if grid_size is not None and tuple(grid_size) != hw:
-                raise ValueError(f"grid_size={tuple(grid_size)} disagrees with the feature map's (H, W)={hw}")
-        if x.shape[0] < 1:
-            raise ValueError("x has batch size 0")
-        c = spatial.shape[-1]
-        if c != self.dim:
-            hint = " (is the layout right? pass layout='nhwc' for channels-last maps)" if x.dim() == 4 else ""
-            raise ValueError(f"x has C={c} channels but the reducer was built with dim={self.dim}{hint}")
-        n = hw[0] * hw[1]
-        if self.k > n and not self.allow_oversample:
-            raise ValueError(
-                f"k={self.k} exceeds the H*W={n} tokens of a {hw[0]}x{hw[1]} grid "
-                "(pass allow_oversample=True to permit it)"
-            )
+            spatial = x.flatten(1, 2)
         if self.check_finite and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf values")
         return prefix, spatial, hw
@@ -193,19 +164,3 @@ class TokenReducer(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, k={self.k}, prefix={self.prefix!r}, num_prefix_tokens={self.num_prefix_tokens}"
 
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_grid_size(grid_size: Any) -> tuple[int, int]:
-    try:
-        h, w = grid_size
-    except (TypeError, ValueError):
-        raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (h, w)):
-        raise ValueError(f"grid_size must be two positive ints (H, W), got {grid_size!r}")
-    return int(h), int(w)
