@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "grids_vla.demo",
     "grids_vla.flops.cli",
     "grids_vla.envs.libero.cli",
+    "grids_vla.policy.cli",
 ]
 
 

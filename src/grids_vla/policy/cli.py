@@ -1,0 +1,133 @@
+"""``grids-vla train``: flags mirror :class:`TrainConfig` and :class:`GridSVLAConfig` fields; ``--config FILE.json``
+gives a flat ``{field: value}`` file, and flags given on the command line override it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .configuration_grids_vla import GridSVLAConfig
+
+_HELP = {
+    "data": "folder (searched recursively) or file of LIBERO-layout *_demo.hdf5 demos",
+    "out": "run folder: metrics.csv, train_config.json, checkpoints/",
+    "reducer": "token reducer: grids, dense or any registered name (see `grids-vla reducers`)",
+    "k": "visual tokens per camera after the reducer (ignored by dense)",
+    "predictor": "GridS coordinate predictor: pooled (paper) or attention",
+    "cond_on_language": "condition the GridS coordinate predictor on the language token",
+    "reducer_kwargs": "extra reducer arguments as JSON, e.g. '{\"hidden\": 256}'",
+    "image_size": "image side in px (default: the data's)",
+    "fastv_keep": "FastV: keep this many visual tokens after transformer layer --fastv-layer",
+    "language": "learned (one embedding per instruction) or minilm (frozen sentence encoder, [train] extra)",
+    "resume": "checkpoint folder to resume from; bare --resume takes the run folder's latest",
+    "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
+    "save_every": "checkpoint every N steps (and at the end)",
+}
+_SKIP = {"instructions"}  # filled from the data
+
+
+def _field_type(f: dataclasses.Field) -> Any:
+    ann = str(f.type)
+    if ann.startswith("int"):
+        return int
+    if ann.startswith("float"):
+        return float
+    return str
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in _SKIP or (cls is GridSVLAConfig and f.name == "image_size"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", **kw)
+        elif isinstance(default, dict):
+            parser.add_argument(flag, type=json.loads, **kw)
+        elif f.name == "resume":
+            parser.add_argument(flag, nargs="?", const="latest", **kw)
+        else:
+            parser.add_argument(flag, type=_field_type(f), **kw)
+    if cls is GridSVLAConfig:
+        parser.add_argument("--image-size", type=int, default=argparse.SUPPRESS, dest="image_size",
+                            help=_HELP["image_size"])
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``."""
+    from .training import TrainConfig
+
+    p = subparsers.add_parser("train", help="train the compact GridS VLA on LIBERO-layout HDF5 demos",
+                              description=__doc__)
+    p.add_argument("--config", default=None, help="JSON file of {field: value} (train and model fields, flat)")
+    _add_fields(p.add_argument_group("training"), TrainConfig)
+    _add_fields(p.add_argument_group("model"), GridSVLAConfig)
+    p.set_defaults(func=_run_train)
+
+
+def split_config(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split flat ``{field: value}`` into (train fields, model fields); an unknown field is an error."""
+    from .training import TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(GridSVLAConfig)}
+    unknown = sorted(set(values) - train_fields - model_fields)
+    if unknown:
+        raise ValueError(f"unknown config fields: {unknown}")
+    return ({k: v for k, v in values.items() if k in train_fields},
+            {k: v for k, v in values.items() if k in model_fields})
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .modeling_grids_vla import GridSVLAPolicy  # noqa: F401  (fail early on a broken install)
+    from .training import TrainConfig, find_demo_files, train
+
+    values: dict[str, Any] = {}
+    if args.config:
+        with open(args.config) as f:
+            loaded = json.load(f)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of {{field: value}}")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k not in ("config", "func", "command")})
+    train_kw, model_kw = split_config(values)
+    cfg = TrainConfig(**train_kw)
+    if cfg.resume:
+        # Unset flags come from the checkpoint; given ones must agree with it (train() / from_pretrained say which not).
+        import torch
+
+        from .modeling_grids_vla import load_config
+        from .training import STATE_NAME, latest_checkpoint
+
+        ckpt = latest_checkpoint(cfg.out) if cfg.resume == "latest" else cfg.resume
+        model_cfg = None
+        if ckpt is not None and (Path(ckpt) / STATE_NAME).is_file():
+            saved = torch.load(Path(ckpt) / STATE_NAME, map_location="cpu", weights_only=True)["train_config"]
+            saved = {k: v for k, v in saved.items() if k not in ("resume", "stop_after", "out")}
+            cfg = TrainConfig(**(saved | train_kw))
+            if model_kw:
+                model_cfg = dataclasses.replace(load_config(ckpt), **model_kw)
+    else:
+        if "image_size" not in model_kw and cfg.data:
+            model_kw["image_size"] = _data_image_size(find_demo_files(cfg.data)[0])
+        model_cfg = GridSVLAConfig(**model_kw)
+    result = train(cfg, model_cfg)
+    print(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
+    return 0
+
+
+def _data_image_size(path: Any) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        obs = f["data"]["demo_0"]["obs"]
+        key = "agentview_rgb" if "agentview_rgb" in obs else "eye_in_hand_rgb"
+        return int(obs[key].shape[1])

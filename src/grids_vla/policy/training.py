@@ -1,0 +1,393 @@
+"""Train the compact VLA on LIBERO-layout HDF5 demos: AdamW + warm-up/cosine, augmentation, atomic checkpoints,
+exact resume.
+
+Hugging Face ``accelerate`` drives the loop when installed (``accelerate launch`` spreads it over GPUs unchanged);
+otherwise a plain single-process loop does the same. Exact resume rests on three choices: the batch order is a pure
+function of ``(seed, step)`` (a per-epoch permutation, sliced by step and process), augmentation draws from its own
+generator on the main process (not in data workers), and every checkpoint stores optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .configuration_grids_vla import GridSVLAConfig
+from .modeling_grids_vla import GridSVLAPolicy, _atomic_write_text
+
+__all__ = ["TrainConfig", "train", "find_demo_files", "StepSampler", "augment", "latest_checkpoint"]
+
+STATE_NAME = "training_state.pt"
+METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
+# Fields that shape the optimisation; a resume that changes one of them would not continue the same run.
+RUN_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed",
+              "shift", "color_jitter")
+
+
+@dataclass
+class TrainConfig:
+    """Training options; field names double as ``grids-vla train`` flags."""
+
+    data: str = ""
+    out: str = "outputs/grids_vla"
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 2
+    save_every: int = 500
+    log_every: int = 10
+    shift: int = 4
+    color_jitter: float = 0.1
+    resume: str | None = None
+    stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "num_workers", "shift"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
+            raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+
+
+def find_demo_files(data: str | os.PathLike[str]) -> list[Path]:
+    """All ``*_demo.hdf5`` files under ``data`` (a file or a folder, searched recursively; shards excluded)."""
+    root = Path(data)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root} does not exist")
+    files = sorted(p for p in root.rglob("*_demo.hdf5") if ".shards" not in p.parts)
+    if not files:
+        raise FileNotFoundError(f"no *_demo.hdf5 files under {root} (make some with `grids-vla data libero`)")
+    return files
+
+
+def dataset_statistics(files: list[Path]) -> dict[str, Tensor]:
+    """Mean and std of states (ee_pos, ee_ori, gripper) and actions over every frame, read once from the files."""
+    import h5py
+    import numpy as np
+
+    states, actions = [], []
+    for p in files:
+        with h5py.File(p, "r") as f:
+            for d in f["data"].values():
+                o = d["obs"]
+                states.append(np.concatenate([o["ee_pos"][()], o["ee_ori"][()], o["gripper_states"][()]], axis=1))
+                actions.append(d["actions"][()])
+    s = torch.from_numpy(np.concatenate(states)).float()
+    a = torch.from_numpy(np.concatenate(actions)).float()
+    return {"state_mean": s.mean(0), "state_std": s.std(0, correction=0),
+            "action_mean": a.mean(0), "action_std": a.std(0, correction=0)}
+
+
+class StepSampler:
+    """Batches of dataset indices as a pure function of the step: step ``s`` reads positions ``[s*G, (s+1)*G)`` of an
+    endless stream of seeded per-epoch permutations (``G`` = global batch), and this process takes its slice."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("the dataset is empty")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + epoch))}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        g = self.batch_size * self.world
+        start = step * g + self.rank * self.batch_size
+        return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def augment(images: Tensor, gen: torch.Generator, shift: int, jitter: float) -> Tensor:
+    """Random shift (replicate-pad by ``shift`` px, random crop back) and colour jitter (brightness, contrast,
+    saturation by up to ``±jitter``) of uint8 ``(B, 3, H, W)`` images; returns float in ``[0, 1]``."""
+    x = images.float() / 255.0
+    b, _, h, w = x.shape
+    if shift > 0:
+        padded = torch.nn.functional.pad(x, (shift,) * 4, mode="replicate")
+        off = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+        x = torch.stack([padded[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off.tolist())])
+    if jitter > 0:
+        f = 1 + (torch.rand(b, 3, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        x = x * f[:, 0]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * f[:, 1] + mean
+        gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - gray) * f[:, 2] + gray
+    return x.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------------- schedule
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _Plain:
+    """The few ``accelerate.Accelerator`` members the loop uses, for a single process without accelerate."""
+
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def __init__(self) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare(self, *objs: Any) -> Any:
+        return tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objs)
+
+    def backward(self, loss: Tensor) -> None:
+        loss.backward()
+
+    def clip_grad_norm_(self, params: Any, max_norm: float) -> Tensor:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def unwrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _accelerator() -> Any:
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        return _Plain()
+    return Accelerator()
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+
+
+def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint of a run folder (named in ``checkpoints/latest``), or ``None``."""
+    pointer = Path(out) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / STATE_NAME).is_file() else None
+
+
+def _save_checkpoint(out: Path, step: int, model: GridSVLAPolicy, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step_N`` into a temp folder, rename it into place, then move the ``latest`` pointer."""
+    ckpts = out / "checkpoints"
+    final = ckpts / f"step_{step:07d}"
+    tmp = ckpts / f".tmp_step_{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_NAME)
+    if final.exists():
+        old = ckpts / f".old_step_{step:07d}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old)
+    os.replace(tmp, final)
+    _atomic_write_text(ckpts / "latest", final.name)
+    return final
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only metric rows up to ``step`` (a killed run may have logged steps the checkpoint does not have)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, METRICS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------------------ train
+
+
+def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = None) -> dict[str, Any]:
+    """Train (or resume) a policy; returns ``{"step", "loss", "losses", "checkpoint", "out"}``.
+
+    ``model_cfg`` is required for a fresh run (its ``instructions`` are filled from the data when empty and the
+    language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it.
+    """
+    from ..envs.libero.data import LiberoDemoDataset
+
+    log = sys.stderr if log is None else log
+    out = Path(cfg.out)
+    files = find_demo_files(cfg.data) if cfg.data else None
+    if files is None:
+        raise ValueError("TrainConfig.data (--data) is required")
+    resume_from: Path | None = None
+    if cfg.resume:
+        resume_from = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
+        if resume_from is None or not (resume_from / STATE_NAME).is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from ({cfg.resume!r}; looked in {out / 'checkpoints'})")
+
+    acc = _accelerator()
+    torch.manual_seed(cfg.seed)
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_NAME, map_location="cpu", weights_only=True)
+        saved = state["train_config"]
+        changed = {k: (saved[k], getattr(cfg, k)) for k in RUN_FIELDS if saved[k] != getattr(cfg, k)}
+        if changed:
+            raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
+        model = GridSVLAPolicy.from_pretrained(resume_from, expected_config=model_cfg)
+        start = int(state["step"])
+    else:
+        if model_cfg is None:
+            raise ValueError("model_cfg is required for a fresh run")
+        state = None
+        start = 0
+    ds = LiberoDemoDataset(files, chunk=(model.config if state else model_cfg).chunk)
+    probe = ds[0]
+    if state is None:
+        size = probe[model_cfg.cameras[0]].shape[-1] if model_cfg.cameras[0] in probe else None
+        if size is None:
+            raise KeyError(f"the data has no camera {model_cfg.cameras[0]!r}; it has {sorted(probe)}")
+        if size != model_cfg.image_size:
+            raise ValueError(f"the data has {size} px images but image_size={model_cfg.image_size}; pass "
+                             f"--image-size {size}")
+        if model_cfg.language == "learned" and not model_cfg.instructions:
+            model_cfg = dataclasses.replace(model_cfg, instructions=tuple(sorted(set(ds.instructions))))
+        model = GridSVLAPolicy(model_cfg)
+        model.set_normalization(**dataset_statistics(files))
+    mc = model.config
+    unknown = sorted(set(ds.instructions) - set(mc.instructions)) if mc.language == "learned" else []
+    if unknown:
+        raise ValueError(f"the data has instructions the policy was not built with: {unknown[:3]}")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + acc.process_index)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        aug_gen.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    model, opt = acc.prepare(model, opt)
+    device = acc.device
+
+    sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         persistent_workers=cfg.num_workers > 0)
+    metrics = out / "metrics.csv"
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(out / "train_config.json", json.dumps(
+            {"train": cfg.to_dict(), "model": mc.to_dict()}, indent=2))
+        if start == 0 and metrics.exists():
+            metrics.unlink()
+        _truncate_metrics(metrics, start)
+    csv_file = open(metrics, "a", newline="") if acc.is_main_process else None
+    writer = csv.DictWriter(csv_file, METRICS) if csv_file else None
+    if writer and csv_file.tell() == 0:
+        writer.writeheader()
+
+    def training_state(step: int) -> dict[str, Any]:
+        return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
+
+    losses: list[float] = []
+    step, checkpoint = start, latest_checkpoint(out) if start else None
+    t0 = t_log = time.perf_counter()
+    n_log = 0
+    model.train()
+    batches = iter(loader)
+    print(f"training {mc.reducer} (k={mc.k}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
+          f"batch {cfg.batch_size} x {acc.num_processes}, device {device}", file=log, flush=True)
+    try:
+        while step < cfg.steps:
+            batch = next(batches)
+            for cam in mc.cameras:
+                batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter).to(device)
+            batch["state"], batch["action"] = batch["state"].to(device), batch["action"].to(device)
+            loss, _ = acc.unwrap_model(model).compute_loss(batch) if acc.num_processes == 1 else _ddp_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.nan
+            opt.step()
+            sched.step()
+            step += 1
+            n_log += cfg.batch_size * acc.num_processes
+            loss = loss.detach()
+            losses.append(float(loss))
+            now = time.perf_counter()
+            if writer:
+                writer.writerow({"step": step, "loss": f"{float(loss):.6f}", "lr": f"{sched.get_last_lr()[0]:.3e}",
+                                 "grad_norm": f"{float(grad_norm):.4f}",
+                                 "samples_per_s": f"{n_log / max(now - t_log, 1e-9):.1f}",
+                                 "elapsed_s": f"{now - t0:.2f}"})
+                csv_file.flush()
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                if acc.is_main_process:
+                    print(f"step {step}/{cfg.steps} | loss {float(loss):.4f} | lr {sched.get_last_lr()[0]:.2e} | "
+                          f"{n_log / max(now - t_log, 1e-9):.1f} samples/s", file=log, flush=True)
+                t_log, n_log = now, 0
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    checkpoint = _save_checkpoint(out, step, acc.unwrap_model(model), training_state(step))
+            if cfg.stop_after is not None and step >= cfg.stop_after and step < cfg.steps:
+                print(f"stopping at step {step} (stop_after); resume with --resume", file=log, flush=True)
+                break
+    finally:
+        if csv_file:
+            csv_file.close()
+        del batches
+    return {"step": step, "loss": losses[-1] if losses else None, "losses": losses, "checkpoint": checkpoint,
+            "out": out}
+
+
+def _ddp_loss(model: Any, batch: dict[str, Any]) -> tuple[Tensor, Any]:
+    """Loss through the DDP wrapper's forward, so gradients are all-reduced across processes."""
+    inner = model.module
+    out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"])
+    target = (batch["action"].to(out.actions) - inner.action_mean) / inner.action_std
+    return torch.nn.functional.l1_loss(out.actions, target), out

@@ -1,0 +1,325 @@
+"""The compact VLA: shapes, gradients, strict save/load, training and exact resume (tiny synthetic LIBERO data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from grids_vla.cli import main as cli_main
+from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+from grids_vla.policy.training import StepSampler, TrainConfig, augment, latest_checkpoint, train
+
+SIZE = 64
+INSTRUCTIONS = ("put the red square left", "put the red square right")
+
+
+def tiny(**kw) -> GridSVLAConfig:
+    base = dict(image_size=SIZE, patch_size=8, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=2, heads=2,
+                mlp_ratio=2.0, k=4, chunk=4, instructions=INSTRUCTIONS)
+    base.update(kw)
+    return GridSVLAConfig(**base)
+
+
+def batch_for(cfg: GridSVLAConfig, b: int = 3, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    out = {cam: torch.randint(0, 256, (b, 3, cfg.image_size, cfg.image_size), generator=g, dtype=torch.uint8)
+           for cam in cfg.cameras}
+    out["state"] = torch.randn(b, cfg.state_dim, generator=g)
+    out["action"] = torch.randn(b, cfg.chunk, cfg.action_dim, generator=g)
+    out["instruction"] = [INSTRUCTIONS[i % 2] for i in range(b)]
+    return out
+
+
+def _write_task(path: Path, instruction: str, demos: int, steps: int, rng: np.random.Generator) -> None:
+    """A LIBERO-layout task file whose actions depend on the image (a square's position), so a policy can learn."""
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"problem_name": "synthetic", "language_instruction": instruction})
+        for i in range(demos):
+            d = data.create_group(f"demo_{i}")
+            pos = rng.integers(0, SIZE - 12, size=(steps, 2))
+            imgs = np.full((steps, SIZE, SIZE, 3), 40, dtype=np.uint8)
+            for t, (y, x) in enumerate(pos):
+                imgs[t, y:y + 12, x:x + 12] = (220, 30, 30)
+            act = np.zeros((steps, 7), dtype=np.float64)
+            act[:, :2] = pos / SIZE * 2 - 1
+            act[:, 6] = np.where(np.arange(steps) < steps // 2, -1.0, 1.0)
+            d.create_dataset("actions", data=act)
+            d.create_dataset("states", data=rng.normal(size=(steps, 10)))
+            o = d.create_group("obs")
+            o.create_dataset("agentview_rgb", data=imgs)
+            o.create_dataset("eye_in_hand_rgb", data=imgs[:, ::-1].copy())
+            o.create_dataset("ee_pos", data=rng.normal(size=(steps, 3)))
+            o.create_dataset("ee_ori", data=rng.normal(size=(steps, 3)))
+            o.create_dataset("gripper_states", data=rng.normal(size=(steps, 2)))
+            o.create_dataset("joint_states", data=rng.normal(size=(steps, 7)))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("libero_synth") / "libero_synth"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i, instruction in enumerate(INSTRUCTIONS):
+        _write_task(root / f"task{i}_demo.hdf5", instruction, demos=2, steps=12, rng=rng)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------------- the model
+
+
+@pytest.mark.parametrize("kw", [
+    dict(reducer="dense"),
+    dict(reducer="grids", k=4),
+    dict(reducer="grids", k=1, predictor="attention", cond_on_language=True),
+    dict(reducer="tokenlearner", k=4),
+    dict(reducer="grids", k=16, fastv_keep=8, fastv_layer=0),
+])
+def test_forward_shapes(kw) -> None:
+    cfg = tiny(**kw)
+    model = GridSVLAPolicy(cfg)
+    b = batch_for(cfg)
+    out = model({c: b[c] for c in cfg.cameras}, b["state"], b["instruction"])
+    assert out.actions.shape == (3, cfg.chunk, cfg.action_dim)
+    per_cam = 64 if cfg.reducer == "dense" else cfg.k
+    assert cfg.tokens_per_camera == per_cam
+    assert out.coords.shape == (3, len(cfg.cameras), per_cam, 2)
+    assert torch.isfinite(out.actions).all()
+    assert out.coords.min() >= 0 and out.coords.max() <= 1
+
+
+def test_128px_makes_a_16x16_grid() -> None:
+    cfg = tiny(image_size=128, reducer="dense", vision_dim=16, dim=16)
+    assert cfg.grid == (16, 16)
+    out = GridSVLAPolicy(cfg)({c: torch.zeros(1, 3, 128, 128, dtype=torch.uint8) for c in cfg.cameras},
+                              torch.zeros(1, 8), [INSTRUCTIONS[0]])
+    assert out.coords.shape == (1, 2, 256, 2)
+
+
+def test_gradients_reach_every_stage() -> None:
+    cfg = tiny(reducer="grids", cond_on_language=True)
+    model = GridSVLAPolicy(cfg)
+    sampler = model.reducer.sampler
+    with torch.no_grad():  # the coordinate head starts at zero (points at the anchors); move it as training would
+        sampler.mlp[2].weight.normal_(std=0.01)
+    loss, _ = model.compute_loss(batch_for(cfg))
+    loss.backward()
+    for name, p in (("vision patch", model.vision.patch.weight), ("language", model.lang_embed.weight),
+                    ("coordinate head", sampler.mlp[2].weight), ("language FiLM", sampler.film.weight),
+                    ("state", model.state_proj[0].weight), ("action head", model.action_head.weight),
+                    ("action queries", model.action_queries)):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_reducer_changes_the_policy_output() -> None:
+    cfg = tiny(reducer="grids")
+    model = GridSVLAPolicy(cfg).eval()
+    b = batch_for(cfg)
+    before = model.predict_action(b)
+    with torch.no_grad():
+        model.reducer.sampler.mlp[2].bias.add_(0.7)  # move every point
+    assert not torch.allclose(before, model.predict_action(b))
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    cfg = tiny()
+    model = GridSVLAPolicy(cfg)
+    b = batch_for(cfg)
+    imgs = {c: b[c] for c in cfg.cameras}
+    with pytest.raises(ValueError, match="expects 64x64"):
+        model({c: torch.zeros(3, 3, 32, 32) for c in cfg.cameras}, b["state"], b["instruction"])
+    with pytest.raises(KeyError, match="lack cameras"):
+        model({"agentview": b["agentview"]}, b["state"], b["instruction"])
+    with pytest.raises(KeyError, match="not seen in training"):
+        model(imgs, b["state"], ["open the drawer"] * 3)
+    with pytest.raises(ValueError, match="state must have shape"):
+        model(imgs, b["state"][:, :3], b["instruction"])
+    with pytest.raises(TypeError, match="single string"):
+        model(imgs, b["state"], "put the red square left")
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        tiny(image_size=60)
+    with pytest.raises(ValueError, match="cond_on_language"):
+        tiny(reducer="dense", cond_on_language=True)
+    with pytest.raises(ValueError, match="unknown reducer"):
+        GridSVLAPolicy(tiny(reducer="nope"))
+    with pytest.raises(ValueError, match="fastv_keep"):
+        tiny(reducer="grids", k=4, fastv_keep=100)
+    with pytest.raises(ValueError, match="unknown GridSVLAConfig fields"):
+        GridSVLAConfig.from_dict({"dimm": 3})
+
+
+# -------------------------------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_is_strict(tmp_path) -> None:
+    cfg = tiny(reducer="grids", cond_on_language=True)
+    model = GridSVLAPolicy(cfg).eval()
+    model.set_normalization(torch.arange(8.0), torch.full((8,), 2.0), torch.ones(7), torch.full((7,), 3.0))
+    b = batch_for(cfg)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = GridSVLAPolicy.from_pretrained(tmp_path / "ckpt", expected_config=cfg).eval()
+    assert loaded.config == cfg
+    torch.testing.assert_close(loaded.predict_action(b), model.predict_action(b), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.action_std, torch.full((7,), 3.0))
+
+    with pytest.raises(ValueError, match="does not match the expected config.*k: checkpoint 4 vs expected 8"):
+        GridSVLAPolicy.from_pretrained(tmp_path / "ckpt", expected_config=tiny(reducer="grids", k=8,
+                                                                                cond_on_language=True))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        GridSVLAPolicy.from_pretrained(tmp_path)
+    # another model's checkpoint
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "siglip_vision_model"}))
+    with pytest.raises(ValueError, match="not a grids_vla checkpoint.*siglip"):
+        GridSVLAPolicy.from_pretrained(other)
+    # weights that do not belong to the config: a dense model's weights under a GridS config
+    dense = tmp_path / "dense"
+    GridSVLAPolicy(tiny(reducer="dense")).save_pretrained(dense)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "config.json").write_text((tmp_path / "ckpt" / "config.json").read_text())
+    (mixed / "model.safetensors").write_bytes((dense / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=r"missing keys \['reducer\.camera_embed"):
+        GridSVLAPolicy.from_pretrained(mixed)
+    # same names, different shapes
+    wide = tmp_path / "wide"
+    GridSVLAPolicy(tiny(reducer="grids", cond_on_language=True, chunk=6)).save_pretrained(wide)
+    (wide / "config.json").write_text((tmp_path / "ckpt" / "config.json").read_text())
+    with pytest.raises(ValueError, match="shapes that do not match.*action_queries"):
+        GridSVLAPolicy.from_pretrained(wide)
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+# ----------------------------------------------------------------------------------------------------- training
+
+
+def test_sampler_and_augmentation_are_deterministic() -> None:
+    s = StepSampler(10, 4, seed=3)
+    first = [s.batch(i) for i in range(5)]
+    assert first == [StepSampler(10, 4, seed=3, start_step=2).batch(i) for i in range(5)]
+    assert sorted(first[0] + first[1] + first[2][:2]) == list(range(10))  # one epoch covers every frame once
+    ranks = [StepSampler(10, 2, seed=3, rank=r, world=2).batch(0) for r in (0, 1)]
+    assert ranks[0] + ranks[1] == first[0]
+    img = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    a = augment(img, torch.Generator().manual_seed(0), 2, 0.2)
+    b = augment(img, torch.Generator().manual_seed(0), 2, 0.2)
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a, img.float() / 255)
+    assert torch.equal(augment(img, torch.Generator(), 0, 0.0), img.float() / 255)
+
+
+def _read_metrics(out: Path) -> list[dict]:
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_learns_and_resume_continues_exactly(data_dir, tmp_path) -> None:
+    cfg = tiny(reducer="grids", instructions=())
+    common = dict(data=str(data_dir), steps=8, batch_size=8, lr=3e-3, warmup_steps=2, num_workers=0, save_every=3,
+                  log_every=4, seed=1)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **common), cfg)
+    assert full["step"] == 8 and len(full["losses"]) == 8 and all(np.isfinite(full["losses"]))
+    assert full["checkpoint"].name == "step_0000008"
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == [
+        "latest", "step_0000003", "step_0000006", "step_0000008"]
+    model = GridSVLAPolicy.from_pretrained(full["checkpoint"])
+    assert model.config.instructions == tuple(sorted(INSTRUCTIONS))  # filled from the data
+    assert model.action_std[6] > 0.9  # normalisation stats came from the data (gripper is +-1)
+
+    part = tmp_path / "part"
+    stopped = train(TrainConfig(out=str(part), stop_after=5, **common), cfg)
+    assert stopped["step"] == 5 and latest_checkpoint(part).name == "step_0000003"
+    assert stopped["losses"] == full["losses"][:5]
+    resumed = train(TrainConfig(out=str(part), resume="latest", **common))
+    assert resumed["step"] == 8
+    # the run continues from step 3: same batches, same augmentation, same optimizer state -> same losses
+    np.testing.assert_allclose(resumed["losses"], full["losses"][3:], rtol=1e-5, atol=1e-6)
+    state = torch.load(resumed["checkpoint"] / "training_state.pt", weights_only=True)
+    assert state["step"] == 8
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {8}  # optimizer steps, not restarts
+    assert state["scheduler"]["last_epoch"] == 8
+    rows = _read_metrics(part)
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))  # steps 4-5 of the stopped run were replaced
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], full["losses"], rtol=1e-4, atol=1e-5)
+    a = GridSVLAPolicy.from_pretrained(resumed["checkpoint"]).state_dict()
+    b = GridSVLAPolicy.from_pretrained(full["checkpoint"]).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+    with pytest.raises(ValueError, match="resume must keep the run's settings.*lr"):
+        train(TrainConfig(out=str(part), resume="latest", **(common | {"lr": 1e-3})))
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        train(TrainConfig(out=str(tmp_path / "none"), resume="latest", **common))
+    with pytest.raises(ValueError, match="64 px images but image_size=128"):
+        train(TrainConfig(out=str(tmp_path / "bad"), **common), tiny(image_size=128))
+
+
+def test_training_reduces_the_loss(data_dir, tmp_path) -> None:
+    cfg = tiny(reducer="grids", instructions=())
+    res = train(TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), steps=40, batch_size=16, lr=3e-3,
+                            warmup_steps=4, num_workers=0, save_every=100, log_every=20, shift=2), cfg)
+    first, last = np.mean(res["losses"][:4]), np.mean(res["losses"][-8:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_cli_train_with_config_file_and_workers(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "cli"
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"vision_dim": 32, "vision_depth": 1, "vision_heads": 2, "dim": 32, "depth": 2,
+                                "heads": 2, "chunk": 4, "batch_size": 4, "steps": 3, "save_every": 2}))
+    argv = ["train", "--config", str(conf), "--data", str(data_dir), "--out", str(out), "--reducer", "grids",
+            "--k", "4", "--predictor", "attention", "--cond-on-language", "--num-workers", "1", "--log-every", "1"]
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "samples/s" in err and "step 3/3" in err
+    model = GridSVLAPolicy.from_pretrained(latest_checkpoint(out))
+    c = model.config
+    assert (c.image_size, c.k, c.predictor, c.cond_on_language, c.dim) == (SIZE, 4, "attention", True, 32)
+    assert [int(r["step"]) for r in _read_metrics(out)] == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown config fields"):
+        conf.write_text(json.dumps({"depht": 2}))
+        cli_main(["train", "--config", str(conf), "--data", str(data_dir), "--out", str(out)])
+    with pytest.raises(ValueError, match="does not match the expected config"):
+        cli_main(["train", "--data", str(data_dir), "--out", str(out), "--resume", "--k", "8"])
+
+
+def test_kill_9_mid_run_then_resume(data_dir, tmp_path) -> None:
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "grids_vla.cli", "train", "--data", str(data_dir), "--out", str(out),
+            "--steps", "400", "--save-every", "5", "--batch-size", "4", "--num-workers", "0", "--log-every", "50",
+            "--vision-dim", "16", "--vision-depth", "1", "--vision-heads", "1", "--dim", "16", "--depth", "2",
+            "--heads", "1", "--chunk", "2", "--k", "4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = latest_checkpoint(out)
+        if ckpt is not None and int(ckpt.name.split("_")[1]) >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still running: a real mid-run kill
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(latest_checkpoint(out).name.split("_")[1])
+    assert 10 <= killed_at < 400
+    assert cli_main(["train", "--data", str(data_dir), "--out", str(out), "--steps", "400", "--save-every", "5",
+                     "--batch-size", "4", "--resume", "--num-workers", "0", "--log-every", "400",
+                     "--stop-after", str(killed_at + 5)]) == 0
+    rows = _read_metrics(out)
+    assert [int(r["step"]) for r in rows] == list(range(1, killed_at + 6))  # one continuous curve, no repeats
+    state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
+    assert state["step"] == killed_at + 5
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {killed_at + 5}
