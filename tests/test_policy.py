@@ -323,3 +323,48 @@ def test_kill_9_mid_run_then_resume(data_dir, tmp_path) -> None:
     state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
     assert state["step"] == killed_at + 5
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {killed_at + 5}
+
+
+class _FakeSentenceEncoder:
+    """Stands in for the frozen MiniLM (a deterministic 384-d vector per string) and counts what it encodes."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, texts, convert_to_tensor: bool, normalize_embeddings: bool) -> torch.Tensor:
+        self.seen.extend(texts)
+        vecs = torch.stack([torch.randn(384, generator=torch.Generator().manual_seed(len(t) * 31 + ord(t[0])))
+                            for t in texts])
+        return torch.nn.functional.normalize(vecs, dim=-1)
+
+
+def test_frozen_sentence_encoder_language_is_cached_and_takes_new_instructions(monkeypatch, tmp_path) -> None:
+    import grids_vla.policy.modeling_grids_vla as modeling
+
+    fake = _FakeSentenceEncoder()
+    monkeypatch.setattr(modeling, "_minilm", lambda: fake)
+    cfg = tiny(language="minilm", instructions=(), reducer="grids", cond_on_language=True)
+    model = GridSVLAPolicy(cfg)
+    b = batch_for(cfg)
+    loss, _ = model.compute_loss(b)
+    loss.backward()
+    assert model.lang_proj.weight.grad.abs().sum() > 0
+    assert not hasattr(model, "lang_embed") and sorted(fake.seen) == sorted(INSTRUCTIONS)
+    model.compute_loss(b | {"instruction": ["open the drawer"] * 3})  # unseen text works: it is encoded, not looked up
+    model.compute_loss(b)
+    assert len(fake.seen) == 3  # each string encoded once, then cached
+    model.eval().save_pretrained(tmp_path / "m")
+    loaded = GridSVLAPolicy.from_pretrained(tmp_path / "m").eval()
+    torch.testing.assert_close(loaded.predict_action(b), model.predict_action(b), rtol=0, atol=0)
+
+
+def test_plain_loop_without_accelerate_matches(data_dir, tmp_path, monkeypatch) -> None:
+    import grids_vla.policy.training as training
+
+    cfg = tiny(reducer="dense", instructions=())
+    common = dict(data=str(data_dir), steps=3, batch_size=4, num_workers=0, save_every=3, seed=2)
+    default = train(TrainConfig(out=str(tmp_path / "a"), **common), cfg)
+    monkeypatch.setattr(training, "_accelerator", training._Plain)
+    plain = train(TrainConfig(out=str(tmp_path / "b"), **common), cfg)
+    assert plain["step"] == 3 and plain["checkpoint"].name == "step_0000003"
+    np.testing.assert_allclose(plain["losses"], default["losses"], rtol=1e-5, atol=1e-6)

@@ -4,7 +4,8 @@ exact resume.
 Hugging Face ``accelerate`` drives the loop when installed (``accelerate launch`` spreads it over GPUs unchanged);
 otherwise a plain single-process loop does the same. Exact resume rests on three choices: the batch order is a pure
 function of ``(seed, step)`` (a per-epoch permutation, sliced by step and process), augmentation draws from its own
-generator on the main process (not in data workers), and every checkpoint stores optimizer, scheduler and RNG states.
+seed that is a function of ``(seed, step, process)`` on the training process (not in data workers), and every checkpoint
+stores optimizer, scheduler and RNG states.
 """
 
 from __future__ import annotations
@@ -305,11 +306,10 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + acc.process_index)
+    aug_gen = torch.Generator()
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        aug_gen.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
     model, opt = acc.prepare(model, opt)
     device = acc.device
@@ -332,7 +332,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
 
     def training_state(step: int) -> dict[str, Any]:
         return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
+                "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
 
     losses: list[float] = []
     step, checkpoint = start, latest_checkpoint(out) if start else None
@@ -345,10 +345,11 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     try:
         while step < cfg.steps:
             batch = next(batches)
+            aug_gen.manual_seed(_aug_seed(cfg.seed, step, acc.process_index))
             for cam in mc.cameras:
                 batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter).to(device)
             batch["state"], batch["action"] = batch["state"].to(device), batch["action"].to(device)
-            loss, _ = acc.unwrap_model(model).compute_loss(batch) if acc.num_processes == 1 else _ddp_loss(model, batch)
+            loss = _loss(model, acc.unwrap_model(model), batch)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.nan
@@ -385,9 +386,17 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             "out": out}
 
 
-def _ddp_loss(model: Any, batch: dict[str, Any]) -> tuple[Tensor, Any]:
-    """Loss through the DDP wrapper's forward, so gradients are all-reduced across processes."""
-    inner = model.module
+def _aug_seed(seed: int, step: int, rank: int) -> int:
+    """Augmentation seed of one step on one process: a pure function, so resume needs no saved generator state."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % (2**63)
+
+
+def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any]) -> Tensor:
+    """L1 loss through the prepared model's forward (DDP all-reduce, accelerate's autocast), buffers from ``inner``."""
     out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"])
-    target = (batch["action"].to(out.actions) - inner.action_mean) / inner.action_std
-    return torch.nn.functional.l1_loss(out.actions, target), out
+    target = batch["action"].to(out.actions)
+    if target.shape != out.actions.shape:
+        raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts "
+                         f"{tuple(out.actions.shape)} (chunk={inner.config.chunk})")
+    target = (target - inner.action_mean) / inner.action_std
+    return torch.nn.functional.l1_loss(out.actions.float(), target.float())
