@@ -25,6 +25,23 @@ _HELP = {
     "resume": "checkpoint folder to resume from; bare --resume takes the run folder's latest",
     "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
     "save_every": "checkpoint every N steps (and at the end)",
+    "steps": "optimizer steps in the whole run (sets the cosine schedule's length)",
+    "batch_size": "samples per step and process",
+    "lr": "AdamW peak learning rate",
+    "warmup_steps": "linear warm-up steps before the cosine decay",
+    "min_lr_ratio": "final learning rate as a fraction of --lr",
+    "grad_clip": "clip the global gradient norm to this (0: off)",
+    "num_workers": "data-loading worker processes (each opens the HDF5 files once)",
+    "log_every": "print progress (loss, lr, samples/s) every N steps; metrics.csv gets every step",
+    "shift": "augmentation: random shift of up to this many pixels",
+    "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",
+    "cameras": "camera names, in token order",
+    "vision_dim": "ViT width",
+    "vision_depth": "ViT attention layers",
+    "dim": "transformer width",
+    "depth": "transformer layers",
+    "chunk": "actions predicted per step (action chunk)",
+    "state_dim": "proprioception size (ee_pos 3 + ee_ori 3 + gripper 2)",
 }
 _SKIP = {"instructions"}  # filled from the data
 
@@ -65,8 +82,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``."""
     from .training import TrainConfig
 
-    p = subparsers.add_parser("train", help="train the compact GridS VLA on LIBERO-layout HDF5 demos",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "train", help="train the compact GridS VLA on LIBERO-layout HDF5 demos",
+        description="Train the compact GridS VLA. Flags mirror the TrainConfig and GridSVLAConfig fields; --config "
+        "FILE.json gives a flat {field: value} object and flags given on the command line override it.")
     p.add_argument("--config", default=None, help="JSON file of {field: value} (train and model fields, flat)")
     _add_fields(p.add_argument_group("training"), TrainConfig)
     _add_fields(p.add_argument_group("model"), GridSVLAConfig)

@@ -340,8 +340,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     n_log = 0
     model.train()
     batches = iter(loader)
-    print(f"training {mc.reducer} (k={mc.k}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
-          f"batch {cfg.batch_size} x {acc.num_processes}, device {device}", file=log, flush=True)
+    if acc.is_main_process:
+        print(f"training {mc.reducer} (k={mc.k}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
+              f"batch {cfg.batch_size} x {acc.num_processes}, device {device}", file=log, flush=True)
     try:
         while step < cfg.steps:
             batch = next(batches)
