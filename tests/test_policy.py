@@ -315,11 +315,21 @@ def test_kill_9_mid_run_then_resume(data_dir, tmp_path) -> None:
     proc.wait()
     killed_at = int(latest_checkpoint(out).name.split("_")[1])
     assert 10 <= killed_at < 400
+    before = {}  # losses the killed process logged (a torn last line is skipped)
+    for r in _read_metrics(out):
+        try:
+            before[int(r["step"])] = float(r["loss"])
+        except (TypeError, ValueError):
+            pass
     assert cli_main(["train", "--data", str(data_dir), "--out", str(out), "--steps", "400", "--save-every", "5",
                      "--batch-size", "4", "--resume", "--num-workers", "0", "--log-every", "400",
                      "--stop-after", str(killed_at + 5)]) == 0
     rows = _read_metrics(out)
     assert [int(r["step"]) for r in rows] == list(range(1, killed_at + 6))  # one continuous curve, no repeats
+    after = {int(r["step"]): float(r["loss"]) for r in rows}
+    assert all(after[s] == before[s] for s in range(1, killed_at + 1))  # history up to the checkpoint kept
+    redone = [s for s in before if killed_at < s <= killed_at + 5]  # steps run both before the kill and after resume
+    np.testing.assert_allclose([after[s] for s in redone], [before[s] for s in redone], rtol=1e-4, atol=1e-5)
     state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
     assert state["step"] == killed_at + 5
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {killed_at + 5}
