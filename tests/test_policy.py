@@ -99,6 +99,17 @@ def test_forward_shapes(kw) -> None:
     assert out.coords.min() >= 0 and out.coords.max() <= 1
 
 
+def test_every_registered_reducer_plugs_in() -> None:
+    from grids_vla.reducers import list_reducers
+
+    for name in list_reducers():
+        cfg = tiny(reducer=name, k=4)
+        model = GridSVLAPolicy(cfg)
+        loss, out = model.compute_loss(batch_for(cfg))
+        assert torch.isfinite(loss) and out.actions.shape == (3, cfg.chunk, cfg.action_dim), name
+        loss.backward()
+
+
 def test_128px_makes_a_16x16_grid() -> None:
     cfg = tiny(image_size=128, reducer="dense", vision_dim=16, dim=16)
     assert cfg.grid == (16, 16)
