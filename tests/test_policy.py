@@ -162,6 +162,8 @@ def test_bad_input_raises_clear_errors() -> None:
         tiny(image_size=60)
     with pytest.raises(ValueError, match="cond_on_language"):
         tiny(reducer="dense", cond_on_language=True)
+    with pytest.raises(ValueError, match="predictor is a GridS option"):
+        tiny(reducer="dense", predictor="attention")
     with pytest.raises(ValueError, match="unknown reducer"):
         GridSVLAPolicy(tiny(reducer="nope"))
     with pytest.raises(ValueError, match="fastv_keep"):

