@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "grids_vla.flops.cli",
     "grids_vla.envs.libero.cli",
     "grids_vla.policy.cli",
+    "grids_vla.policy.eval_cli",
 ]
 
 

@@ -1,0 +1,158 @@
+"""``grids-vla eval``: one short closed-loop LIBERO episode of a tiny random policy through the CLI, with and without
+a perturbation, the Wilson interval, the observation format and clear errors (needs the ``[libero]`` extra)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
+
+from grids_vla.cli import main as cli_main  # noqa: E402
+from grids_vla.envs.libero.data import _quat_to_axis_angle  # noqa: E402
+from grids_vla.envs.libero.env import get_suite  # noqa: E402
+from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy  # noqa: E402
+from grids_vla.policy.evaluation import (  # noqa: E402
+    default_max_steps,
+    observation_to_batch,
+    parse_perturbation,
+    task_instruction,
+    wilson_interval,
+)
+
+SUITE, TASK, SIZE, STEPS = "libero_object", 0, 64, 12
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    instruction = task_instruction(get_suite(SUITE), TASK)
+    cfg = GridSVLAConfig(image_size=SIZE, patch_size=8, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=2,
+                         heads=2, mlp_ratio=2.0, k=4, chunk=4, instructions=(instruction,))
+    policy = GridSVLAPolicy(cfg)
+    policy.set_normalization(torch.zeros(8), torch.ones(8), torch.zeros(7), torch.full((7,), 0.3))
+    return policy.save_pretrained(tmp_path_factory.mktemp("ckpt") / "policy")
+
+
+def _eval(ckpt: Path, out: Path, *extra: str) -> dict:
+    argv = ["eval", "--checkpoint", str(ckpt), "--suite", SUITE, "--episodes-per-task", "1", "--tasks", str(TASK),
+            "--max-steps", str(STEPS), "--settle-steps", "2", "--execute", "3", "--out", str(out), *extra]
+    assert cli_main(argv) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def _check(res: dict, out: Path) -> None:
+    o = res["overall"]
+    assert res["complete"] and o["episodes"] == 1 and o["successes"] in (0, 1)
+    assert 0.0 <= o["ci95"][0] <= o["success_rate"] <= o["ci95"][1] <= 1.0
+    t = res["tasks"][str(TASK)]
+    assert t["episodes"] == 1 and t["successes"] == o["successes"]
+    # a random policy essentially never succeeds in 12 steps; a success must end the episode early
+    assert (o["mean_episode_length"] == STEPS) == (o["successes"] == 0)
+    lat = res["latency_ms"]
+    # 12 steps, 3 executed per call: 4 calls unless the episode ended early
+    assert lat["median"] > 0 and lat["calls"] == -(-int(o["mean_episode_length"]) // 3)
+    assert res["run"]["max_steps"] == STEPS and res["run"]["execute"] == 3
+    md = (out / "results.md").read_text()
+    assert f"{o['successes']}/1" in md and "Wilson" in md and t["instruction"] in md
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["init_state"] == 0
+
+
+def test_one_episode_through_the_cli_then_resume_and_video(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plain"
+    res = _eval(checkpoint, out, "--video")
+    _check(res, out)
+    assert res["run"]["perturbation"] is None
+    visuals = json.loads((out / "episodes.jsonl").read_text())["visuals"]
+    assert visuals and all((out / v).stat().st_size > 0 for v in visuals)
+    # resume: the finished episode is reused, not re-run (same latencies), and other settings are refused
+    again = _eval(checkpoint, out)
+    assert again["latency_ms"] == res["latency_ms"] and again["overall"] == res["overall"]
+    with pytest.raises(ValueError, match="other settings"):
+        _eval(checkpoint, out, "--perturbation", "lighting")
+
+
+def test_one_episode_with_a_perturbation(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lit"
+    res = _eval(checkpoint, out, "--perturbation", "lighting:0.8")
+    _check(res, out)
+    assert res["run"]["perturbation"] == "lighting:0.8"
+    assert "lighting:0.8" in (out / "results.md").read_text()
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(10, 10)
+    assert lo == pytest.approx(0.7225, abs=1e-4) and hi == 1.0
+    lo, hi = wilson_interval(5, 10)
+    assert lo + hi == pytest.approx(1.0) and lo == pytest.approx(0.2366, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_step_limits_and_perturbation_specs() -> None:
+    assert [default_max_steps(s) for s in ("libero_spatial", "libero_object", "libero_goal", "libero_10")] == \
+        [220, 280, 300, 520]
+    assert default_max_steps("libero_object_swap") == 280
+    suite, ps = parse_perturbation("table_color:0.3", SUITE)
+    assert suite == SUITE and ps[0].name == "table_color" and ps[0].severity == pytest.approx(0.3)
+    assert parse_perturbation("camera_shift", SUITE)[1][0].severity == 0.5
+    assert parse_perturbation("pro:swap", SUITE) == ("libero_object_swap", [])
+    with pytest.raises(ValueError, match="severity"):
+        parse_perturbation("lighting:strong", SUITE)
+
+
+def test_observation_matches_the_demo_reader_format() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    quat = rng.normal(size=4)
+    quat /= np.linalg.norm(quat)
+    obs = {"agentview": img, "eye_in_hand": img[::-1], "ee_pos": rng.normal(size=3), "ee_quat": quat,
+           "gripper_states": rng.normal(size=2)}
+    b = observation_to_batch(obs, ("agentview", "eye_in_hand"), "do it")
+    assert b["agentview"].dtype == torch.uint8 and b["agentview"].shape == (1, 3, SIZE, SIZE)
+    assert torch.equal(b["agentview"][0].permute(1, 2, 0), torch.from_numpy(img))  # no flip, no resize
+    assert torch.equal(b["eye_in_hand"][0].permute(1, 2, 0), torch.from_numpy(img[::-1].copy()))
+    expected = np.concatenate([obs["ee_pos"], _quat_to_axis_angle(quat), obs["gripper_states"]]).astype(np.float32)
+    assert torch.equal(b["state"][0], torch.from_numpy(expected)) and b["instruction"] == ["do it"]
+
+
+def test_bad_input_raises_clear_errors(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _eval(tmp_path / "nope", tmp_path / "o1")
+    with pytest.raises(FileNotFoundError, match="neither a policy checkpoint"):
+        _eval(tmp_path, tmp_path / "o1")
+    with pytest.raises(ValueError, match="unknown LIBERO suite"):
+        cli_main(["eval", "--checkpoint", str(checkpoint), "--suite", "libero_nope", "--out", str(tmp_path / "o2")])
+    with pytest.raises(IndexError, match="out of range"):
+        cli_main(["eval", "--checkpoint", str(checkpoint), "--suite", SUITE, "--tasks", "10",
+                  "--out", str(tmp_path / "o3")])
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        _eval(checkpoint, tmp_path / "o4", "--perturbation", "fog")
+    with pytest.raises(ValueError, match="trained without the instructions"):
+        cli_main(["eval", "--checkpoint", str(checkpoint), "--suite", SUITE, "--tasks", "1",
+                  "--out", str(tmp_path / "o5")])
+    with pytest.raises(ValueError, match="official init states"):
+        _eval(checkpoint, tmp_path / "o6", "--episodes-per-task", "51")
+
+
+def test_mp4_frame_drawing_marks_the_points() -> None:
+    from grids_vla.policy.evaluation import draw_points_np
+
+    img = np.zeros((32, 32, 3), dtype=np.uint8)
+    out = draw_points_np(img, torch.tensor([[0.5, 0.5]]), (4, 4), align_corners=False, scale=2)
+    assert out.shape == (64, 64, 3) and out.max() == 255
+    ys, xs = np.nonzero(out[..., 0])
+    assert abs(ys.mean() - 32) < 1.5 and abs(xs.mean() - 32) < 1.5  # a ring centred on the image centre
+    assert draw_points_np(img, None, (4, 4), True).max() == 0
