@@ -15,7 +15,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
 
 from grids_vla.cli import main as cli_main  # noqa: E402
-from grids_vla.envs.libero.data import _quat_to_axis_angle  # noqa: E402
+from grids_vla.envs.libero.data import quat_to_axis_angle  # noqa: E402
 from grids_vla.envs.libero.env import get_suite  # noqa: E402
 from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy  # noqa: E402
 from grids_vla.policy.evaluation import (  # noqa: E402
@@ -124,7 +124,7 @@ def test_observation_matches_the_demo_reader_format() -> None:
     assert b["agentview"].dtype == torch.uint8 and b["agentview"].shape == (1, 3, SIZE, SIZE)
     assert torch.equal(b["agentview"][0].permute(1, 2, 0), torch.from_numpy(img))  # no flip, no resize
     assert torch.equal(b["eye_in_hand"][0].permute(1, 2, 0), torch.from_numpy(img[::-1].copy()))
-    expected = np.concatenate([obs["ee_pos"], _quat_to_axis_angle(quat), obs["gripper_states"]]).astype(np.float32)
+    expected = np.concatenate([obs["ee_pos"], quat_to_axis_angle(quat), obs["gripper_states"]]).astype(np.float32)
     assert torch.equal(b["state"][0], torch.from_numpy(expected)) and b["instruction"] == ["do it"]
 
 

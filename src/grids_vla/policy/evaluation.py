@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling_grids_vla import CONFIG_NAME, WEIGHTS_NAME, GridSVLAPolicy, _atomic_write_text, load_config
+from .modeling_grids_vla import CONFIG_NAME, WEIGHTS_NAME, GridSVLAPolicy, atomic_write_text, load_config
 
 __all__ = ["EvalConfig", "evaluate", "wilson_interval", "parse_perturbation", "default_max_steps",
            "observation_to_batch", "resolve_checkpoint", "task_instruction"]
@@ -146,14 +146,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
     """One env observation as a batch of 1 in the demo reader's format (upright uint8 images, 8-D state)."""
-    from ..envs.libero.data import _quat_to_axis_angle
+    from ..envs.libero.data import quat_to_axis_angle
 
     batch: dict[str, Any] = {}
     for cam in cameras:
         if cam not in obs:
             raise KeyError(f"the environment renders no camera {cam!r}; it has {sorted(obs)}")
         batch[cam] = torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1).unsqueeze(0)
-    state = np.concatenate([obs["ee_pos"], _quat_to_axis_angle(obs["ee_quat"]), obs["gripper_states"]])
+    state = np.concatenate([obs["ee_pos"], quat_to_axis_angle(obs["ee_quat"]), obs["gripper_states"]])
     batch["state"] = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
     batch["instruction"] = [instruction]
     return batch
@@ -279,8 +279,8 @@ def _pct(x: float | None) -> float | None:
 
 def _write_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
     res = summarize(run, episodes)
-    _atomic_write_text(out / "results.json", json.dumps(res, indent=2))
-    _atomic_write_text(out / "results.md", to_markdown(res))
+    atomic_write_text(out / "results.json", json.dumps(res, indent=2))
+    atomic_write_text(out / "results.md", to_markdown(res))
     return res
 
 
@@ -417,8 +417,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
                     and e["episode"] < cfg.episodes_per_task]
     else:
         ep_path.unlink(missing_ok=True)
-    _atomic_write_text(run_path, json.dumps(run, indent=2))
-    _atomic_write_text(ep_path, "".join(json.dumps(e) + "\n" for e in episodes))
+    atomic_write_text(run_path, json.dumps(run, indent=2))
+    atomic_write_text(ep_path, "".join(json.dumps(e) + "\n" for e in episodes))
     done = {(e["task_id"], e["episode"]) for e in episodes}
 
     old_threads = torch.get_num_threads()

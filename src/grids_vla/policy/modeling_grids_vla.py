@@ -273,7 +273,7 @@ class GridSVLAPolicy(nn.Module):
         save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
         os.replace(tmp, d / WEIGHTS_NAME)
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
-        _atomic_write_text(d / CONFIG_NAME, json.dumps(meta, indent=2))
+        atomic_write_text(d / CONFIG_NAME, json.dumps(meta, indent=2))
         return d
 
     @classmethod
@@ -336,7 +336,8 @@ def load_config(directory: str | os.PathLike[str]) -> GridSVLAConfig:
     return GridSVLAConfig.from_dict(meta["config"])
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a synced temp file and a rename, so readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)

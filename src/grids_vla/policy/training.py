@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .configuration_grids_vla import GridSVLAConfig
-from .modeling_grids_vla import GridSVLAPolicy, _atomic_write_text
+from .modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 
 __all__ = ["TrainConfig", "train", "find_demo_files", "StepSampler", "augment", "latest_checkpoint"]
 
@@ -227,7 +227,7 @@ def _save_checkpoint(out: Path, step: int, model: GridSVLAPolicy, state: dict[st
         os.replace(final, old)
         shutil.rmtree(old)
     os.replace(tmp, final)
-    _atomic_write_text(ckpts / "latest", final.name)
+    atomic_write_text(ckpts / "latest", final.name)
     return final
 
 
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     metrics = out / "metrics.csv"
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(out / "train_config.json", json.dumps(
+        atomic_write_text(out / "train_config.json", json.dumps(
             {"train": cfg.to_dict(), "model": mc.to_dict()}, indent=2))
         if start == 0 and metrics.exists():
             metrics.unlink()

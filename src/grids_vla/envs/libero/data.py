@@ -50,7 +50,7 @@ def _commit(path: Path) -> None:
     os.replace(str(path) + ".tmp", path)
 
 
-def _quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
     """(..., 4) xyzw quaternions to (..., 3) axis-angle (LIBERO's ``ee_ori``)."""
     q = np.asarray(q, dtype=np.float64)
     q = q * np.where(q[..., 3:4] < 0, -1.0, 1.0)
@@ -130,7 +130,7 @@ def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None
                     if key in o:
                         obs.create_dataset(key, data=o[key][()], compression="gzip", compression_opts=4)
                 ee_pos, quat = o["ee_pos"][()], o["ee_quat"][()]
-                ee_ori = _quat_to_axis_angle(quat)
+                ee_ori = quat_to_axis_angle(quat)
                 obs.create_dataset("ee_pos", data=ee_pos)
                 obs.create_dataset("ee_ori", data=ee_ori)
                 obs.create_dataset("ee_states", data=np.concatenate([ee_pos, ee_ori], axis=1))
