@@ -111,12 +111,7 @@ def test_full_count_matches_running_the_whole_model(head, k):
         if sampler is not None:
             tokens = sampler(tokens)[0]
         h, cache = m.run_llm(m.prefix_inputs(tokens, 5))
-        if cfg.head == "flow":
-            m.sample_actions(cache)
-        elif cfg.head == "autoregressive":
-            m.decode_actions(h[:, -1:], cache)
-        else:
-            m.parallel_actions(h)
+        m.actions(h, cache)
 
     with torch.no_grad():
         real = count_flops(call)

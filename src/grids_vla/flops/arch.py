@@ -619,6 +619,14 @@ class VLAModules(nn.Module):
             tokens.append(logits.argmax(-1))
         return torch.cat(tokens, dim=-1)
 
+    def actions(self, h: Tensor, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The configured action head after the prefix: flow sampling, greedy decoding or parallel decoding."""
+        if self.cfg.head == "flow":
+            return self.sample_actions(cache)
+        if self.cfg.head == "autoregressive":
+            return self.decode_actions(h[:, -1:], cache)
+        return self.parallel_actions(h)
+
     def parallel_actions(self, h: Tensor) -> Tensor:
         """OpenVLA-OFT: the hidden states of the empty action tokens -> an ``(1, horizon, action_dim)`` chunk."""
         cfg = self.cfg

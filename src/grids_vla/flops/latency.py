@@ -127,12 +127,7 @@ def _bench(cfg, model, ks, cams, prompt, vision_layers, llm_layers, repeats, war
         t.append(clock())
         h, cache = m.run_llm(m.prefix_inputs(tokens, prompt))
         t.append(clock())
-        if cfg.head == "flow":
-            m.sample_actions(cache)
-        elif cfg.head == "autoregressive":
-            m.decode_actions(h[:, -1:], cache)
-        else:
-            m.parallel_actions(h)
+        m.actions(h, cache)
         t.append(clock())
         return {p: 1e3 * (t[i + 1] - t[i]) for i, p in enumerate(PARTS)}
 
