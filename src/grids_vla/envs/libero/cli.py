@@ -22,6 +22,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-attempts", type=int, default=None, help="rollouts per task at most (default 3N+5)")
     p.add_argument("--max-steps", type=int, default=None, help="episode horizon (default: LIBERO's per suite)")
     p.add_argument("--msaa", action="store_true", help="render with 4x MSAA (default off, ~1.5x faster)")
+    p.add_argument("--workers", type=int, default=1, help="processes, one task each at a time (default 1)")
     p.set_defaults(func=_run_libero)
 
 
@@ -39,6 +40,7 @@ def _run_libero(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         max_steps=args.max_steps,
         msaa=args.msaa,
+        workers=args.workers,
     )
     for name, st in summary["tasks"].items():
         print(f"{st['task_id']:2d} {st['demos']:4d} demos {st['attempts']:4d} attempts {st['seconds']:8.1f}s  {name}")

@@ -164,22 +164,72 @@ def generate(
     max_attempts: int | None = None,
     max_steps: int | None = None,
     msaa: bool = False,
+    workers: int = 1,
     log: Any = sys.stderr,
 ) -> dict[str, Any]:
     """Generate ``demos_per_task`` successful expert demos for each task of ``suite`` into ``out``; returns counts.
 
     Resumes from whatever ``out`` already holds. ``max_attempts`` bounds rollouts per task (default 3x demos + 5), so a
-    task the expert cannot solve ends with fewer demos instead of looping forever.
+    task the expert cannot solve ends with fewer demos instead of looping forever. ``workers > 1`` spreads the tasks
+    over that many processes (one task per process at a time); the files are the same as with one worker.
     """
-    from .expert import rollout, unsupported_goals
-
     if demos_per_task < 1:
         raise ValueError("demos_per_task must be >= 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     n = num_tasks(suite)
     task_ids = list(range(n)) if tasks is None else [int(t) for t in tasks]
     for t in task_ids:
         if not 0 <= t < n:
             raise IndexError(f"task id {t} out of range for {suite}: 0..{n - 1}")
+    if len(set(task_ids)) != len(task_ids):
+        raise ValueError(f"task ids must be unique, got {task_ids}")
+    kwargs = {"suite": suite, "demos_per_task": demos_per_task, "out": str(out), "image_size": image_size,
+              "seed": seed, "max_attempts": max_attempts, "max_steps": max_steps, "msaa": msaa}
+    started = time.time()
+    if workers == 1 or len(task_ids) == 1:
+        summary = _generate_tasks(task_ids=task_ids, log=log, **kwargs)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child would inherit the parent's MuJoCo / EGL state
+        with ProcessPoolExecutor(min(workers, len(task_ids)), mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_generate_one_task, [dict(kwargs, task_ids=[t]) for t in task_ids]))
+        summary = {"suite": suite, "tasks": {}, "seed": seed, "image_size": image_size,
+                   "new_demos": sum(p["new_demos"] for p in parts)}
+        for p in parts:
+            summary["tasks"].update(p["tasks"])
+    summary["seconds"] = round(time.time() - started, 1)
+    summary["workers"] = workers
+    root = Path(out) / suite
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, root / "summary.json")
+    return summary
+
+
+def _generate_one_task(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Worker-process entry point (module level so ``spawn`` can import it); logs to the worker's stderr."""
+    return _generate_tasks(log=sys.stderr, **kwargs)
+
+
+def _generate_tasks(
+    suite: str,
+    demos_per_task: int,
+    out: str,
+    image_size: int,
+    seed: int,
+    task_ids: list[int],
+    max_attempts: int | None,
+    max_steps: int | None,
+    msaa: bool,
+    log: Any,
+) -> dict[str, Any]:
+    """The sequential generator behind :func:`generate` (checked arguments; writes no summary file)."""
+    from .expert import rollout, unsupported_goals
+
     max_attempts = max_attempts or 3 * demos_per_task + 5
     horizon = max_steps or next((v for k, v in MAX_STEPS.items() if suite.startswith(k)), 400)
     root = Path(out) / suite
@@ -261,12 +311,7 @@ def generate(
         phys.close()
         if rend is not None:
             rend.close()
-    summary["seconds"] = round(time.time() - started, 1)
     summary["new_demos"] = made
-    (root).mkdir(parents=True, exist_ok=True)
-    tmp = root / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, root / "summary.json")
     return summary
 
 
