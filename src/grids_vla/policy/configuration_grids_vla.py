@@ -10,6 +10,7 @@ __all__ = ["GridSVLAConfig", "MODEL_TYPE"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
+ACTION_HEADS = ("l1", "flow")
 
 
 @dataclass
@@ -19,6 +20,11 @@ class GridSVLAConfig:
     The vision encoder is a small ViT shared by all cameras (``image_size / patch_size`` squared tokens per camera),
     followed by a token reducer, then a transformer over ``[language, visual, state, action queries]`` whose action
     query outputs are regressed onto an action chunk. Field names double as ``grids-vla train`` flags.
+
+    ``action_head`` picks how the chunk is produced: ``"l1"`` regresses it in one pass (L1 loss); ``"flow"`` is a
+    pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
+    :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`). Checkpoints written before the field existed load
+    as ``"l1"``.
     """
 
     cameras: tuple[str, ...] = ("agentview", "eye_in_hand")
@@ -44,13 +50,15 @@ class GridSVLAConfig:
     state_dim: int = 8
     action_dim: int = 7
     chunk: int = 8
+    action_head: str = "l1"
+    flow_steps: int = 10
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
         self.instructions = tuple(self.instructions)
         self.reducer_kwargs = dict(self.reducer_kwargs)
         for name in ("image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads", "k", "dim", "depth",
-                     "heads", "state_dim", "action_dim", "chunk"):
+                     "heads", "state_dim", "action_dim", "chunk", "flow_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -60,6 +68,8 @@ class GridSVLAConfig:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if self.vision_dim % self.vision_heads or self.dim % self.heads:
             raise ValueError("vision_dim must be divisible by vision_heads and dim by heads")
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
         if self.language not in LANGUAGE_MODES:
             raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {self.language!r}")
         if len(set(self.instructions)) != len(self.instructions):

@@ -1,5 +1,5 @@
 """A compact VLA with pi0's structure: per-camera ViT -> token reducer -> transformer over
-``[language, visual, state, action queries]`` -> action chunk (L1 regression).
+``[language, visual, state, action queries]`` -> action chunk (L1 regression, or a flow-matching head as in pi0).
 
 Small enough to train on a CPU, with the same token flow as the paper's pi0 setting, so the reducer (GridS, a peer,
 or dense) is the only thing that changes between compared policies. Weights are saved as safetensors next to a JSON
@@ -9,8 +9,9 @@ config; loading is strict and every mismatch is reported by name.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,21 +24,60 @@ from ..grids import MultiCameraGridS
 from ..reducers import FastVPruner, create_reducer
 from .configuration_grids_vla import MODEL_TYPE, GridSVLAConfig
 
-__all__ = ["GridSVLAPolicy", "PolicyOutput", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["GridSVLAPolicy", "PolicyOutput", "CONFIG_NAME", "WEIGHTS_NAME", "euler_integrate", "sample_flow_time"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 MINILM_DIM = 384
+#: Flow time is drawn as ``FLOW_T_MIN + (1 - FLOW_T_MIN) * Beta(1.5, 1)`` (never exactly 0, where the target is data).
+FLOW_T_MIN = 1e-3
 
 
 class PolicyOutput(NamedTuple):
     """actions: ``(B, chunk, action_dim)`` normalised; coords: ``(B, cameras, T, 2)`` where each visual token looks
-    (``None`` if the reducer has no locations); aux: per-camera reducer aux dicts."""
+    (``None`` if the reducer has no locations); aux: per-camera reducer aux dicts; loss: the training loss when the
+    forward pass was given a ``target`` chunk, else ``None``."""
 
     actions: Tensor
     coords: Tensor | None
     aux: dict[str, Any]
+    loss: Tensor | None = None
+
+
+def sample_flow_time(n: int, generator: torch.Generator | None = None,
+                     device: str | torch.device | None = None) -> Tensor:
+    """``n`` flow times in ``[FLOW_T_MIN, 1]`` from ``Beta(1.5, 1)`` (density ~ ``sqrt(t)``), as pi0 does.
+
+    In this module's convention ``t = 1`` is pure noise, so the draw favours the noisier end, where the velocity is
+    hardest to predict. The Beta(1.5, 1) CDF is ``t ** 1.5``, so inverse-CDF sampling ``u ** (2/3)`` needs only
+    ``torch.rand`` and stays reproducible under a ``generator``.
+    """
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(n, generator=generator, device=gen_device)
+    return (FLOW_T_MIN + (1.0 - FLOW_T_MIN) * u.pow(2.0 / 3.0)).to(device)
+
+
+def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], x: Tensor, steps: int) -> Tensor:
+    """Integrate ``dx/dt = velocity(x, t)`` from ``t = 1`` (``x``, noise) to ``t = 0`` (data) in ``steps`` equal
+    Euler steps; ``t`` is handed over as a ``(B,)`` tensor. Returns the sample at ``t = 0``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    dt = 1.0 / steps
+    for i in range(steps):
+        t = torch.full((x.shape[0],), 1.0 - i / steps, device=x.device, dtype=x.dtype)
+        x = x - dt * velocity(x, t)
+    return x
+
+
+def timestep_features(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features ``(B, dim)`` of flow times ``(B,)`` in ``[0, 1]``: sines and cosines at ``dim // 2``
+    frequencies spaced geometrically between 1 and 1000 radians per unit time (``dim`` odd gets a zero column)."""
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), half, device=t.device, dtype=torch.float32))
+    angles = t.float()[:, None] * freqs[None]
+    feats = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(feats, (0, dim - 2 * half)).to(t.dtype if t.is_floating_point() else torch.float32)
 
 
 class Block(nn.Module):
@@ -55,17 +95,35 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        x, attn, _ = self.forward_kv(x, need_weights)
+        return x, attn
+
+    def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values ``(B, heads, N, head_dim)`` this block computes for ``x`` (what later tokens attend to)."""
+        _, k, v = self._qkv(x)
+        return k, v
+
+    def forward_kv(self, x: Tensor, need_weights: bool = False,
+                   past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+        """The block over ``x``, whose tokens also attend to ``past`` keys/values (a cached prefix) when given;
+        returns the new ``x``, the attention probabilities (if ``need_weights``) and ``x``'s own keys/values."""
         b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self._qkv(x)
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2))
         p = self.dropout if self.training else 0.0
         attn = None
         if need_weights:
-            attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
-            out = F.dropout(attn, p, self.training) @ v
+            attn = (q @ keys.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+            out = F.dropout(attn, p, self.training) @ values
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            out = F.scaled_dot_product_attention(q, keys, values, dropout_p=p)
         x = x + self.proj(out.transpose(1, 2).reshape(b, n, d))
-        return x + self.mlp(self.norm2(x)), attn
+        return x + self.mlp(self.norm2(x)), attn, (k, v)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
 
 
 class VisionEncoder(nn.Module):
@@ -107,7 +165,20 @@ def _minilm() -> Any:
 
 
 class GridSVLAPolicy(nn.Module):
-    """The compact VLA (see the module docstring). Build with a :class:`GridSVLAConfig`."""
+    """The compact VLA (see the module docstring). Build with a :class:`GridSVLAConfig`.
+
+    ``action_head="l1"``: one joint transformer pass over prefix and learned action queries; the query outputs are
+    the normalised chunk (L1 loss).
+
+    ``action_head="flow"`` (pi0's flow matching): with noise ``e ~ N(0, I)`` and normalised actions ``a``, the action
+    tokens embed ``x_t = t * e + (1 - t) * a`` (pi0's convention: ``t = 1`` is noise, ``t = 0`` data) plus a time
+    embedding (sinusoid -> MLP), and the transformer predicts the velocity ``e - a`` (MSE loss; ``t`` from
+    :func:`sample_flow_time`). Attention is block-causal: the ``[language, visual, state]`` prefix never attends to the
+    action tokens, so at inference the prefix runs once per call and only its per-layer keys/values are kept; each of
+    the ``flow_steps`` Euler steps (:func:`euler_integrate`, from Gaussian noise at ``t = 1`` to ``t = 0``) then runs
+    just the ``chunk`` action tokens through the layers against that cache, a small fraction of a full pass. FastV
+    (if set) ranks visual tokens by the prefix's own attention there.
+    """
 
     config_class = GridSVLAConfig
 
@@ -139,6 +210,9 @@ class GridSVLAPolicy(nn.Module):
         self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.dim)
         self.action_head = nn.Linear(c.dim, c.action_dim)
+        if c.action_head == "flow":
+            self.action_in = nn.Linear(c.action_dim, c.dim)
+            self.time_mlp = nn.Sequential(nn.Linear(c.dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.fastv = FastVPruner(c.fastv_layer, c.fastv_keep) if c.fastv_keep is not None else None
         self.register_buffer("state_mean", torch.zeros(c.state_dim))
         self.register_buffer("state_std", torch.ones(c.state_dim))
@@ -198,9 +272,54 @@ class GridSVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ forward
 
-    def forward(self, images: dict[str, Tensor], state: Tensor, instructions: Sequence[str]) -> PolicyOutput:
+    def forward(self, images: dict[str, Tensor], state: Tensor, instructions: Sequence[str], *,
+                target: Tensor | None = None, noise: Tensor | None = None, flow_time: Tensor | None = None,
+                generator: torch.Generator | None = None) -> PolicyOutput:
         """Normalised action chunk for a batch: images ``{camera: (B, 3, S, S)}`` (uint8, or float in [0, 1]),
-        raw ``state (B, state_dim)``, one instruction string per sample."""
+        raw ``state (B, state_dim)``, one instruction string per sample.
+
+        ``target`` (a normalised ``(B, chunk, action_dim)`` chunk) makes it a training pass that also returns the loss
+        (so DDP sees it inside ``forward``). Flow head only: ``noise`` (same shape as the chunk) replaces the Gaussian
+        draw, ``flow_time`` ``(B,)`` the time draw (training), and ``generator`` makes the draws reproducible; with
+        a ``target`` the returned ``actions`` are the one-step estimate ``x_t - t * v``, without one the
+        ``flow_steps``-step Euler sample.
+        """
+        c = self.config
+        prefix, coords, aux = self._prefix(images, state, instructions)
+        b = prefix.shape[0]
+        shape = (b, c.chunk, c.action_dim)
+        if target is not None and tuple(target.shape) != shape:
+            raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts {shape} "
+                             f"(chunk={c.chunk})")
+        if c.action_head == "l1":
+            if noise is not None or flow_time is not None:
+                raise ValueError("noise and flow_time are for action_head='flow'; this policy's head is 'l1'")
+            actions = self._l1_actions(prefix)
+            loss = None if target is None else F.l1_loss(actions.float(), target.float())
+            return PolicyOutput(actions, coords, aux, loss)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        if flow_time is not None and tuple(flow_time.shape) != (b,):
+            raise ValueError(f"flow_time must have shape ({b},), got {tuple(flow_time.shape)}")
+        if noise is None:
+            noise = torch.randn(shape, generator=generator,
+                                device=generator.device if generator is not None else prefix.device)
+        noise = noise.to(prefix)
+        cache = self._prefix_cache(prefix)
+        if target is None:
+            actions = euler_integrate(lambda x, t: self._velocity(cache, x, t), noise, c.flow_steps)
+            return PolicyOutput(actions, coords, aux, None)
+        t = sample_flow_time(b, generator, prefix.device) if flow_time is None else flow_time
+        t = t.to(prefix)
+        target = target.to(prefix)
+        x_t = t[:, None, None] * noise + (1.0 - t[:, None, None]) * target
+        v = self._velocity(cache, x_t, t)
+        loss = F.mse_loss(v.float(), (noise - target).float())
+        return PolicyOutput(x_t - t[:, None, None] * v, coords, aux, loss)
+
+    def _prefix(self, images: dict[str, Tensor], state: Tensor,
+                instructions: Sequence[str]) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        """Checked inputs -> ``[language, visual, state]`` token prefix ``(B, P, dim)``, coordinates, reducer aux."""
         c = self.config
         x = self._images(images)
         b = x.shape[0]
@@ -226,35 +345,67 @@ class GridSVLAPolicy(nn.Module):
             aux = {"all": out.aux}
         visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
         state_tok = self.state_proj((state.to(lang) - self.state_mean) / self.state_std)
-        seq = torch.cat([
+        prefix = torch.cat([
             (lang + self.type_embed[0]).unsqueeze(1),
             visual + self.type_embed[1],
             (state_tok + self.type_embed[2]).unsqueeze(1),
-            (self.action_queries + self.type_embed[3]).unsqueeze(0).expand(b, -1, -1),
         ], dim=1)
-        span = (1, visual.shape[1])
+        return prefix, coords, aux
+
+    def _l1_actions(self, prefix: Tensor) -> Tensor:
+        """L1 head: one joint pass over prefix + learned action queries (full attention)."""
+        c = self.config
+        b = prefix.shape[0]
+        seq = torch.cat([prefix, (self.action_queries + self.type_embed[3]).unsqueeze(0).expand(b, -1, -1)], dim=1)
+        span = (1, prefix.shape[1] - 2)  # between language and state
         for i, blk in enumerate(self.blocks):
             need = self.fastv is not None and i == self.fastv.prune_after
             seq, attn = blk(seq, need_weights=need)
             if self.fastv is not None:
                 seq, span, _ = self.fastv(i, seq, attn, span)
-        actions = self.action_head(self.norm(seq[:, -c.chunk:]))
-        return PolicyOutput(actions, coords, aux)
+        return self.action_head(self.norm(seq[:, -c.chunk:]))
 
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, PolicyOutput]:
-        """L1 between predicted and normalised target chunks; ``batch`` as from the LIBERO demo reader."""
-        out = self(self._batch_images(batch), batch["state"], batch["instruction"])
-        target = batch["action"].to(out.actions)
-        if target.shape != out.actions.shape:
-            raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts "
-                             f"{tuple(out.actions.shape)} (chunk={self.config.chunk})")
-        target = (target - self.action_mean) / self.action_std
-        return F.l1_loss(out.actions, target), out
+    def _prefix_cache(self, prefix: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Flow head: run the prefix through every layer once (it attends only to itself) and keep each layer's
+        keys/values, which is all the action tokens need from it; FastV prunes on the prefix's attention."""
+        cache: list[tuple[Tensor, Tensor]] = []
+        span = (1, prefix.shape[1] - 2)  # between language and state
+        x = prefix
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            if i == last:  # the last layer's prefix outputs are never read
+                cache.append(blk.kv(x))
+                break
+            need = self.fastv is not None and i == self.fastv.prune_after
+            x, attn, kv = blk.forward_kv(x, need_weights=need)
+            cache.append(kv)
+            if self.fastv is not None:
+                x, span, _ = self.fastv(i, x, attn, span)
+        return cache
+
+    def _velocity(self, cache: list[tuple[Tensor, Tensor]], x_t: Tensor, t: Tensor) -> Tensor:
+        """Flow head: predicted velocity ``(B, chunk, action_dim)`` at noisy chunk ``x_t`` and times ``t (B,)``,
+        running only the action tokens against the cached prefix keys/values."""
+        time_emb = self.time_mlp(timestep_features(t, self.config.dim).to(x_t))
+        tokens = self.action_in(x_t) + (self.action_queries + self.type_embed[3]).unsqueeze(0) + time_emb[:, None]
+        for blk, past in zip(self.blocks, cache):
+            tokens, _, _ = blk.forward_kv(tokens, past=past)
+        return self.action_head(self.norm(tokens))
+
+    def compute_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> tuple[Tensor,
+                                                                                                    PolicyOutput]:
+        """Training loss (L1 on the chunk, or the flow head's velocity MSE) against the normalised target chunk;
+        ``batch`` as from the LIBERO demo reader; ``generator`` seeds the flow head's noise and time draws."""
+        target = (batch["action"].to(self.action_mean) - self.action_mean) / self.action_std
+        out = self(self._batch_images(batch), batch["state"], batch["instruction"], target=target,
+                   generator=generator)
+        return out.loss, out
 
     @torch.no_grad()
-    def predict_action(self, batch: dict[str, Any]) -> Tensor:
-        """Un-normalised action chunk ``(B, chunk, action_dim)`` for inference."""
-        out = self(self._batch_images(batch), batch["state"], batch["instruction"])
+    def predict_action(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """Un-normalised action chunk ``(B, chunk, action_dim)`` for inference (``generator``: the flow head's
+        starting noise, for reproducible samples)."""
+        out = self(self._batch_images(batch), batch["state"], batch["instruction"], generator=generator)
         return out.actions * self.action_std + self.action_mean
 
     def _batch_images(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -1,6 +1,9 @@
 """Train the compact VLA on LIBERO-layout HDF5 demos: AdamW + warm-up/cosine, augmentation, atomic checkpoints,
 exact resume.
 
+With ``tensorboard`` set, the same per-step scalars as ``metrics.csv`` (loss, lr, samples/s, grad norm) also go to
+``<out>/tb/`` as TensorBoard events (needs the ``tensorboard`` package).
+
 Hugging Face ``accelerate`` drives the loop when installed (``accelerate launch`` spreads it over GPUs unchanged);
 otherwise a plain single-process loop does the same. Exact resume rests on three choices: the batch order is a pure
 function of ``(seed, step)`` (a per-epoch permutation, sliced by step and process), augmentation draws from its own
@@ -59,6 +62,7 @@ class TrainConfig:
     color_jitter: float = 0.1
     resume: str | None = None
     stop_after: int | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every", "log_every"):
@@ -71,9 +75,22 @@ class TrainConfig:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
+        if self.tensorboard:
+            _summary_writer_class()  # fail now, not after the data is loaded
+
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _summary_writer_class() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``, or an ImportError that says what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                          "(or pip install 'grids-vla[tensorboard]')") from e
+    return SummaryWriter
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -325,6 +342,10 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         if start == 0 and metrics.exists():
             metrics.unlink()
         _truncate_metrics(metrics, start)
+    # TensorBoard: steps after the checkpoint that a killed run already logged are purged on read (purge_step), so
+    # the resumed curve replaces them instead of doubling back.
+    tb = (_summary_writer_class()(str(out / "tb"), purge_step=start + 1 if start else None)
+          if cfg.tensorboard and acc.is_main_process else None)
     csv_file = open(metrics, "a", newline="") if acc.is_main_process else None
     writer = csv.DictWriter(csv_file, METRICS) if csv_file else None
     if writer and csv_file.tell() == 0:
@@ -350,7 +371,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             for cam in mc.cameras:
                 batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter).to(device)
             batch["state"], batch["action"] = batch["state"].to(device), batch["action"].to(device)
-            loss = _loss(model, acc.unwrap_model(model), batch)
+            loss = _loss(model, acc.unwrap_model(model), batch, aug_gen)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.nan
@@ -367,7 +388,15 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
                                  "samples_per_s": f"{n_log / max(now - t_log, 1e-9):.1f}",
                                  "elapsed_s": f"{now - t0:.2f}"})
                 csv_file.flush()
+            if tb is not None:
+                tb.add_scalar("train/loss", float(loss), step)
+                tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
+                tb.add_scalar("train/samples_per_s", n_log / max(now - t_log, 1e-9), step)
+                if math.isfinite(float(grad_norm)):
+                    tb.add_scalar("train/grad_norm", float(grad_norm), step)
             if step % cfg.log_every == 0 or step == cfg.steps:
+                if tb is not None:
+                    tb.flush()
                 if acc.is_main_process:
                     print(f"step {step}/{cfg.steps} | loss {float(loss):.4f} | lr {sched.get_last_lr()[0]:.2e} | "
                           f"{n_log / max(now - t_log, 1e-9):.1f} samples/s", file=log, flush=True)
@@ -382,6 +411,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     finally:
         if csv_file:
             csv_file.close()
+        if tb is not None:
+            tb.close()
         del batches
     return {"step": step, "loss": losses[-1] if losses else None, "losses": losses, "checkpoint": checkpoint,
             "out": out}
@@ -392,12 +423,10 @@ def _aug_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % (2**63)
 
 
-def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any]) -> Tensor:
-    """L1 loss through the prepared model's forward (DDP all-reduce, accelerate's autocast), buffers from ``inner``."""
-    out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"])
-    target = batch["action"].to(out.actions)
-    if target.shape != out.actions.shape:
-        raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts "
-                         f"{tuple(out.actions.shape)} (chunk={inner.config.chunk})")
-    target = (target - inner.action_mean) / inner.action_std
-    return torch.nn.functional.l1_loss(out.actions.float(), target.float())
+def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
+    """The policy's loss through the prepared model's forward (DDP all-reduce, accelerate's autocast), buffers from
+    ``inner``; ``generator`` (reseeded every step) draws the flow head's noise and times, so resume stays exact."""
+    target = (batch["action"].to(inner.action_mean) - inner.action_mean) / inner.action_std
+    out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"],
+                target=target, generator=generator)
+    return out.loss
