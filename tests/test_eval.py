@@ -65,18 +65,47 @@ def _check(res: dict, out: Path) -> None:
     assert len(lines) == 1 and json.loads(lines[0])["init_state"] == 0
 
 
-def test_one_episode_through_the_cli_then_resume_and_video(checkpoint: Path, tmp_path: Path) -> None:
+def test_one_episode_through_the_cli_then_resume(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "plain"
-    res = _eval(checkpoint, out, "--video")
+    res = _eval(checkpoint, out)
     _check(res, out)
     assert res["run"]["perturbation"] is None
-    visuals = json.loads((out / "episodes.jsonl").read_text())["visuals"]
-    assert visuals and all((out / v).stat().st_size > 0 for v in visuals)
+    assert "visuals" not in json.loads((out / "episodes.jsonl").read_text()) and not (out / "videos").exists()
     # resume: the finished episode is reused, not re-run (same latencies), and other settings are refused
     again = _eval(checkpoint, out)
     assert again["latency_ms"] == res["latency_ms"] and again["overall"] == res["overall"]
     with pytest.raises(ValueError, match="other settings"):
         _eval(checkpoint, out, "--perturbation", "lighting")
+
+
+def test_video_of_the_first_episode_reads_back(checkpoint: Path, tmp_path: Path) -> None:
+    imageio = pytest.importorskip("imageio.v2", reason="video extra not installed: pip install 'grids-vla[video]'")
+    pytest.importorskip("imageio_ffmpeg", reason="video extra not installed: pip install 'grids-vla[video]'")
+    out = tmp_path / "video"
+    res = _eval(checkpoint, out, "--episodes-per-task", "2", "--video", "1")
+    assert res["overall"]["episodes"] == 2
+    first, second = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert first["visuals"] == ["videos/task00_ep000.png", "videos/task00_ep000.mp4"] and "visuals" not in second
+    assert sorted(p.name for p in (out / "videos").iterdir()) == ["task00_ep000.mp4", "task00_ep000.png"]  # no temp
+    frames = imageio.mimread(str(out / "videos" / "task00_ep000.mp4"), memtest=False)
+    assert len(frames) == first["steps"] + 1  # every observation from the first policy call to the last one
+    assert frames[0].shape == (2 * SIZE, 2 * 2 * SIZE, 3)  # two cameras side by side, upscaled 2x
+    assert max(f.max() for f in frames) > 200  # the white sampling-point rings survive the encoding
+
+
+def test_video_without_imageio_is_a_clear_error(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from grids_vla.policy.evaluation import EvalConfig
+
+    monkeypatch.setitem(sys.modules, "imageio", None)
+    monkeypatch.setitem(sys.modules, "imageio.v2", None)
+    with pytest.raises(ImportError, match="pip install imageio imageio-ffmpeg"):
+        _eval(checkpoint, tmp_path / "nv", "--video", "1")
+    assert not (tmp_path / "nv").exists()  # refused before anything ran
+    assert EvalConfig(checkpoint="c").video == 0 and EvalConfig(checkpoint="c", video=False).video == 0
+    with pytest.raises(ValueError, match="number of episodes"):
+        EvalConfig(checkpoint="c", video=-2)
 
 
 def test_one_episode_with_a_perturbation(checkpoint: Path, tmp_path: Path) -> None:

@@ -28,9 +28,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--settle-steps", type=int, default=10, help="no-op steps at the start of an episode (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads during evaluation (default 1)")
     p.add_argument("--out", default="outputs/eval", help="output folder (default: outputs/eval)")
-    p.add_argument("--video", action="store_true",
-                   help="per episode, a PNG contact sheet of both cameras with the reducer's sampling points (and an "
-                   "MP4 when imageio with ffmpeg is installed)")
+    p.add_argument("--video", type=int, nargs="?", const=-1, default=0, metavar="N",
+                   help="for the first N episodes of the run (bare --video: all), an MP4 of every control step with "
+                   "both cameras side by side and the reducer's sampling points drawn on them, and a PNG contact "
+                   "sheet, in OUT/videos/ (needs imageio and imageio-ffmpeg: the [video] extra)")
     p.add_argument("--fresh", action="store_true", help="discard episodes an earlier run left in --out")
     p.set_defaults(func=_run_eval)
 

@@ -8,7 +8,10 @@ rendered at the policy's ``image_size`` (MSAA off, as in data generation) and th
 the data writer's conversion) + gripper_states``; the policy itself normalises both.
 
 Every finished episode is appended to ``episodes.jsonl`` in the output folder, so a killed run resumes where it
-stopped; ``results.json`` and ``results.md`` are rewritten (atomically) after every episode.
+stopped; ``results.json`` and ``results.md`` are rewritten (atomically) after every episode. ``video=N`` records the
+first ``N`` episodes of the run (tasks in the given order, then episodes) as an MP4 of every control step, both
+cameras side by side with the reducer's sampling points drawn on them, plus a PNG contact sheet (needs ``imageio``
+and ``imageio-ffmpeg``: the ``[video]`` extra).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ import torch
 from .modeling_grids_vla import CONFIG_NAME, WEIGHTS_NAME, GridSVLAPolicy, atomic_write_text, load_config
 
 __all__ = ["EvalConfig", "evaluate", "wilson_interval", "parse_perturbation", "default_max_steps",
-           "observation_to_batch", "resolve_checkpoint", "task_instruction"]
+           "observation_to_batch", "resolve_checkpoint", "task_instruction", "video_frame", "write_mp4"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+#: LIBERO's control frequency: MP4s play one frame per env step in real time.
+VIDEO_FPS = 20
 EPISODES_NAME = "episodes.jsonl"
 RUN_NAME = "run.json"
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -53,13 +58,19 @@ class EvalConfig:
     settle_steps: int = 10
     threads: int = 1
     out: str = "outputs/eval"
-    video: bool = False
+    video: int = 0
     fresh: bool = False
     video_frames: int = 4
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             raise ValueError("--checkpoint is required")
+        if isinstance(self.video, bool):  # the field used to be a switch: True still means every episode
+            self.video = -1 if self.video else 0
+        if not isinstance(self.video, int) or self.video < -1:
+            raise ValueError(f"video must be a number of episodes (0: none, -1: all), got {self.video!r}")
+        if self.video:
+            _imageio()  # fail now, not after the first episode
         for name in ("episodes_per_task", "threads", "video_frames"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -173,6 +184,21 @@ class _CoordsProbe:
         self._handle.remove()
 
 
+def _imageio() -> Any:
+    """``imageio.v2`` with a working ffmpeg, or an ImportError that says what to install."""
+    hint = "--video needs imageio with ffmpeg: pip install imageio imageio-ffmpeg (or pip install 'grids-vla[video]')"
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg
+    except ImportError as e:
+        raise ImportError(hint) from e
+    try:
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        raise ImportError(f"{hint}; imageio-ffmpeg found no ffmpeg binary ({e})") from e
+    return imageio
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -187,7 +213,9 @@ def _sha256(path: Path) -> str:
 def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
                 record: bool = False) -> dict[str, Any]:
     """Roll out one episode from init state ``init_index``; returns success, steps, per-call latencies (s) and, with
-    ``record``, the frames seen at each policy call with the reducer's coordinates."""
+    ``record``, ``frames`` (the observation at each policy call with the reducer's coordinates) and ``video`` (every
+    observation from the first policy call to the end, ``steps + 1`` of them, each with the coordinates of the call
+    whose action it was given to)."""
     cams = policy.config.cameras
     obs = env.reset(init_index)
     for _ in range(settle_steps):
@@ -195,7 +223,12 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     probe = _CoordsProbe(policy) if record else None
     latencies: list[float] = []
     frames: list[dict[str, Any]] = []
+    video: list[dict[str, Any]] = []
     steps, success = 0, False
+
+    def snap() -> dict[str, Any]:
+        return {"step": steps, "images": {c: obs[c].copy() for c in cams}, "coords": probe.coords}
+
     try:
         while steps < max_steps and not success:
             batch = observation_to_batch(obs, cams, env.instruction)
@@ -203,17 +236,22 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
             chunk = policy.predict_action(batch)[0]
             latencies.append(time.perf_counter() - t0)
             if probe is not None:
-                frames.append({"step": steps, "images": {c: obs[c].copy() for c in cams}, "coords": probe.coords})
+                frames.append(snap())
+                video.append(frames[-1])
             actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
-            for a in actions:
+            for j, a in enumerate(actions):
                 obs, _, success, _ = env.step(a)
                 steps += 1
                 if success or steps >= max_steps:
                     break
+                if probe is not None and j < len(actions) - 1:  # the chunk's last obs goes to the next call
+                    video.append(snap())
+        if probe is not None and latencies:
+            video.append(snap())  # the final observation
     finally:
         if probe is not None:
             probe.remove()
-    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames}
+    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video}
 
 
 # ------------------------------------------------------------------------------------------------------- reporting
@@ -325,10 +363,35 @@ def draw_points_np(image: np.ndarray, coords: torch.Tensor | None, grid: tuple[i
     return img
 
 
+def video_frame(images: dict[str, np.ndarray], coords: torch.Tensor | None, cameras: tuple[str, ...],
+                grid: tuple[int, int], align_corners: bool, scale: int = 2) -> np.ndarray:
+    """One MP4 frame: every camera upscaled by ``scale`` with its sampling points (:func:`draw_points_np`), side by
+    side in ``cameras`` order; ``coords`` is ``(1, cameras, T, 2)`` as in ``PolicyOutput.coords``, or ``None``."""
+    return np.concatenate([draw_points_np(images[cam], None if coords is None else coords[0, ci], grid, align_corners,
+                                          scale) for ci, cam in enumerate(cameras)], axis=1)
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """Encode uint8 ``(H, W, 3)`` frames (even sides) as H.264 MP4 atomically: a temp file in the same folder, then
+    a rename, so a killed run never leaves a truncated video under the final name."""
+    imageio = _imageio()
+    if not frames:
+        raise ValueError(f"no frames to write to {path}")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the suffix: ffmpeg picks the container by it
+    try:
+        # macro_block_size=2: H.264 needs even sides; the default (16) would rescale other sizes
+        with imageio.get_writer(str(tmp), fps=fps, codec="libx264", macro_block_size=2) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPolicy, n_frames: int,
                   fps: int) -> list[str]:
-    """Contact sheet PNG (both cameras at a few policy calls, points via :func:`grids_vla.viz.save_points_figure`) and,
-    when ``imageio`` with ffmpeg is installed, an MP4 of every policy call (``fps`` calls per second)."""
+    """Contact sheet PNG (both cameras at a few policy calls, points via :func:`grids_vla.viz.save_points_figure`) and
+    an MP4 of every control step (``fps`` frames per second) with the points drawn over both cameras."""
     from ..viz import save_points_figure
 
     frames = ep["frames"]
@@ -349,17 +412,8 @@ def _save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPoli
     sheet.parent.mkdir(parents=True, exist_ok=True)
     save_points_figure(str(sheet), panels, align_corners=align)
     written.append(str(sheet.relative_to(out)))
-    try:
-        import imageio.v2 as imageio
-    except ImportError:
-        return written
-    video = []
-    for fr in frames:
-        views = [draw_points_np(fr["images"][cam], None if fr["coords"] is None else fr["coords"][0, ci], cfg.grid,
-                                align) for ci, cam in enumerate(cfg.cameras)]
-        video.append(np.concatenate(views, axis=1))
     mp4 = out / "videos" / f"{name}.mp4"
-    imageio.mimwrite(str(mp4), video, fps=fps)
+    write_mp4(mp4, [video_frame(fr["images"], fr["coords"], cfg.cameras, cfg.grid, align) for fr in ep["video"]], fps)
     written.append(str(mp4.relative_to(out)))
     return written
 
@@ -420,6 +474,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     atomic_write_text(run_path, json.dumps(run, indent=2))
     atomic_write_text(ep_path, "".join(json.dumps(e) + "\n" for e in episodes))
     done = {(e["task_id"], e["episode"]) for e in episodes}
+    n_video = len(tasks) * cfg.episodes_per_task if cfg.video == -1 else cfg.video
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -436,12 +491,13 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
                     raise RuntimeError(f"{suite} task {t}: env instruction {env.instruction!r} differs from its BDDL "
                                        f"file's {instructions[str(t)]!r}")
                 for i in todo:
-                    ep = run_episode(env, policy, i, max_steps, execute, cfg.settle_steps, record=cfg.video)
+                    record = tasks.index(t) * cfg.episodes_per_task + i < n_video  # the run's first N episodes
+                    ep = run_episode(env, policy, i, max_steps, execute, cfg.settle_steps, record=record)
                     rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
                            "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
-                    if cfg.video:
+                    if record:
                         rec["visuals"] = _save_visuals(out, f"task{t:02d}_ep{i:03d}", ep, policy,
-                                                       cfg.video_frames, max(1, round(20 / execute)))
+                                                       cfg.video_frames, VIDEO_FPS)
                     _append_episode(ep_path, rec)
                     episodes.append(rec)
                     res = _write_results(out, run, episodes)
