@@ -1,0 +1,225 @@
+"""What every ``*_grids`` policy shares: the GridS config fields, sampler construction and strict checkpoint loading.
+
+The config fields live in :class:`GridSConfigFields`, a dataclass mixed into each upstream config subclass so
+LeRobot's CLI (draccus) exposes them as ``--policy.grids_k=16`` and so on. :class:`GridSPolicyMixin` goes in front
+of the upstream policy class in the MRO: it owns the sampler (``self.grids``, a
+:class:`grids_vla.MultiCameraGridS`, state-dict prefix ``grids.``) and overrides ``load_state_dict`` so that
+
+* a GridS checkpoint loads exactly (a partial or mismatched sampler is an error);
+* an upstream (non-GridS) checkpoint loads with the sampler freshly initialised and a warning that names the keys;
+* any other missing or unexpected key is an error, whatever ``strict`` says (LeRobot loads non-strictly by
+  default, which would otherwise hide a wrong checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from grids_vla import MultiCameraGridS
+from grids_vla.reducers.base import ReducerOutput
+from torch import Tensor, nn
+from torch.nn.modules.module import _IncompatibleKeys
+
+logger = logging.getLogger("lerobot_policy_grids")
+
+GRIDS_PREFIX = "grids."
+GRIDS_MODES = ("predicted", "random", "fixed-grid")
+GRIDS_GEOMETRIES = ("mlp", "fourier", "none")
+GRIDS_PREDICTORS = ("pooled", "attention")
+GRIDS_CONDITIONINGS = ("none", "language")
+
+
+@dataclass
+class GridSConfigFields:
+    """GridS options added to an upstream LeRobot policy config.
+
+    Attributes:
+        grids_k: visual tokens per camera handed to the transformer.
+        grids_mode: ``predicted`` (GridS), ``random`` (uniform points; ablation) or ``fixed-grid`` (spread anchors).
+        grids_geometry: geometry injection ``mlp`` (paper), ``fourier`` or ``none`` (ablation).
+        grids_predictor: ``pooled`` (paper: pooled feature -> MLP) or ``attention`` (per-point soft-argmax).
+        grids_conditioning: ``none`` (paper) or ``language`` (the pooled instruction embedding conditions the points;
+            VLA policies only).
+        grids_per_camera: one sampler per camera (``True``) or one shared sampler with a learned camera embedding.
+        grids_hidden: width of the coordinate predictor (paper: 512).
+        grids_camera_dim: size of the camera embedding of the shared sampler.
+        grids_allow_oversample: allow ``grids_k`` above the number of dense tokens (sub-patch resampling).
+    """
+
+    grids_k: int = 16
+    grids_mode: str = "predicted"
+    grids_geometry: str = "mlp"
+    grids_predictor: str = "pooled"
+    grids_conditioning: str = "none"
+    grids_per_camera: bool = False
+    grids_hidden: int = 512
+    grids_camera_dim: int = 16
+    grids_allow_oversample: bool = False
+
+    def validate_grids(self, supports_language: bool = True) -> None:
+        """Raise ``ValueError`` for an invalid GridS option."""
+        if not isinstance(self.grids_k, int) or isinstance(self.grids_k, bool) or self.grids_k < 1:
+            raise ValueError(f"grids_k must be a positive int, got {self.grids_k!r}")
+        for name, value, allowed in (
+            ("grids_mode", self.grids_mode, GRIDS_MODES),
+            ("grids_geometry", self.grids_geometry, GRIDS_GEOMETRIES),
+            ("grids_predictor", self.grids_predictor, GRIDS_PREDICTORS),
+            ("grids_conditioning", self.grids_conditioning, GRIDS_CONDITIONINGS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.grids_conditioning == "language" and not supports_language:
+            raise ValueError(f"grids_conditioning='language' needs a language-conditioned policy; {type(self).__name__}"
+                             " has no instruction input")
+        if self.grids_conditioning == "language" and self.grids_mode != "predicted":
+            raise ValueError("grids_conditioning='language' only applies to grids_mode='predicted'")
+        if self.grids_hidden < 1 or self.grids_camera_dim < 1:
+            raise ValueError("grids_hidden and grids_camera_dim must be positive")
+
+
+def as_grids_config(config: Any, grids_cls: type) -> Any:
+    """Return ``config`` as an instance of ``grids_cls``: upstream configs are converted with GridS defaults.
+
+    This is what makes ``SmolVLAGridsPolicy.from_pretrained(upstream_checkpoint)`` work: the checkpoint's config
+    says ``type: smolvla``, and the policy needs the GridS fields.
+    """
+    if config is None:
+        return grids_cls()
+    if isinstance(config, grids_cls):
+        return config
+    base = grids_cls.__mro__[1]
+    if not isinstance(config, base):
+        raise TypeError(f"{grids_cls.__name__} needs a {base.__name__} or {grids_cls.__name__}, got {type(config)}")
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    logger.warning(
+        "Converting upstream %s to %s with default GridS options (grids_k=%d): the visual tokens will be resampled",
+        type(config).__name__,
+        grids_cls.__name__,
+        GridSConfigFields.grids_k,
+    )
+    return grids_cls(**values)
+
+
+def build_grids(
+    config: GridSConfigFields,
+    dim: int,
+    cameras: Sequence[str],
+    grid_size: tuple[int, int] | None,
+    cond_dim: int | None = None,
+) -> MultiCameraGridS:
+    """The sampler of a policy: one per camera or shared, with the config's options."""
+    return MultiCameraGridS(
+        list(cameras),
+        dim,
+        config.grids_k,
+        shared=not config.grids_per_camera,
+        camera_dim=config.grids_camera_dim,
+        cond_dim=cond_dim if config.grids_conditioning == "language" else None,
+        hidden=config.grids_hidden,
+        predictor=config.grids_predictor,
+        coords=config.grids_mode,
+        geometry=config.grids_geometry,
+        grid_size=grid_size,
+        allow_oversample=config.grids_allow_oversample,
+    )
+
+
+def reduce_camera(
+    grids: MultiCameraGridS,
+    camera: str,
+    x: Tensor,
+    grid_size: tuple[int, int] | None = None,
+    cond: Tensor | None = None,
+    layout: str | None = None,
+) -> ReducerOutput:
+    """Resample one camera's tokens or map with ``grids`` (VLA code embeds one camera at a time)."""
+    if camera not in grids.cameras:
+        raise KeyError(f"unknown camera {camera!r}; the GridS sampler was built for {grids.cameras}")
+    if not grids.shared:
+        return grids.samplers[camera](x, grid_size, cond=cond, layout=layout)
+    if not grids.sampler.accepts_cond:
+        return grids.sampler(x, grid_size, layout=layout)
+    ids = torch.full((x.shape[0],), grids.cameras.index(camera), dtype=torch.long, device=x.device)
+    cam_cond = grids.camera_embed(ids)
+    full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)
+    return grids.sampler(x, grid_size, cond=full, layout=layout)
+
+
+def square_grid(num_tokens: int, what: str) -> tuple[int, int]:
+    """``(s, s)`` for ``s * s == num_tokens``; a clear error otherwise."""
+    side = round(num_tokens**0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"{what}: {num_tokens} visual tokens do not form a square grid; GridS needs the grid shape")
+    return side, side
+
+
+def _tied_keys(module: nn.Module, keys: set[str], provided: set[str]) -> set[str]:
+    """Keys in ``keys`` whose tensor shares storage with a provided key (tied weights saved once)."""
+    own = module.state_dict(keep_vars=True)
+    by_ptr: dict[int, list[str]] = {}
+    for k, v in own.items():
+        if isinstance(v, Tensor) and v.numel():
+            by_ptr.setdefault(v.data_ptr(), []).append(k)
+    tied = set()
+    for k in keys:
+        v = own.get(k)
+        if isinstance(v, Tensor) and v.numel() and any(o in provided for o in by_ptr[v.data_ptr()] if o != k):
+            tied.add(k)
+    return tied
+
+
+class GridSPolicyMixin:
+    """Put in front of an upstream LeRobot policy class; see the module docstring."""
+
+    grids: MultiCameraGridS
+
+    def grids_last_output(self) -> dict[str, ReducerOutput]:
+        """The GridS output (tokens, coords, aux) of every camera in the last forward pass, detached."""
+        return dict(getattr(self, "_grids_last", {}))
+
+    def _grids_record(self, camera: str, out: ReducerOutput) -> None:
+        last = self.__dict__.setdefault("_grids_last", {})
+        last[camera] = ReducerOutput(
+            out.tokens.detach(), None if out.coords is None else out.coords.detach(), {}
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load exactly, or an upstream checkpoint with a freshly initialised (and announced) GridS sampler."""
+        own_grids = {k for k in self.state_dict() if k.startswith(GRIDS_PREFIX)}  # type: ignore[attr-defined]
+        given_grids = {k for k in state_dict if k.startswith(GRIDS_PREFIX)}
+        try:
+            result = super().load_state_dict(state_dict, strict=False, assign=assign)  # type: ignore[misc]
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"checkpoint does not fit {type(self).__name__} (different model size, grids_k, grids_per_camera, "
+                f"cameras or GridS options than it was trained with?): {exc}"
+            ) from exc
+        missing = set(result.missing_keys)
+        unexpected = list(result.unexpected_keys)
+        fresh: list[str] = []
+        if own_grids and not given_grids:
+            fresh = sorted(missing & own_grids)
+            logger.warning(
+                "Loading a checkpoint without GridS weights into %s: the GridS sampler was freshly initialised "
+                "(coordinate head at spread anchors, geometry embedding at zero); missing sampler keys: %s",
+                type(self).__name__,
+                fresh,
+            )
+            missing -= own_grids
+        elif missing & own_grids:
+            raise RuntimeError(
+                f"checkpoint has a partial GridS sampler: missing {sorted(missing & own_grids)} "
+                f"(was it saved with other GridS options, e.g. grids_per_camera, grids_predictor, grids_conditioning?)"
+            )
+        other_missing = missing - _tied_keys(self, missing, set(state_dict))  # type: ignore[arg-type]
+        if other_missing or unexpected:
+            raise RuntimeError(
+                f"checkpoint does not match {type(self).__name__}: missing keys {sorted(other_missing)[:20]}, "
+                f"unexpected keys {sorted(unexpected)[:20]}"
+            )
+        return _IncompatibleKeys(sorted(missing), unexpected)
