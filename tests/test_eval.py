@@ -22,6 +22,7 @@ from grids_vla.policy.evaluation import (  # noqa: E402
     default_max_steps,
     observation_to_batch,
     parse_perturbation,
+    run_episode,
     task_instruction,
     wilson_interval,
 )
@@ -114,6 +115,55 @@ def test_one_episode_with_a_perturbation(checkpoint: Path, tmp_path: Path) -> No
     _check(res, out)
     assert res["run"]["perturbation"] == "lighting:0.8"
     assert "lighting:0.8" in (out / "results.md").read_text()
+
+
+def test_flow_head_checkpoint_evaluates_reproducibly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    instruction = task_instruction(get_suite(SUITE), TASK)
+    cfg = GridSVLAConfig(image_size=SIZE, patch_size=8, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=2,
+                         heads=2, mlp_ratio=2.0, k=4, chunk=4, instructions=(instruction,), action_head="flow",
+                         flow_steps=3)
+    policy = GridSVLAPolicy(cfg)
+    policy.set_normalization(torch.zeros(8), torch.ones(8), torch.zeros(7), torch.full((7,), 0.3))
+    ckpt = policy.save_pretrained(tmp_path / "flow")
+    res = _eval(ckpt, tmp_path / "a")
+    _check(res, tmp_path / "a")
+    assert res["run"]["chunk"] == 4 and res["latency_ms"]["calls"] >= 1
+    # the sampling noise is seeded per episode: a rerun of an episode takes the very same actions
+    env = _FakeEnv()
+    policy.eval()
+
+    def rollout(init: int, record: bool = False) -> tuple[dict, np.ndarray]:
+        env.actions = []
+        ep = run_episode(env, policy, init, max_steps=10, execute=3, settle_steps=1, record=record)
+        return ep, np.stack(env.actions)
+
+    first, actions = rollout(3, record=True)
+    assert actions.shape == (11, 7) and np.array_equal(rollout(3)[1], actions)  # 1 settle + 10 policy steps
+    assert not np.array_equal(rollout(4)[1], actions)  # another episode draws other noise
+    assert first["steps"] == 10 and len(first["video"]) == 11  # steps + 1 frames
+    assert len(first["frames"]) == 4 and first["frames"][0]["coords"].shape == (1, 2, 4, 2)
+
+
+class _FakeEnv:
+    """Stands in for a LIBERO env: fixed random observations, records every action it is given, never succeeds."""
+
+    instruction = ""
+
+    def __init__(self) -> None:
+        self.actions: list[np.ndarray] = []
+        rng = np.random.default_rng(0)
+        self.obs = {"agentview": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+                    "eye_in_hand": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+                    "ee_pos": np.zeros(3), "ee_quat": np.array([0.0, 0.0, 0.0, 1.0]), "gripper_states": np.zeros(2)}
+
+    def reset(self, init_index: int) -> dict:
+        self.instruction = task_instruction(get_suite(SUITE), TASK)
+        return self.obs
+
+    def step(self, action: np.ndarray) -> tuple:
+        self.actions.append(np.array(action))
+        return self.obs, 0.0, False, {}
 
 
 def test_wilson_interval_known_values() -> None:

@@ -116,7 +116,8 @@ def default_max_steps(suite: str) -> int:
 
 
 def parse_perturbation(spec: str | None, suite: str) -> tuple[str, list[Any]]:
-    """``NAME[:SEVERITY]`` -> (suite to build, perturbation objects). ``pro:VARIANT`` selects a LIBERO-PRO suite."""
+    """``NAME[:SEVERITY]`` -> (suite to build, perturbation objects). ``pro:VARIANT`` selects a LIBERO-PRO suite,
+    ``liberoplus:PATTERN`` the matching LIBERO-plus tasks (needs ``.venv-liberoplus``)."""
     from ..envs.libero.perturb import make_perturbation, pro_suite
 
     if not spec:
@@ -124,6 +125,10 @@ def parse_perturbation(spec: str | None, suite: str) -> tuple[str, list[Any]]:
     name, _, sev = spec.partition(":")
     if name == "pro":
         return pro_suite(suite, sev), []
+    if name == "liberoplus":
+        from ..envs.libero.plus import plus_suite
+
+        return plus_suite(suite, sev), []
     try:
         severity = float(sev) if sev else 0.5
     except ValueError:
@@ -221,6 +226,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     for _ in range(settle_steps):
         obs, _, _, _ = env.step(NOOP_ACTION)
     probe = _CoordsProbe(policy) if record else None
+    noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
     latencies: list[float] = []
     frames: list[dict[str, Any]] = []
     video: list[dict[str, Any]] = []
@@ -233,7 +239,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
         while steps < max_steps and not success:
             batch = observation_to_batch(obs, cams, env.instruction)
             t0 = time.perf_counter()
-            chunk = policy.predict_action(batch)[0]
+            chunk = policy.predict_action(batch, generator=noise_gen)[0]
             latencies.append(time.perf_counter() - t0)
             if probe is not None:
                 frames.append(snap())
