@@ -10,7 +10,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a policy checkpoint in closed loop on LIBERO",
         description="Evaluate a policy checkpoint on LIBERO: episode i of each task starts from official init state i; "
-        "results (success per task with 95 %% Wilson intervals, mean episode length, median policy latency at batch "
+        "results (success per task with 95 % Wilson intervals, mean episode length, median policy latency at batch "
         "1) go to OUT/results.json and OUT/results.md; finished episodes are kept in OUT/episodes.jsonl, so a rerun "
         "with the same settings resumes.")
     p.add_argument("--checkpoint", required=True, help="policy folder (save_pretrained) or a training run folder")
