@@ -46,10 +46,15 @@ def list_suites() -> list[str]:
 
 
 def get_suite(suite: str) -> Any:
-    """The LIBERO benchmark object for ``suite`` (any name LIBERO registers), with a clear error when unknown."""
+    """The LIBERO benchmark object for ``suite`` (any name LIBERO registers), with a clear error when unknown.
+    LIBERO-plus suite names (``<suite>_liberoplus_<pattern>``, see ``plus``) give a view of the matching tasks."""
     import contextlib
     import io
 
+    if "_liberoplus_" in suite:
+        from .plus import get_plus_suite
+
+        return get_plus_suite(suite)
     benchmark = _quiet_import_benchmark()
     table = benchmark.get_benchmark_dict()
     if suite.lower() not in table:
@@ -98,6 +103,13 @@ class LiberoTaskEnv:
     init_states: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     perturbations: list[Any] = field(default_factory=list)
     model_originals: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Objects a scene perturbation added (e.g. distractors); empty for the task's own scene.
+    extra_objects: tuple[str, ...] = ()
+    #: For a scene with extra objects: where each entry of an original-scene flat state goes in this scene's flat
+    #: state, and this scene's state with the extra objects at rest at their placement (filled in by ``make_env``).
+    state_index: np.ndarray | None = field(default=None, repr=False)
+    state_template: np.ndarray | None = field(default=None, repr=False)
+    bddl_dir: str | None = field(default=None, repr=False)  # temporary folder of an edited BDDL, removed by close()
 
     @property
     def env(self) -> Any:
@@ -128,9 +140,23 @@ class LiberoTaskEnv:
             init_state = self.init_states[int(init_state)]
         return self.set_state(np.asarray(init_state))
 
+    def adapt_state(self, state: np.ndarray) -> np.ndarray:
+        """A flat state of this scene: returned as is, or, when sized for the task's original scene (an official
+        init state while distractors are added), expanded with the extra objects at their placement."""
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        size = 1 + self.sim.model._model.nq + self.sim.model._model.nv
+        if len(state) == size:
+            return state
+        if self.state_index is not None and self.state_template is not None and len(state) == len(self.state_index):
+            out = self.state_template.copy()
+            out[self.state_index] = state
+            return out
+        raise ValueError(f"flat state of size {len(state)} fits neither this scene ({size}) nor its original scene")
+
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        """Load a flat MuJoCo state (time, qpos, qvel) and return the observation rendered from it."""
-        self.raw.regenerate_obs_from_state(np.asarray(state, dtype=np.float64))
+        """Load a flat MuJoCo state (time, qpos, qvel), of this scene or of the task's original scene (see
+        :meth:`adapt_state`), and return the observation rendered from it."""
+        self.raw.regenerate_obs_from_state(self.adapt_state(state))
         return self.observe()
 
     def get_state(self) -> np.ndarray:
@@ -142,9 +168,13 @@ class LiberoTaskEnv:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (7,):
             raise ValueError(f"LIBERO actions are 7-D (OSC_POSE delta + gripper), got shape {a.shape}")
-        raw_obs, reward, _done, info = self.raw.step(a)
+        raw_obs, reward, _done, info = self._raw_step(a)
         ok = bool(self.raw.check_success())
         return self._convert(raw_obs), float(reward), ok, info
+
+    def _raw_step(self, action: np.ndarray) -> tuple[Any, ...]:
+        """The wrapped env's step (a hook: LIBERO-plus envs step the inner robosuite env)."""
+        return self.raw.step(action)
 
     def success(self) -> bool:
         return bool(self.raw.check_success())
@@ -170,6 +200,11 @@ class LiberoTaskEnv:
         if getattr(self, "raw", None) is not None:
             self.raw.close()
             self.raw = None
+        if self.bddl_dir is not None:
+            import shutil
+
+            shutil.rmtree(self.bddl_dir, ignore_errors=True)
+            self.bddl_dir = None
 
 
 def make_env(
@@ -187,7 +222,9 @@ def make_env(
     ``msaa=False`` (default, used for data and evaluation) renders without 4x multisampling: ~1.5x faster on CPU, with
     slightly harder edges. ``render=False`` builds a physics-only env (no cameras) for fast scripted rollouts.
     ``hard_reset=False`` keeps the compiled model between resets (0.02-0.2 s instead of seconds); set it when a
-    perturbation edits the model XML. ``perturbations`` are objects with ``apply(env)`` (see ``perturb``).
+    perturbation edits the model XML. ``perturbations`` are objects with ``apply(env)`` (see ``perturb``); those that
+    also have ``edit_bddl(text, probe)`` (scene perturbations such as ``distractors``) rewrite the task's BDDL
+    first, given an unperturbed physics-only ``probe`` env of the task, and the env is built from the edited file.
     """
     b = get_suite(suite)
     n = b.get_num_tasks()
@@ -201,11 +238,19 @@ def make_env(
             raise ValueError(f"unknown camera {cam!r}; available: {sorted(CAMERAS)}")
     if render and not cams:
         raise ValueError("render=True needs at least one camera")
+    if "_liberoplus_" in suite:
+        from .plus import make_plus_env
+
+        return make_plus_env(suite, int(task_id), image_size, cams, msaa, render, hard_reset, tuple(perturbations))
     from libero.libero.envs import OffScreenRenderEnv
 
     task = b.get_task(int(task_id))
+    bddl_path, bddl_dir = b.get_task_bddl_file_path(int(task_id)), None
+    scene_edits = [p for p in perturbations if hasattr(p, "edit_bddl")]
+    if scene_edits:
+        bddl_path, bddl_dir = _edited_bddl(suite, int(task_id), bddl_path, scene_edits)
     kwargs: dict[str, Any] = dict(
-        bddl_file_name=b.get_task_bddl_file_path(int(task_id)),
+        bddl_file_name=bddl_path,
         camera_heights=image_size,
         camera_widths=image_size,
         camera_names=[CAMERAS[c] for c in cams] if render else [],
@@ -228,8 +273,68 @@ def make_env(
         instruction=str(raw.language_instruction),
         init_states=np.asarray(b.get_task_init_states(int(task_id))),
         perturbations=list(perturbations),
+        bddl_dir=bddl_dir,
     )
+    if scene_edits:
+        _map_original_states(env)
     return env
+
+
+def _edited_bddl(suite: str, task_id: int, path: str, edits: Sequence[Any]) -> tuple[str, str]:
+    """Apply scene perturbations to the task's BDDL; returns (edited file, its temporary folder)."""
+    import tempfile
+    from pathlib import Path
+
+    probe = make_env(suite, task_id, render=False)
+    try:
+        text = Path(path).read_text()
+        for p in edits:
+            text = p.edit_bddl(text, probe)
+    finally:
+        probe.close()
+    folder = tempfile.mkdtemp(prefix="grids_bddl_")
+    out = Path(folder) / Path(path).name
+    out.write_text(text)
+    return str(out), folder
+
+
+def _map_original_states(env: LiberoTaskEnv, seed: int = 0) -> None:
+    """Record how a flat state of the task's original scene maps into this scene with extra objects.
+
+    MuJoCo lays out qpos/qvel in joint order, and the extra objects are whole bodies (free joints) whose removal
+    keeps the other joints' order; so the original layout is this one minus the extra objects' joints. The extra
+    objects rest where a seeded reset places them (numpy's global RNG is restored afterwards).
+    """
+    from .expert import _subtree_bodies
+    from .perturb import DISTRACTOR_PREFIX
+
+    e = env.env
+    m = env.sim.model._model
+    env.extra_objects = tuple(k for k in e.objects_dict if k.startswith(DISTRACTOR_PREFIX))
+    extra_bodies = np.concatenate([_subtree_bodies(m, e.obj_body_id[k]) for k in env.extra_objects] or [[]])
+    nq_of = {0: 7, 1: 4, 2: 1, 3: 1}  # mjJNT_FREE, BALL, SLIDE, HINGE
+    nv_of = {0: 6, 1: 3, 2: 1, 3: 1}
+    qidx: list[int] = []
+    vidx: list[int] = []
+    for j in range(m.njnt):
+        if m.jnt_bodyid[j] in extra_bodies:
+            continue
+        t = int(m.jnt_type[j])
+        qidx.extend(range(m.jnt_qposadr[j], m.jnt_qposadr[j] + nq_of[t]))
+        vidx.extend(range(m.jnt_dofadr[j], m.jnt_dofadr[j] + nv_of[t]))
+    index = np.array([0] + [1 + q for q in qidx] + [1 + m.nq + v for v in vidx])
+    if env.init_states.size and env.init_states.shape[1] != len(index):
+        raise RuntimeError(f"official init states have size {env.init_states.shape[1]}, but the scene without its "
+                           f"extra objects has {len(index)}")
+    rng_state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        env.raw.reset()
+    finally:
+        np.random.set_state(rng_state)
+    template = env.get_state()
+    template[1 + m.nq:] = 0.0  # at rest
+    env.state_index, env.state_template = index, template
 
 
 def _rebuild_without_msaa(rs_env: Any) -> None:
