@@ -105,6 +105,11 @@ def as_grids_config(config: Any, grids_cls: type) -> Any:
     return grids_cls(**values)
 
 
+def sampler_name(camera: str) -> str:
+    """Camera feature key -> the sampler's camera name (``observation.images.top`` -> ``top``; no dots allowed)."""
+    return camera.removeprefix("observation.images.").replace(".", "_")
+
+
 def build_grids(
     config: GridSConfigFields,
     dim: int,
@@ -113,8 +118,11 @@ def build_grids(
     cond_dim: int | None = None,
 ) -> MultiCameraGridS:
     """The sampler of a policy: one per camera or shared, with the config's options."""
+    names = [sampler_name(c) for c in cameras]
+    if len(set(names)) != len(names):
+        raise ValueError(f"camera keys {list(cameras)} collide once shortened to sampler names {names}")
     return MultiCameraGridS(
-        list(cameras),
+        names,
         dim,
         config.grids_k,
         shared=not config.grids_per_camera,
@@ -138,6 +146,7 @@ def reduce_camera(
     layout: str | None = None,
 ) -> ReducerOutput:
     """Resample one camera's tokens or map with ``grids`` (VLA code embeds one camera at a time)."""
+    camera = sampler_name(camera)
     if camera not in grids.cameras:
         raise KeyError(f"unknown camera {camera!r}; the GridS sampler was built for {grids.cameras}")
     if not grids.shared:

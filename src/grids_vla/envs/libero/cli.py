@@ -1,4 +1,6 @@
-"""``grids-vla data libero``: generate LIBERO demonstrations with the scripted expert (see ``data.generate``)."""
+"""``grids-vla data libero``: generate LIBERO demonstrations with the scripted expert (see ``data.generate``).
+
+``grids-vla data export-lerobot``: write them as a local LeRobotDataset (see ``export_lerobot``)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes, one task each at a time (default 1)")
     p.set_defaults(func=_run_libero)
 
+    e = sub.add_parser(
+        "export-lerobot",
+        help="export generated LIBERO demos to a local LeRobotDataset (images; needs lerobot: run in .venv-lerobot)",
+    )
+    e.add_argument("--data", required=True, nargs="+", help="*_demo.hdf5 files or folders of them")
+    e.add_argument("--out", required=True, help="dataset root to create")
+    e.add_argument("--repo-id", default="local/libero_grids", help="dataset id in its metadata (nothing is uploaded)")
+    e.add_argument("--fps", type=int, default=20)
+    e.add_argument("--max-tasks", type=int, default=None, help="first N task files only")
+    e.add_argument("--max-demos-per-task", type=int, default=None)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.set_defaults(func=_run_export_lerobot)
+
 
 def _run_libero(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -46,3 +61,21 @@ def _run_libero(args: argparse.Namespace) -> int:
         print(f"{st['task_id']:2d} {st['demos']:4d} demos {st['attempts']:4d} attempts {st['seconds']:8.1f}s  {name}")
     short = [n for n, st in summary["tasks"].items() if st["demos"] < args.demos_per_task]
     return 1 if short else 0
+
+
+def _run_export_lerobot(args: argparse.Namespace) -> int:
+    from .export_lerobot import export_lerobot
+
+    summary = export_lerobot(
+        args.data,
+        args.out,
+        repo_id=args.repo_id,
+        fps=args.fps,
+        max_tasks=args.max_tasks,
+        max_demos_per_task=args.max_demos_per_task,
+        overwrite=args.overwrite,
+    )
+    for name, st in summary["tasks"].items():
+        print(f"{st['demos']:4d} demos {st['frames']:6d} frames  {name}")
+    print(f"{summary['episodes']} episodes, {summary['frames']} frames -> {summary['root']}")
+    return 0

@@ -89,7 +89,7 @@ def _demo_frames(demo: dict[str, Any], path: Path, index: int) -> tuple[dict[str
     actions = np.asarray(demo["actions"], dtype=np.float32)
     n = len(actions)
     if state.shape != (n, len(STATE_NAMES)) or actions.shape[1] != len(ACTION_NAMES):
-        raise ValueError(f"{path} demo_{index}: state {state.shape} / actions {actions.shape} do not match (T, 8)/(T, 7)")
+        raise ValueError(f"{path} demo_{index}: state {state.shape} / actions {actions.shape}, expected (T, 8), (T, 7)")
     for cam, img in images.items():
         if img.ndim != 4 or img.shape[0] != n or img.shape[-1] != 3:
             raise ValueError(f"{path} demo_{index}: camera {cam} has shape {img.shape}, expected ({n}, H, W, 3)")

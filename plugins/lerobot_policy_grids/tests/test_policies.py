@@ -1,0 +1,199 @@
+"""In-process checks of the ``*_grids`` policies: K tokens reach the transformer, checkpoints, strict loading."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import CAMERAS, TINY_ACT, TINY_SMOLVLA, features, make_batch
+
+
+def act_policy(k: int = 4, **overrides: Any) -> Any:
+    from lerobot_policy_grids.configuration_act_grids import ACTGridsConfig
+    from lerobot_policy_grids.modeling_act_grids import ACTGridsPolicy
+
+    inputs, outputs = features()
+    cfg = ACTGridsConfig(input_features=inputs, output_features=outputs, grids_k=k, **{**TINY_ACT, **overrides})
+    return ACTGridsPolicy(cfg)
+
+
+def smolvla_policy(vlm: Path, k: int = 16, **overrides: Any) -> Any:
+    from lerobot_policy_grids.configuration_smolvla_grids import SmolVLAGridsConfig
+    from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
+    from lerobot_policy_grids.offline import smolvla_offline_kwargs
+
+    inputs, outputs = features()
+    kwargs = {**TINY_SMOLVLA, **smolvla_offline_kwargs(vlm), **overrides}
+    return SmolVLAGridsPolicy(SmolVLAGridsConfig(input_features=inputs, output_features=outputs, grids_k=k, **kwargs))
+
+
+def test_plugin_registers_types() -> None:
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class
+
+    import lerobot_policy_grids
+
+    known = PreTrainedConfig.get_known_choices()
+    for name in ("smolvla_grids", "act_grids"):
+        assert name in known and name in lerobot_policy_grids.AVAILABLE_TYPES
+        assert get_policy_class(name).name == name
+
+
+def test_act_k_tokens_reach_encoder() -> None:
+    policy = act_policy(k=4)
+    seen: list[tuple[int, ...]] = []
+    policy.model.encoder.register_forward_pre_hook(lambda m, args, kwargs: seen.append(tuple(args[0].shape)),
+                                                   with_kwargs=True)
+    loss, _ = policy.forward(make_batch())
+    loss.backward()
+    # latent token + state token + 4 tokens per camera (the dense 2 x 2 ... 64 px map is never flattened in)
+    assert seen == [(1 + 1 + 4 * len(CAMERAS), 2, 32)]
+    out = policy.grids_last_output()
+    assert set(out) == set(CAMERAS)
+    assert out[CAMERAS[0]].tokens.shape == (2, 4, 512) and out[CAMERAS[0]].coords.shape == (2, 4, 2)
+    assert policy.grids.sampler.mlp[2].weight.grad is not None
+
+
+def test_act_rejects_language_and_bad_options() -> None:
+    with pytest.raises(ValueError, match="language"):
+        act_policy(grids_conditioning="language")
+    with pytest.raises(ValueError, match="grids_mode"):
+        act_policy(grids_mode="everywhere")
+    with pytest.raises(ValueError, match="grids_k"):
+        act_policy(k=0)
+
+
+def test_act_other_image_size_and_too_large_k() -> None:
+    policy = act_policy(k=4)
+    policy.forward(make_batch(size=96))  # points are continuous: a 3 x 3 map still gives 4 tokens
+    assert policy.grids_last_output()[CAMERAS[0]].tokens.shape == (2, 4, 512)
+    with pytest.raises(ValueError, match="oversample|exceeds|more"):
+        act_policy(k=8).forward(make_batch())  # 8 points on a 2 x 2 map needs grids_allow_oversample
+    assert torch.isfinite(act_policy(k=8, grids_allow_oversample=True).forward(make_batch())[0])
+
+
+@pytest.mark.parametrize("options", [{"grids_mode": "random"}, {"grids_mode": "fixed-grid"},
+                                     {"grids_per_camera": True, "grids_predictor": "attention"}])
+def test_act_modes_run(options: dict[str, Any]) -> None:
+    policy = act_policy(k=2, **options)
+    loss, _ = policy.forward(make_batch())
+    assert torch.isfinite(loss)
+
+
+def test_smolvla_k_tokens_reach_vlm(tiny_vlm: Path) -> None:
+    policy = smolvla_policy(tiny_vlm, k=16, grids_conditioning="language")
+    seen: list[tuple[int, ...]] = []
+    vlm = policy.model.vlm_with_expert
+    dense_forward = vlm.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        embeds = kwargs["inputs_embeds"]
+        seen.append(tuple(embeds[0].shape) if embeds[0] is not None else None)
+        return dense_forward(*args, **kwargs)
+
+    vlm.forward = spy
+    batch = make_batch(language=True)
+    loss, _ = policy.forward(batch)
+    loss.backward()
+    # prefix = 16 tokens per camera + 8 language tokens + 1 state token (the dense map has 64 per camera)
+    assert seen[0] == (2, 16 * len(CAMERAS) + 8 + 1, 64)
+    out = policy.grids_last_output()
+    assert out[CAMERAS[1]].tokens.shape == (2, 16, 64)
+    assert policy.grids.sampler.film.weight.grad is not None  # language + camera conditioning is trained
+
+    policy.eval()
+    with torch.no_grad():
+        actions = policy.predict_action_chunk({k: v for k, v in batch.items() if not k.startswith("action")})
+    assert actions.shape == (2, 5, 7)
+
+
+def test_smolvla_missing_camera_keeps_identity(tiny_vlm: Path) -> None:
+    policy = smolvla_policy(tiny_vlm, k=4, empty_cameras=0)
+    batch = make_batch(language=True)
+    del batch[CAMERAS[0]]
+    policy.forward(batch)
+    assert list(policy.grids_last_output()) == [CAMERAS[1]]
+
+
+def _state(policy: Any) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in policy.state_dict().items()}
+
+
+def test_checkpoint_round_trip(tmp_path: Path, tiny_vlm: Path) -> None:
+    from lerobot_policy_grids.modeling_act_grids import ACTGridsPolicy
+    from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
+
+    for policy, cls in ((act_policy(k=4), ACTGridsPolicy), (smolvla_policy(tiny_vlm, k=8), SmolVLAGridsPolicy)):
+        with torch.no_grad():  # move the points away from their initial anchors so the test sees them load
+            policy.grids.sampler.mlp[2].bias.add_(0.3)
+        policy.save_pretrained(tmp_path / policy.name)
+        loaded = cls.from_pretrained(tmp_path / policy.name)
+        assert loaded.config.grids_k == policy.config.grids_k
+        before, after = _state(policy), _state(loaded)
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_upstream_checkpoint_initialises_sampler_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        tiny_vlm: Path) -> None:
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from lerobot_policy_grids.modeling_act_grids import ACTGridsPolicy
+    from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
+    from lerobot_policy_grids.offline import smolvla_offline_kwargs
+
+    inputs, outputs = features()
+    upstream = [
+        (ACTPolicy(ACTConfig(input_features=inputs, output_features=outputs, **TINY_ACT)), ACTGridsPolicy),
+        (SmolVLAPolicy(SmolVLAConfig(input_features=inputs, output_features=outputs,
+                                     **TINY_SMOLVLA, **smolvla_offline_kwargs(tiny_vlm))), SmolVLAGridsPolicy),
+    ]
+    for dense, cls in upstream:
+        dense.save_pretrained(tmp_path / dense.name)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lerobot_policy_grids"):
+            policy = cls.from_pretrained(tmp_path / dense.name)
+        text = caplog.text
+        assert "freshly initialised" in text and "grids.sampler.mlp.2.bias" in text
+        assert type(policy.config).__name__.endswith("GridsConfig") and policy.config.grids_k == 16
+        dense_state = dense.state_dict()
+        for k, v in policy.state_dict().items():
+            if not k.startswith("grids."):
+                assert torch.equal(v, dense_state[k]), k
+
+
+def test_mismatched_checkpoints_raise(tmp_path: Path) -> None:
+    from lerobot_policy_grids.modeling_act_grids import ACTGridsPolicy
+
+    policy = act_policy(k=4)
+    policy.save_pretrained(tmp_path / "k4")
+    other = act_policy(k=2)
+    with pytest.raises(RuntimeError, match="grids_k"):
+        ACTGridsPolicy.from_pretrained(tmp_path / "k4", config=other.config)
+    state = policy.state_dict()
+    state["grids.unknown"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        act_policy(k=4).load_state_dict(state)
+    partial = {k: v for k, v in policy.state_dict().items() if k != "grids.sampler.mlp.2.bias"}
+    with pytest.raises(RuntimeError, match="partial GridS"):
+        act_policy(k=4).load_state_dict(partial)
+    per_camera = act_policy(k=4, grids_per_camera=True)
+    with pytest.raises(RuntimeError):
+        per_camera.load_state_dict(policy.state_dict())
+
+
+def test_torchvision_shim() -> None:
+    import torchvision
+    import torchvision.models  # noqa: F401
+
+    import grids_torchvision_shim
+
+    assert "torchvision" in torchvision.__name__
+    assert grids_torchvision_shim.define_torchvision_schemas() == []  # already defined (or provided by torchvision)
