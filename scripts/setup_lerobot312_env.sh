@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv-lerobot312: Python 3.12 with lerobot 0.6.x, grids-vla and the lerobot_policy_grids plugin
+# in editable mode, plus pytest. Idempotent and non-interactive: a second run only re-checks the pins (seconds).
+# lerobot extras: `pi` (transformers 5.x + scipy: what PI0/PI05 need) and `training` (datasets, accelerate,
+# wandb, av, torchcodec: what `lerobot-train` imports, about 0.5 GB more); set LEROBOT_EXTRAS=pi for the minimum.
+#
+# Why a second LeRobot environment: lerobot 0.4.4 (Python 3.11, .venv-lerobot) runs PI0/PI05 only with an
+# unpublished transformers fork; lerobot 0.5+ uses released transformers 5.x but requires Python >= 3.12 and
+# torch < 2.12. The newest torch it accepts is 2.11.x, whose PyPI Linux wheel is a CUDA build (it runs on CPU):
+# the first build downloads torch (~0.9 GB) plus its nvidia-* runtime wheels (several GB in all).
+#
+# Environment overrides: PYTHON (a Python 3.12 interpreter), LEROBOT312_VENV, LEROBOT_SPEC, LEROBOT_EXTRAS,
+# TORCH_SPEC, TORCHVISION_SPEC.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+VENV="${LEROBOT312_VENV:-.venv-lerobot312}"
+LEROBOT_SPEC="${LEROBOT_SPEC:->=0.6,<0.7}"
+LEROBOT_EXTRAS="${LEROBOT_EXTRAS:-pi,training}"
+TORCH_SPEC="${TORCH_SPEC:->=2.11,<2.12}"
+TORCHVISION_SPEC="${TORCHVISION_SPEC:->=0.26,<0.27}"
+
+find_python312() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+  # A pyenv shim for python3.12 may exist without the version being selected, so the command must run.
+  if command -v python3.12 >/dev/null && python3.12 -c '' 2>/dev/null; then command -v python3.12; return; fi
+  if command -v pyenv >/dev/null; then
+    local v
+    v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -V | tail -n 1 || true)
+    if [ -n "$v" ] && [ -x "$(pyenv root)/versions/$v/bin/python" ]; then
+      echo "$(pyenv root)/versions/$v/bin/python"; return
+    fi
+  fi
+  echo "error: no Python 3.12 found; set PYTHON=/path/to/python3.12 (pyenv install 3.12 works)" >&2
+  exit 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=$(find_python312)
+  "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+    || { echo "error: $PY is not Python 3.12" >&2; exit 1; }
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+
+CONSTRAINTS="$VENV/grids-lerobot312-constraints.txt"
+printf 'torch%s\ntorchvision%s\nlerobot%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" "$LEROBOT_SPEC" > "$CONSTRAINTS.tmp"
+mv "$CONSTRAINTS.tmp" "$CONSTRAINTS"
+PIP=("$VENV/bin/python" -m pip install --quiet --progress-bar off -c "$CONSTRAINTS")
+
+"${PIP[@]}" "torch$TORCH_SPEC" "torchvision$TORCHVISION_SPEC"
+"${PIP[@]}" "lerobot[$LEROBOT_EXTRAS]$LEROBOT_SPEC" "pytest>=8"
+"${PIP[@]}" -e .
+if [ -f plugins/lerobot_policy_grids/pyproject.toml ]; then
+  "${PIP[@]}" -e plugins/lerobot_policy_grids
+else
+  echo "note: plugins/lerobot_policy_grids not found; skipping the plugin install" >&2
+fi
+
+"$VENV/bin/python" - <<'PY'
+import platform
+
+import lerobot
+import torch
+import transformers
+
+print(f"python {platform.python_version()} torch {torch.__version__} lerobot {lerobot.__version__} "
+      f"transformers {transformers.__version__}")
+PY
+echo "setup_lerobot312_env: $VENV ready in $(( $(date +%s) - START )) s ($(du -sh "$VENV" | cut -f1))"
