@@ -12,7 +12,7 @@ command -v "$PY" >/dev/null || PY=python3
 
 # Wand (the blur "sensor noise" variants) loads ImageMagick's C library at import time.
 if ! ldconfig -p 2>/dev/null | grep -q libMagickWand; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"  # never prompt
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libmagickwand-6.q16-6 >/dev/null
 fi

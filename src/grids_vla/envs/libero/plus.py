@@ -260,6 +260,13 @@ class LiberoPlusTaskEnv(LiberoTaskEnv):
         return super()._convert(raw_obs)
 
 
+def _load_init_states(path: Path) -> np.ndarray:
+    """An init-state file as LIBERO saves them (a pickled array, read with torch as LIBERO does)."""
+    import torch
+
+    return np.asarray(torch.load(path, weights_only=False))
+
+
 def _variant(env_path: str) -> tuple[int, int]:
     """(robot init variant, noise level) encoded in an env BDDL path (0, 0 where absent)."""
     name = Path(env_path).name
@@ -268,6 +275,17 @@ def _variant(env_path: str) -> tuple[int, int]:
     init = name.split("_initstate_", 1)[1].removesuffix(".bddl")
     init, _, noise = init.partition("_noise_")
     return int(init), int(noise or 0)
+
+
+_VARIANT_SUFFIX = re.compile(r"(_view_.*|_language_\d+|_level\d+_sample\d+|_add_\d+|_light_\d+|_table_\d+|_tb_\d+)$")
+
+
+def base_task_name(task_name: str) -> str:
+    """The unperturbed LIBERO task a LIBERO-plus variant derives from (its name without the variant suffixes)."""
+    name = task_name
+    while (stripped := _VARIANT_SUFFIX.sub("", name)) != name:
+        name = stripped
+    return name
 
 
 def make_plus_env(
@@ -279,18 +297,27 @@ def make_plus_env(
     render: bool = True,
     hard_reset: bool = False,
     perturbations: tuple[Any, ...] = (),
+    base: bool = False,
 ) -> LiberoPlusTaskEnv:
     """Build task ``task_id`` of a :func:`plus_suite` suite; same arguments as
-    :func:`~grids_vla.envs.libero.env.make_env` (which delegates here for such names)."""
+    :func:`~grids_vla.envs.libero.env.make_env` (which delegates here for such names). ``base=True`` builds the
+    unperturbed task the variant derives from instead (same LIBERO copy, official init states), for comparisons."""
     if any(hasattr(p, "edit_bddl") for p in perturbations):
         raise ValueError("scene perturbations (distractors) cannot be combined with LIBERO-plus suites")
     b = get_plus_suite(suite)
     task = b.get_task(task_id)
     _import_liberoplus()
+    from liberoplus.liberoplus import get_libero_path
     from liberoplus.liberoplus.envs import OffScreenRenderEnv
     from liberoplus.liberoplus.envs.env_wrapper import ControlEnv
 
     path = b.env_bddl_path(task_id)
+    init_states = b.get_task_init_states(task_id)
+    if base:
+        name = base_task_name(task.name)
+        path = str(Path(path).with_name(f"{name}.bddl"))
+        folder = Path(get_libero_path("init_states")) / task.problem_folder
+        init_states = _load_init_states(folder / f"{name}.pruned_init")
     kwargs: dict[str, Any] = dict(
         bddl_file_name=path,
         camera_heights=image_size,
@@ -313,9 +340,9 @@ def make_plus_env(
         cameras=tuple(cameras) if render else (),
         msaa=msaa,
         raw=raw,
-        task_name=task.name,
+        task_name=base_task_name(task.name) if base else task.name,
         instruction=str(raw.language_instruction),
-        init_states=b.get_task_init_states(task_id),
+        init_states=init_states,
         perturbations=list(perturbations),
         noise=noise if render else 0,
         robot_qpos=np.asarray(raw.env.robots[0].init_qpos, dtype=np.float64) if init_variant else None,
