@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from grids_vla import GridSampler
-from grids_vla.demo import make_batch
+from grids_vla.toy import make_batch
 from grids_vla.viz import save_points_figure
 
 OUT = Path(__file__).parent / "figures" / "init_points.png"

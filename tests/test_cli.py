@@ -1,4 +1,4 @@
-"""The command line and the demo, end to end on a tiny budget."""
+"""The command line and the synthetic toy run, end to end on a tiny budget."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from grids_vla.cli import main
-from grids_vla.demo import make_batch
+from grids_vla.toy import make_batch
 
 
 def test_reducers_command_lists_grids(capsys):
@@ -14,9 +14,9 @@ def test_reducers_command_lists_grids(capsys):
     assert "grids" in capsys.readouterr().out
 
 
-def test_demo_runs_and_writes_a_report(tmp_path):
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--steps", "3", "--batch-size", "8", "--eval-size", "32",
+def test_toy_runs_and_writes_a_report(tmp_path):
+    out = tmp_path / "toy"
+    code = main(["toy", "--out", str(out), "--steps", "3", "--batch-size", "8", "--eval-size", "32",
                  "--reducers", "dense", "grids", "--threads", "1"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())["results"]
@@ -27,14 +27,14 @@ def test_demo_runs_and_writes_a_report(tmp_path):
     assert (out / "points.png").stat().st_size > 0
 
 
-def test_demo_rejects_bad_k(tmp_path):
+def test_toy_rejects_bad_k(tmp_path):
     with pytest.raises(SystemExit, match="--k and --steps must be >= 1"):
-        main(["demo", "--out", str(tmp_path), "--k", "0"])
+        main(["toy", "--out", str(tmp_path), "--k", "0"])
 
 
-def test_demo_scenes_put_the_target_colour_at_the_target():
+def test_toy_scenes_put_the_target_colour_at_the_target():
     images, colour, centre = make_batch(16, 4, torch.Generator().manual_seed(0))
-    from grids_vla.demo import PALETTE
+    from grids_vla.toy import PALETTE
 
     px = (centre * 64).long()
     for i in range(16):

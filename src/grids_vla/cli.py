@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "grids_vla.demo",
+    "grids_vla.toy",
     "grids_vla.flops.cli",
     "grids_vla.envs.libero.cli",
     "grids_vla.policy.cli",
