@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._cli_fields import add_dataclass_fields
 from .configuration_grids_vla import GridSVLAConfig
 
 _HELP = {
@@ -48,39 +49,18 @@ _HELP = {
                    "Euler steps)",
     "flow_steps": "flow head: Euler integration steps per action chunk at inference",
 }
-_SKIP = {"instructions"}  # filled from the data
 
 
-def _field_type(f: dataclasses.Field) -> Any:
-    ann = str(f.type)
-    if ann.startswith("int"):
-        return int
-    if ann.startswith("float"):
-        return float
-    return str
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
-    for f in dataclasses.fields(cls):
-        if f.name in _SKIP or (cls is GridSVLAConfig and f.name == "image_size"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, nargs="+", **kw)
-        elif isinstance(default, dict):
-            parser.add_argument(flag, type=json.loads, **kw)
-        elif f.name == "resume":
-            parser.add_argument(flag, nargs="?", const="latest", **kw)
-        else:
-            parser.add_argument(flag, type=_field_type(f), **kw)
+def _add_fields(parser: argparse.ArgumentParser | Any, cls: type) -> None:
+    """Flags for ``cls``'s fields; ``instructions`` come from the data, ``--image-size`` defaults to the data's and a
+    bare ``--resume`` means the run folder's latest checkpoint."""
+    add_dataclass_fields(parser, cls, help=_HELP, skip={"instructions", "image_size", "resume"})
     if cls is GridSVLAConfig:
         parser.add_argument("--image-size", type=int, default=argparse.SUPPRESS, dest="image_size",
                             help=_HELP["image_size"])
+    elif any(f.name == "resume" for f in dataclasses.fields(cls)):
+        parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, dest="resume",
+                            help=f"{_HELP['resume']} (default: None)")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
