@@ -27,7 +27,10 @@ CONSTRAINTS="$VENV/grids-lerobot-constraints.txt"
 printf 'torch==%s\ntorchvision==%s\ntorchcodec==%s\nlerobot==%s\n' "$TORCH" "$TORCHVISION" "$TORCHCODEC" "$LEROBOT" \
   > "$CONSTRAINTS.tmp" && mv "$CONSTRAINTS.tmp" "$CONSTRAINTS"
 
-"${PIP[@]}" "torch==$TORCH"
+# TORCH_PIP_ARGS: extra pip arguments for the torch install only (e.g. an index URL serving CPU wheels, where no
+# local wheel is configured); word-split on purpose.
+# shellcheck disable=SC2086
+"${PIP[@]}" ${TORCH_PIP_ARGS:-} "torch==$TORCH"
 "${PIP[@]}" --no-deps "torchvision==$TORCHVISION" "torchcodec==$TORCHCODEC" "lerobot==$LEROBOT"
 # Requirements of an installed distribution: its base set plus the named extras (extras that point back at the same
 # distribution, like lerobot[smolvla] -> lerobot[transformers-dep], are expanded), minus the packages pinned above.

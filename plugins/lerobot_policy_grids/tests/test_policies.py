@@ -197,3 +197,19 @@ def test_torchvision_shim() -> None:
 
     assert "torchvision" in torchvision.__name__
     assert grids_torchvision_shim.define_torchvision_schemas() == []  # already defined (or provided by torchvision)
+
+
+def test_pi_configs_register_when_upstream_imports() -> None:
+    from lerobot.policies.factory import get_policy_class
+
+    import lerobot_policy_grids
+
+    if "pi0_grids" not in lerobot_policy_grids.AVAILABLE_TYPES:
+        pytest.skip("upstream PI0 modules do not import in this LeRobot")
+    from lerobot_policy_grids.configuration_pi0_grids import PI0GridsConfig
+    from lerobot_policy_grids.configuration_pi05_grids import PI05GridsConfig
+
+    assert PI0GridsConfig(grids_k=4).type == "pi0_grids" and PI05GridsConfig().grids_k == 16
+    assert get_policy_class("pi05_grids").name == "pi05_grids"
+    with pytest.raises(ValueError, match="grids_conditioning"):
+        PI0GridsConfig(grids_conditioning="vision")
