@@ -14,7 +14,7 @@ command -v "$PY" >/dev/null || PY=python3
 if ! ldconfig -p 2>/dev/null | grep -q libMagickWand; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"  # never prompt
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libmagickwand-6.q16-6 >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmagickwand-6.q16-6 >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -170,3 +170,30 @@ def test_layout_variant_moves_objects(base) -> None:
         assert env.instruction == base.instruction
     finally:
         env.close()
+
+
+def test_grids_vla_eval_runs_a_liberoplus_episode(tmp_path) -> None:
+    """``grids-vla eval --perturbation liberoplus:camera`` end to end with a tiny random policy (one short episode)."""
+    import json
+
+    import torch
+
+    from grids_vla.cli import main as cli_main
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    suite, _ = parse_perturbation("liberoplus:camera", SUITE)
+    t = _first("camera")
+    torch.manual_seed(0)
+    cfg = GridSVLAConfig(image_size=SIZE, patch_size=8, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=2,
+                         heads=2, mlp_ratio=2.0, k=4, chunk=4, instructions=(task_instruction(get_suite(suite), t),))
+    policy = GridSVLAPolicy(cfg)
+    policy.set_normalization(torch.zeros(8), torch.ones(8), torch.zeros(7), torch.full((7,), 0.3))
+    ckpt = policy.save_pretrained(tmp_path / "policy")
+    out = tmp_path / "eval"
+    argv = ["eval", "--checkpoint", str(ckpt), "--suite", SUITE, "--perturbation", "liberoplus:camera",
+            "--episodes-per-task", "1", "--tasks", str(t), "--max-steps", "6", "--settle-steps", "1", "--execute", "3",
+            "--out", str(out)]
+    assert cli_main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["complete"] and res["overall"]["episodes"] == 1
+    assert json.loads((out / "run.json").read_text())["suite"] == suite
