@@ -1,0 +1,176 @@
+"""Success-rate comparison on LIBERO: dense vs GridS-16 (and any other variant), same budget, several seeds.
+
+Every (variant, seed) run trains with ``grids-vla train`` settings into ``OUT/runs/<variant>_s<seed>`` and evaluates
+from the official init states into ``.../eval``; both phases resume where a stopped run left off, so the script can
+be re-run until it is complete. ``--phase train`` only trains (e.g. on a GPU machine, which cannot run the
+simulator's assets), ``--phase eval`` only evaluates existing checkpoints, ``--phase report`` only writes
+``OUT/success.md`` / ``success.json`` / ``success.png`` from what exists.
+
+    OMP_NUM_THREADS=2 python benchmarks/libero/success.py --data runs/libero/data/libero_object \\
+        --suite libero_object --seeds 0 1 --steps 3000 --batch-size 32 --episodes-per-task 10 --out runs/success
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
+from grids_vla.policy.evaluation import EvalConfig, evaluate, wilson_interval
+from grids_vla.policy.training import TrainConfig, find_demo_files, latest_checkpoint, train
+
+VARIANTS = {
+    "dense": {"reducer": "dense"},
+    "grids-16": {"reducer": "grids", "k": 16},
+    "grids-4": {"reducer": "grids", "k": 4},
+    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
+}
+
+
+def _image_size(data: str) -> int:
+    import h5py
+
+    with h5py.File(find_demo_files(data)[0], "r") as f:
+        return int(next(iter(f["data"].values()))["obs"]["agentview_rgb"].shape[1])
+
+
+def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    out = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    done = latest_checkpoint(out)
+    if done is not None and done.name == f"step_{args.steps:07d}":
+        return done
+    cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
+                      save_every=args.save_every, log_every=50, resume="latest" if done is not None else None)
+    model = GridSVLAConfig(image_size=_image_size(args.data), **VARIANTS[variant])
+    return Path(train(cfg, None if done is not None else model)["checkpoint"])
+
+
+def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
+    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    return evaluate(EvalConfig(checkpoint=str(run), suite=args.suite, episodes_per_task=args.episodes_per_task,
+                               tasks=tuple(args.tasks) if args.tasks else None, threads=args.threads,
+                               max_steps=args.max_steps, out=str(run / "eval"), video=args.video))
+
+
+def _train_speed(metrics: Path, batch_size: int, skip: int = 20) -> float | None:
+    rows = list(csv.DictReader(open(metrics))) if metrics.is_file() else []
+    if len(rows) <= skip + 1:
+        return None
+    return (len(rows) - 1 - skip) * batch_size / max(float(rows[-1]["elapsed_s"]) - float(rows[skip]["elapsed_s"]),
+                                                     1e-9)
+
+
+def report(args: argparse.Namespace) -> dict:
+    """Per variant: success per seed and pooled (Wilson 95 %), per-task rates, train samples/s and latency."""
+    rows = {}
+    for variant in args.variants:
+        seeds = {}
+        for seed in args.seeds:
+            run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+            res_path = run / "eval" / "results.json"
+            if not res_path.is_file():
+                continue
+            res = json.loads(res_path.read_text())
+            seeds[seed] = {"successes": res["overall"]["successes"], "episodes": res["overall"]["episodes"],
+                           "complete": res["complete"], "latency_ms": res["latency_ms"]["median"],
+                           "tasks": {t: v["successes"] for t, v in res["tasks"].items()},
+                           "train_samples_per_s": _train_speed(run / "metrics.csv", args.batch_size)}
+        if seeds:
+            s = sum(v["successes"] for v in seeds.values())
+            n = sum(v["episodes"] for v in seeds.values())
+            rows[variant] = {"seeds": seeds, "successes": s, "episodes": n, "rate": s / n if n else None,
+                             "ci95": wilson_interval(s, n),
+                             "complete": all(v["complete"] for v in seeds.values()) and len(seeds) == len(args.seeds)}
+    lines = [
+        f"# {args.suite}: success of {', '.join(rows) or 'nothing yet'}",
+        "",
+        f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, seeds {args.seeds}, {args.episodes_per_task} "
+        f"episodes per task from the official init states; data `{args.data}`; eval threads {args.threads}; "
+        f"{platform.machine()} CPU ({os.cpu_count()} cores), {date.today()}.",
+        "",
+        "| variant | success (pooled) | 95 % CI | per seed | train samples/s | latency ms (b=1) | complete |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for variant, r in rows.items():
+        per_seed = ", ".join(f"s{k}: {v['successes']}/{v['episodes']}" for k, v in r["seeds"].items())
+        speeds = [v["train_samples_per_s"] for v in r["seeds"].values() if v["train_samples_per_s"]]
+        lats = [v["latency_ms"] for v in r["seeds"].values() if v["latency_ms"]]
+        lines.append(f"| {variant} | {r['successes']}/{r['episodes']} = {100 * r['rate']:.1f} % | "
+                     f"{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f} % | {per_seed} | "
+                     f"{statistics.median(speeds) if speeds else float('nan'):.1f} | "
+                     f"{statistics.median(lats) if lats else float('nan'):.2f} | {'yes' if r['complete'] else 'no'} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "success.md").write_text("\n".join(lines) + "\n")
+    (out / "success.json").write_text(json.dumps({"args": vars(args), "variants": rows}, indent=2))
+    _plot(rows, out / "success.png")
+    print("\n".join(lines))
+    return rows
+
+
+def _plot(rows: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 1.5, 3))
+    names = list(rows)
+    rates = [100 * rows[n]["rate"] for n in names]
+    err = [[100 * (rows[n]["rate"] - rows[n]["ci95"][0]) for n in names],
+           [100 * (rows[n]["ci95"][1] - rows[n]["rate"]) for n in names]]
+    ax.bar(names, rates, yerr=err, capsize=4, color=["0.6" if n == "dense" else "tab:blue" for n in names])
+    ax.set(ylabel="success % (pooled seeds, 95 % CI)", ylim=(0, 100))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder of *_demo.hdf5 files (one suite)")
+    p.add_argument("--suite", default="libero_object")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids to evaluate (default: all)")
+    p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--episodes-per-task", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: LIBERO's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--video", type=int, default=0, help="MP4s of the first N episodes of each evaluation")
+    p.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all")
+    p.add_argument("--out", default="runs/success")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for variant in args.variants:
+        for seed in args.seeds:
+            if args.phase in ("all", "train"):
+                print(f"== train {variant} seed {seed}", file=sys.stderr, flush=True)
+                train_run(args, variant, seed)
+            if args.phase in ("all", "eval"):
+                print(f"== eval {variant} seed {seed}", file=sys.stderr, flush=True)
+                eval_run(args, variant, seed)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
