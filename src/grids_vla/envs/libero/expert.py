@@ -22,6 +22,7 @@ POS_SCALE = 0.05  # OSC_POSE maps action 1.0 to 5 cm
 ROT_SCALE = 0.5  # and to 0.5 rad
 HAND_HALF = (0.11, 0.035)  # hand collision footprint half-sizes (along, across the finger axis), metres
 HAND_BOTTOM = 0.024  # the hand starts this far above the grip site
+TILT_LIMIT = 0.25  # rad; an object leaning more than this (a bowl slid off a ramekin) is grasped at its raised rim
 
 
 def goal_predicates(env: Any) -> list[list[str]]:
@@ -100,6 +101,12 @@ def object_extent(env: Any, name: str) -> Extent:
     proj_l = (xy - centre) @ vecs[:, 1]
     mid = centre + short * (proj_s.max() + proj_s.min()) / 2 + vecs[:, 1] * (proj_l.max() + proj_l.min()) / 2
     return Extent(lo, hi, mid, short, float(np.ptp(proj_s) / 2), float(np.ptp(proj_l) / 2))
+
+
+def object_tilt(env: Any, name: str) -> float:
+    """Angle (rad) between object ``name``'s body z axis and the world vertical."""
+    xmat = np.asarray(env.sim.data.body_xmat[env.env.obj_body_id[name]]).reshape(3, 3)
+    return float(np.arccos(np.clip(xmat[2, 2], -1.0, 1.0)))
 
 
 def target_point(env: Any, target: str) -> tuple[np.ndarray, float]:
@@ -233,7 +240,15 @@ class ScriptedExpert:
             self._r_start = rot
         height = ext.hi[2] - ext.lo[2]
         candidates: list[tuple[float, np.ndarray, np.ndarray]] = []  # (penalty, grasp xyz, finger axis)
-        if 2 * ext.short_half > GRIPPER_MAX_WIDTH:  # wide object (bowl, plate): grasp its rim
+        tilted = object_tilt(self.env, obj) > TILT_LIMIT
+        if 2 * ext.short_half > GRIPPER_MAX_WIDTH and tilted:  # a leaning bowl: grasp the raised rim
+            pts = _collision_corners(self.env, obj)
+            high = pts[pts[:, 2] > ext.hi[2] - 0.01, :2].mean(0)
+            u = high - ext.centre_xy
+            u /= max(float(np.linalg.norm(u)), 1e-9)
+            xy = high - u * 0.015
+            candidates.append((0.0, np.array([xy[0], xy[1], ext.hi[2] - 0.02]), u))
+        elif 2 * ext.short_half > GRIPPER_MAX_WIDTH:  # wide object (bowl, plate): grasp its rim
             u0 = pos[:2] - ext.centre_xy
             base = float(np.arctan2(u0[1], u0[0]))
             radius = min(ext.short_half, ext.long_half)
@@ -262,6 +277,7 @@ class ScriptedExpert:
             "rot": _rot_z(dyaw) @ rot,
             "lift_bottom": max(ttop, ext.lo[2]) + 0.05,
             "obj_ref": np.concatenate([ext.centre_xy, ext.hi[2:]]),
+            "tilted": tilted,
         }
 
     def _object_moved(self) -> bool:
@@ -309,12 +325,16 @@ class ScriptedExpert:
                 self._set_phase("carry")
             return a
         txy, ttop = target_point(self.env, p["target"])
-        offset = pos[:2] - obj_ext.centre_xy  # keep the object's centre, not the hand, over the target
+        # keep the object's centre, not the hand, over the target; for a leaning object, its body origin (what
+        # LIBERO's On predicate measures), since the box centre of a tilted object is off its footprint's centre
+        body_xy = self.env.sim.data.body_xpos[self.env.env.obj_body_id[p["obj"]]][:2]
+        ref_xy = body_xy if p["tilted"] else obj_ext.centre_xy
+        offset = pos[:2] - ref_xy
         if self.phase == "carry":
             z = pos[2] + max(p["lift_bottom"] - obj_ext.lo[2], 0.0)
             tgt = np.array([txy[0] + offset[0], txy[1] + offset[1], z])
             a = self._action(tgt, 1.0, p["rot"])
-            if np.linalg.norm(obj_ext.centre_xy - txy) < 0.01 or self.phase_steps > 80:
+            if np.linalg.norm(ref_xy - txy) < 0.01 or self.phase_steps > 80:
                 self._set_phase("lower")
             return a
         if self.phase == "lower":
