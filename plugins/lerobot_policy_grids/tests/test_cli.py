@@ -35,6 +35,7 @@ def test_export_matches_source(libero_hdf5: Path, lerobot_dataset: dict[str, Any
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     assert lerobot_dataset["episodes"] == 2 and lerobot_dataset["frames"] == 24
+    assert not (Path(lerobot_dataset["root"]) / "images").exists()  # frames live in the parquet files
     ds = LeRobotDataset("local/libero_synth", root=lerobot_dataset["root"])
     assert ds.num_episodes == 2 and len(ds) == 24 and ds.fps == 20
     item = ds[12 + 3]  # episode 1, step 3

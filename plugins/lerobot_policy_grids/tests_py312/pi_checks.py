@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import logging
 import subprocess
@@ -62,15 +64,21 @@ def check_registered(v: Variant) -> None:
     assert PreTrainedConfig.get_choice_class(v.type) is v.config_cls
     assert get_policy_class(v.type) is v.policy_cls
     assert v.config().type == v.type
-    module = __import__(f"lerobot_policy_grids.processor_{v.type}", fromlist=["_"])
+    module = importlib.import_module(f"lerobot_policy_grids.processor_{v.type}")
     assert callable(getattr(module, f"make_{v.type}_pre_post_processors"))
 
 
-def check_train_help(v: Variant) -> None:
+@functools.cache
+def _train_help() -> subprocess.CompletedProcess[str]:
+    """``lerobot-train --help`` of this environment, run once per session (it imports all of LeRobot)."""
     exe = Path(sys.executable).with_name("lerobot-train")
     if not exe.exists():
         pytest.skip("lerobot-train is not installed")
-    run = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=240)
+    return subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=240)
+
+
+def check_train_help(v: Variant) -> None:
+    run = _train_help()
     if run.returncode and "is required but not installed" in run.stderr:
         pytest.skip("lerobot-train needs the lerobot[training] extra")
     assert run.returncode == 0, run.stderr[-2000:]
@@ -210,9 +218,9 @@ def check_mismatched_checkpoint(v: Variant, tmp_path: Path) -> None:
         v.policy_cls.from_pretrained(tmp_path, config=v.config(grids_k=8, grids_per_camera=True))
 
 
-def check_per_camera_and_language(v: Variant) -> None:
-    """One sampler per camera (LeRobot's dotted camera keys) and points conditioned on the instruction."""
-    for options in ({"grids_per_camera": True}, {"grids_conditioning": "language"}):
+def check_options(v: Variant) -> None:
+    """One sampler per camera (LeRobot's dotted camera keys), points conditioned on the instruction, bfloat16."""
+    for options in ({"grids_per_camera": True}, {"grids_conditioning": "language"}, {"dtype": "bfloat16"}):
         policy = v.policy(**options)
         length, _ = prefix_length(policy, make_batch())
         assert length == len(CAMERAS) * 16 + LANG_LEN

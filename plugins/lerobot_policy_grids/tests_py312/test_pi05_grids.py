@@ -61,5 +61,5 @@ def test_pi05_grids_mismatched_checkpoint_raises(tmp_path: Path) -> None:
     pi_checks.check_mismatched_checkpoint(PI05, tmp_path)
 
 
-def test_pi05_grids_per_camera_samplers_and_language_conditioning() -> None:
-    pi_checks.check_per_camera_and_language(PI05)
+def test_pi05_grids_per_camera_language_and_bfloat16_options() -> None:
+    pi_checks.check_options(PI05)

@@ -165,6 +165,9 @@ def export_lerobot(
         if dataset is None:
             raise ValueError(f"no demos found in {[str(f) for f in files]}")
         dataset.finalize()
+        staging = tmp / "images"  # LeRobot's PNG staging folder: emptied once frames are embedded in the parquet
+        if staging.is_dir() and not any(p.is_file() for p in staging.rglob("*")):
+            shutil.rmtree(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
