@@ -1,0 +1,226 @@
+"""GridS inside timm Vision Transformers (``timm.models.vision_transformer.VisionTransformer`` and its subclasses).
+
+``patch_timm(model, k=16)`` (exported as ``grids_vla.patch.timm``, like ToMe's ``tome.patch.timm``) registers a
+:class:`~grids_vla.grids.GridSampler` as the submodule ``model.grids`` and installs forward hooks; timm's code is
+neither copied nor replaced, and this module never imports timm (models are recognised by class name and structure),
+so ``import grids_vla.patch`` works without it.
+
+* ``after_layer=None`` (default): the tokens ``forward_features`` returns (after the final ``norm``) are resampled
+  to K tokens, where the GridS paper prunes.
+* ``after_layer=L`` (``0 <= L <= depth``): the tokens are resampled after block ``L`` (``0``: straight after the
+  patch + position embedding), so the remaining blocks and the final norm run on ``P + K`` instead of ``P + N``
+  tokens. The ``P`` prefix tokens (class, register, distillation) travel on with them.
+
+``model.forward_features(x)`` returns ``(B, K, C)`` with ``prefix="drop"`` (default) or ``(B, P + K, C)`` with
+``prefix="keep"``. ``model(x)`` keeps the prefix internally so timm's own head pools as it was built to: ``'token'``
+pooling reads the class token, ``'avg'`` / ``'map'`` pooling runs over the K GridS tokens. The patch grid is read off
+the patch embedding's input on every call, so other image sizes work where the model allows them
+(``dynamic_img_size=True``). ``forward_intermediates`` (and ``features_only`` wrappers built on it) is not supported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..grids import GridSampler
+from ..reducers.base import PrefixMode
+from ._common import ADAPTER_NAME, HookAdapter
+from .hf_transformers import TransformersGridS
+
+__all__ = ["patch_timm", "TimmGridS"]
+
+# What the adapter needs of the model, beyond a class named VisionTransformer in its MRO.
+_REQUIRED = ("patch_embed", "blocks", "norm", "num_prefix_tokens", "embed_dim")
+# Arguments the adapter sets from the model itself.
+_RESERVED = ("dim", "num_prefix_tokens", "prefix", "cond_dim")
+
+
+def _is_timm_vit(model: nn.Module) -> bool:
+    named = any(
+        cls.__name__ == "VisionTransformer" and cls.__module__.split(".")[0] == "timm" for cls in type(model).__mro__
+    )
+    return named and all(hasattr(model, attr) for attr in _REQUIRED) and isinstance(model.blocks, nn.Sequential)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    a, b = value
+    return int(a), int(b)
+
+
+class TimmGridS(TransformersGridS):
+    """The module registered as ``model.grids`` of a patched timm ViT: owns the sampler and the hooks.
+
+    Shares the resampling (grid inference, the hooks inside the encoder) with the Hugging Face adapter; only where
+    the grid is read and where the prefix is dropped differ. After each forward, ``last_output`` holds the sampler's
+    :class:`~grids_vla.reducers.base.ReducerOutput` (``coords``; ``aux["logits"]`` for a loss on the points).
+    """
+
+    def __init__(self, sampler: GridSampler, **kwargs: Any) -> None:
+        super().__init__(sampler, **kwargs)
+        self._in_model_call = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_in_model_call": False}
+
+    # ---- hooks --------------------------------------------------------------------------------
+
+    def _on_model_start(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
+        """``model(x)``: the head pools after ``forward_features``, so the prefix must stay in until then."""
+        self._in_model_call = True
+
+    def _on_model_end(self, model: nn.Module, args: tuple, output: Any) -> None:
+        self._in_model_call = False  # registered with always_call: runs even if the forward raised
+
+    def _on_patch_embed(self, patch_embed: nn.Module, args: tuple, output: Tensor) -> None:
+        """Record the patch grid of this call from the image (or from an ``NHWC`` embedding)."""
+        self.last_output = None
+        pixels = args[0] if args else None
+        if isinstance(output, Tensor) and output.dim() == 4:  # dynamic_img_size: (B, H, W, C)
+            grid = (int(output.shape[1]), int(output.shape[2]))
+        elif isinstance(pixels, Tensor) and pixels.dim() == 4:
+            size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+            if hasattr(patch_embed, "dynamic_feat_size"):
+                grid = tuple(int(v) for v in patch_embed.dynamic_feat_size(size))
+            else:
+                grid = (size[0] // self.patch_size[0], size[1] // self.patch_size[1])
+        else:
+            self._pixel_grid = None
+            return
+        if self.fixed_grid is not None and grid != self.fixed_grid:
+            raise ValueError(
+                f"the adapter was patched with grid_size={self.fixed_grid}, but this input gives a "
+                f"{grid[0]}x{grid[1]} patch grid"
+            )
+        self._pixel_grid = grid
+
+    def _on_norm_output(self, norm: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        """End of ``forward_features``: resample here (default), then drop the prefix unless the head needs it."""
+        try:
+            if self.after_layer is None:
+                output = self._reduce(output)
+            if self.prefix == "drop" and self.num_prefix_tokens and not self._in_model_call:
+                output = output[:, self.num_prefix_tokens :]
+            return output
+        finally:
+            self._pixel_grid = None
+
+    # ---- the resampling -------------------------------------------------------------------------
+
+    def _reduce(self, hidden: Tensor) -> Tensor:
+        grid = self._grid_for(hidden.shape[1])
+        spatial = hidden.shape[1] - self.num_prefix_tokens
+        if spatial != grid[0] * grid[1]:
+            raise ValueError(
+                f"GridS expected {self.num_prefix_tokens} prefix + {grid[0]}x{grid[1]} patch tokens, got "
+                f"{hidden.shape[1]} tokens; token dropout (patch_drop_rate > 0 in training) or a resampled token "
+                "sequence cannot be put back on the patch grid"
+            )
+        return super()._reduce(hidden)
+
+
+def patch_timm(
+    model: nn.Module,
+    k: int = 16,
+    *,
+    after_layer: int | None = None,
+    prefix: PrefixMode = "drop",
+    grid_size: tuple[int, int] | None = None,
+    **grids_kwargs: Any,
+) -> nn.Module:
+    """Make a timm Vision Transformer return K GridS tokens per image from ``forward_features``; in place.
+
+    Args:
+        model: a timm ``VisionTransformer`` (any ``vit_*`` / ``deit_*`` model, with or without class, register or
+            distillation tokens) or a subclass of it.
+        k: tokens per image after GridS.
+        after_layer: ``None`` to resample the tokens ``forward_features`` returns; ``L`` to resample after block
+            ``L`` (``0`` = before the first block) so later blocks run on K tokens.
+        prefix: ``"drop"`` (``forward_features`` returns ``(B, K, C)``) or ``"keep"`` (``(B, P + K, C)``, the
+            prefix tokens first). ``model(x)`` pools with the prefix in either case.
+        grid_size: a fixed patch grid ``(H, W)``; by default it is read from the input on each call. Also sets the
+            anchor layout (by default the patch embedding's ``grid_size``).
+        **grids_kwargs: forwarded to :class:`~grids_vla.grids.GridSampler` (``hidden``, ``geometry``,
+            ``predictor``, ``coords``, ``align_corners``, ``allow_oversample``, ...).
+
+    Returns:
+        ``model`` itself, patched; ``grids_vla.patch.unpatch(model)`` undoes it.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not _is_timm_vit(model):
+        raise TypeError(
+            f"grids_vla.patch.timm does not support {type(model).__name__}: pass a timm VisionTransformer "
+            "(timm.models.vision_transformer.VisionTransformer or a subclass, e.g. from timm.create_model('vit_...'))"
+        )
+    if isinstance(getattr(model, ADAPTER_NAME, None), HookAdapter):
+        raise ValueError(f"{type(model).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
+    if hasattr(model, ADAPTER_NAME):
+        raise ValueError(f"{type(model).__name__} already has an attribute '{ADAPTER_NAME}'; cannot register GridS")
+    for key in _RESERVED:
+        if key in grids_kwargs:
+            why = "conditioning is not supported by the adapter" if key == "cond_dim" else "it is set from the model"
+            raise ValueError(f"do not pass {key}= to grids_vla.patch.timm: {why}")
+    if prefix not in ("drop", "keep"):
+        raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
+
+    blocks = model.blocks
+    depth = len(blocks)
+    if after_layer is not None and (
+        isinstance(after_layer, bool) or not isinstance(after_layer, int) or not 0 <= after_layer <= depth
+    ):
+        raise ValueError(f"after_layer must be None or an int in [0, {depth}] for this model, got {after_layer!r}")
+
+    patch_embed = model.patch_embed
+    try:
+        patch = _pair(patch_embed.patch_size)
+        default_grid = _pair(patch_embed.grid_size)
+    except (AttributeError, TypeError, ValueError):
+        raise TypeError(
+            f"grids_vla.patch.timm needs a patch embedding with patch_size and grid_size; "
+            f"{type(patch_embed).__name__} has none"
+        ) from None
+    if grid_size is not None:
+        try:
+            grid_size = (int(grid_size[0]), int(grid_size[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
+    anchor_grid = grid_size or default_grid
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > anchor_grid[0] * anchor_grid[1] and not grids_kwargs.get("allow_oversample", False):
+        raise ValueError(
+            f"k={k} exceeds the {anchor_grid[0] * anchor_grid[1]} patches of the {anchor_grid[0]}x{anchor_grid[1]} "
+            f"grid of this {type(model).__name__} (patch_size={patch}); pass allow_oversample=True to allow it"
+        )
+
+    num_prefix = int(model.num_prefix_tokens)
+    # The sampler always keeps the prefix; the adapter drops it at the end of forward_features when asked to.
+    sampler = GridSampler(
+        int(model.embed_dim), k, grid_size=anchor_grid, num_prefix_tokens=num_prefix, prefix="keep", **grids_kwargs
+    )
+    ref = next(model.parameters(), None)
+    if ref is not None:
+        sampler.to(device=ref.device)
+    adapter = TimmGridS(
+        sampler,
+        patch_size=patch,
+        num_prefix_tokens=num_prefix,
+        prefix=prefix,
+        after_layer=after_layer,
+        grid_size=grid_size,
+    )
+    model.add_module(ADAPTER_NAME, adapter)
+    adapter.hook_pre(model, adapter._on_model_start)
+    model.register_forward_hook(adapter._on_model_end, always_call=True)
+    adapter.hook_post(patch_embed, adapter._on_patch_embed)
+    adapter.hook_post(model.norm, adapter._on_norm_output)
+    if after_layer is not None:
+        if after_layer < depth:
+            adapter.hook_pre(blocks[after_layer], adapter._on_layer_input)
+        else:
+            adapter.hook_post(blocks[depth - 1], adapter._on_last_layer_output)
+    return model
