@@ -70,6 +70,8 @@ def test_forward_features_returns_k_tokens(variant, prefix, after_layer):
     logits = model(pixels())  # the head pools as built (prefix kept inside the call)
     assert logits.shape == dense_logits.shape == (2, CLASSES)
     assert torch.isfinite(logits).all()
+    if prefix == "keep":  # timm's two-step pattern gives the same logits
+        torch.testing.assert_close(model.forward_head(tokens), logits, rtol=0, atol=0)
     assert model.forward_features(pixels()).shape == tokens.shape  # model(x) left no state behind
 
 

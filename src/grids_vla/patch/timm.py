@@ -13,9 +13,11 @@ so ``import grids_vla.patch`` works without it.
 
 ``model.forward_features(x)`` returns ``(B, K, C)`` with ``prefix="drop"`` (default) or ``(B, P + K, C)`` with
 ``prefix="keep"``. ``model(x)`` keeps the prefix internally so timm's own head pools as it was built to: ``'token'``
-pooling reads the class token, ``'avg'`` / ``'map'`` pooling runs over the K GridS tokens. The patch grid is read off
-the patch embedding's input on every call, so other image sizes work where the model allows them
-(``dynamic_img_size=True``). ``forward_intermediates`` (and ``features_only`` wrappers built on it) is not supported.
+pooling reads the class token, ``'avg'`` / ``'map'`` pooling runs over the K GridS tokens; to call ``forward_head``
+on ``forward_features``' output yourself, patch with ``prefix="keep"`` (the head expects the prefix in front). The
+patch grid is read off the patch embedding's input on every call, so other image sizes work where the model allows
+them (``dynamic_img_size=True``). ``forward_intermediates`` (and the ``features_only`` wrappers built on it) is not
+supported.
 """
 
 from __future__ import annotations
