@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_lerobot_env.sh
 VENV="$(cd "${LEROBOT_VENV:-.venv-lerobot}" && pwd)"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 WANDB_MODE=disabled GRIDS_NO_SKIP=1
 "$VENV/bin/ruff" check plugins/lerobot_policy_grids src/grids_vla/envs/libero/export_lerobot.py \
   src/grids_vla/envs/libero/cli.py benchmarks/lerobot
 cd plugins/lerobot_policy_grids

@@ -2,6 +2,9 @@
 
 Everything is generated on the fly and offline (``HF_HUB_OFFLINE=1``); the export is made once per session and
 reused by the ``lerobot-train`` tests, so the whole suite stays within a few minutes on 2 CPU cores.
+
+Under ``CI=true`` or ``GRIDS_NO_SKIP=1`` (``scripts/test_lerobot_plugin.sh`` sets the latter) a skipped test fails
+the run, so a missing dependency can never pass CI silently.
 """
 
 from __future__ import annotations
@@ -21,6 +24,24 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 IMAGE_SIZE = 64
 CAMERAS = ("observation.images.image", "observation.images.wrist_image")
+
+
+_skipped: list[str] = []
+
+
+def _no_skip() -> bool:
+    return os.environ.get("GRIDS_NO_SKIP") == "1" or os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _no_skip() and _skipped and exitstatus == 0:
+        print(f"\nCI / GRIDS_NO_SKIP=1 but {len(_skipped)} tests were skipped, e.g. {_skipped[:3]}")
+        session.exitstatus = 1
 
 
 def write_synthetic_libero(path: Path, n_demos: int = 2, steps: int = 12, size: int = IMAGE_SIZE) -> Path:

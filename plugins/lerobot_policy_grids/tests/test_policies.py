@@ -204,8 +204,13 @@ def test_pi_configs_register_when_upstream_imports() -> None:
 
     import lerobot_policy_grids
 
-    if "pi0_grids" not in lerobot_policy_grids.AVAILABLE_TYPES:
-        pytest.skip("upstream PI0 modules do not import in this LeRobot")
+    try:  # pi0_grids / pi05_grids register exactly when the upstream modules import (lerobot 0.4.4: they do not)
+        import lerobot.policies.pi0.modeling_pi0  # noqa: F401
+        import lerobot.policies.pi05.modeling_pi05  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        assert not {"pi0_grids", "pi05_grids"} & set(lerobot_policy_grids.AVAILABLE_TYPES)
+        return
+    assert {"pi0_grids", "pi05_grids"} <= set(lerobot_policy_grids.AVAILABLE_TYPES)
     from lerobot_policy_grids.configuration_pi0_grids import PI0GridsConfig
     from lerobot_policy_grids.configuration_pi05_grids import PI05GridsConfig
 
