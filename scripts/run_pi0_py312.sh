@@ -31,8 +31,10 @@ fi
 {
   echo "# PI0 / PI0.5 + GridS on Python 3.12 and lerobot 0.6.x (written by scripts/run_pi0_py312.sh)"
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "machine: $(nproc) CPUs, no GPU used, OMP_NUM_THREADS=$OMP_NUM_THREADS, nice $NICE_LEVEL"
+  echo "machine: $(nproc) CPUs ($(uname -m)), no GPU used, OMP_NUM_THREADS=$OMP_NUM_THREADS, nice $NICE_LEVEL"
   echo "setup (scripts/setup_lerobot312_env.sh): rc=$SETUP_RC, $SETUP_S s this run; environment size $(du -sh "$VENV" 2>/dev/null | cut -f1)"
+  echo "setup $(cat "$VENV/grids-first-build.txt" 2>/dev/null || echo "first build: not recorded")"
+  echo "load average while testing (other jobs share the CPUs): $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "## versions"
   "$VENV/bin/python" - <<'PY' || echo "version probe failed"

@@ -7,10 +7,13 @@
 # Why a second LeRobot environment: lerobot 0.4.4 (Python 3.11, .venv-lerobot) runs PI0/PI05 only with an
 # unpublished transformers fork; lerobot 0.5+ uses released transformers 5.x but requires Python >= 3.12 and
 # torch < 2.12. The newest torch it accepts is 2.11.x, whose PyPI Linux wheel is a CUDA build (it runs on CPU):
-# the first build downloads torch (~0.9 GB) plus its nvidia-* runtime wheels (several GB in all).
+# the first build downloads torch (~0.9 GB) plus its nvidia-* runtime wheels (several GB in all; measured here:
+# 266 s and 5.8 GB for the whole environment). Where PyTorch's own CPU wheel index is reachable, set
+# TORCH_INDEX_URL to it: torch/torchvision then come as the much smaller `+cpu` build (a local version label
+# sorts above the plain release, so pip prefers it; untested here, that index is not reachable from this machine).
 #
 # Environment overrides: PYTHON (a Python 3.12 interpreter), LEROBOT312_VENV, LEROBOT_SPEC, LEROBOT_EXTRAS,
-# TORCH_SPEC, TORCHVISION_SPEC.
+# TORCH_SPEC, TORCHVISION_SPEC, TORCH_INDEX_URL (an extra index for torch and torchvision only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
@@ -35,7 +38,9 @@ find_python312() {
   exit 1
 }
 
+FRESH=0
 if [ ! -x "$VENV/bin/python" ]; then
+  FRESH=1
   PY=$(find_python312)
   "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
     || { echo "error: $PY is not Python 3.12" >&2; exit 1; }
@@ -48,7 +53,9 @@ printf 'torch%s\ntorchvision%s\nlerobot%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" "
 mv "$CONSTRAINTS.tmp" "$CONSTRAINTS"
 PIP=("$VENV/bin/python" -m pip install --quiet --progress-bar off -c "$CONSTRAINTS")
 
-"${PIP[@]}" "torch$TORCH_SPEC" "torchvision$TORCHVISION_SPEC"
+TORCH_INDEX=()
+if [ -n "${TORCH_INDEX_URL:-}" ]; then TORCH_INDEX=(--extra-index-url "$TORCH_INDEX_URL"); fi
+"${PIP[@]}" "${TORCH_INDEX[@]}" "torch$TORCH_SPEC" "torchvision$TORCHVISION_SPEC"
 "${PIP[@]}" "lerobot[$LEROBOT_EXTRAS]$LEROBOT_SPEC" "pytest>=8"
 "${PIP[@]}" -e .
 if [ -f plugins/lerobot_policy_grids/pyproject.toml ]; then
@@ -67,4 +74,8 @@ import transformers
 print(f"python {platform.python_version()} torch {torch.__version__} lerobot {lerobot.__version__} "
       f"transformers {transformers.__version__}")
 PY
-echo "setup_lerobot312_env: $VENV ready in $(( $(date +%s) - START )) s ($(du -sh "$VENV" | cut -f1))"
+SUMMARY="$VENV ready in $(( $(date +%s) - START )) s ($(du -sh "$VENV" | cut -f1))"
+if [ "$FRESH" = 1 ]; then  # kept for scripts/run_pi0_py312.sh, which reports the cost of the first build
+  echo "first build $(date -u +%Y-%m-%d): $SUMMARY" > "$VENV/grids-first-build.txt"
+fi
+echo "setup_lerobot312_env: $SUMMARY"

@@ -91,8 +91,6 @@ def check_bad_config(v: Variant) -> None:
         v.config(grids_k=0)
     with pytest.raises(ValueError, match="grids_mode"):
         v.config(grids_mode="everywhere")
-    with pytest.raises(ValueError, match="gradient_checkpointing"):
-        v.policy(gradient_checkpointing=True)
 
 
 def check_old_lerobot_message(v: Variant, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,6 +145,30 @@ def check_training(v: Variant) -> None:
     assert any("mlp" in k for k in changed), changed
     policy.forward(make_batch(seed=0))
     assert not torch.allclose(policy.grids_last_output()[CAMERAS[0]].coords, coords_before)
+
+
+def _sampler_grads(policy: Any, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    policy.train()
+    policy.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # flow-matching noise and time
+    loss, _ = policy.forward(make_batch(seed=seed))
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in policy.grids.named_parameters() if p.grad is not None}
+
+
+def check_gradient_checkpointing(v: Variant) -> None:
+    """``gradient_checkpointing=True``: the same loss and sampler gradients as without it (GridS runs outside the
+    recomputed image closure, upstream checkpoints everything else)."""
+    policy = v.policy(gradient_checkpointing=True)
+    assert policy.model.gradient_checkpointing_enabled
+    loss_ckpt, grads_ckpt = _sampler_grads(policy, seed=5)
+    policy.model.gradient_checkpointing_disable()
+    loss_plain, grads_plain = _sampler_grads(policy, seed=5)
+    assert grads_ckpt and grads_ckpt.keys() == grads_plain.keys()
+    assert any(g.abs().sum() > 0 for g in grads_ckpt.values())
+    assert torch.allclose(loss_ckpt, loss_plain, rtol=1e-5, atol=1e-6)
+    for k, g in grads_ckpt.items():
+        assert torch.allclose(g, grads_plain[k], rtol=1e-4, atol=1e-6), k
 
 
 def check_select_action(v: Variant) -> None:
@@ -216,6 +238,25 @@ def check_mismatched_checkpoint(v: Variant, tmp_path: Path) -> None:
         v.policy_cls.from_pretrained(tmp_path, config=v.config(grids_k=8, grids_predictor="attention"))
     with pytest.raises(RuntimeError, match="GridS"):
         v.policy_cls.from_pretrained(tmp_path, config=v.config(grids_k=8, grids_per_camera=True))
+
+
+def check_broken_upstream_checkpoint(v: Variant, tmp_path: Path) -> None:
+    """Upstream ``from_pretrained`` only prints loading errors; the GridS policies raise them (and a missing file)."""
+    from safetensors.torch import load_file, save_file
+
+    v.upstream().save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    tensors = load_file(weights)
+    dropped = next(k for k in tensors if "action_out_proj" in k)
+    save_file({k: t for k, t in tensors.items() if k != dropped}, weights)
+    with pytest.raises(RuntimeError, match="missing keys"):
+        v.policy_cls.from_pretrained(tmp_path / "ckpt", config=v.config())
+    save_file({**tensors, "model.extra_head.weight": torch.zeros(2)}, weights)
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        v.policy_cls.from_pretrained(tmp_path / "ckpt", config=v.config())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        v.policy_cls.from_pretrained(tmp_path / "empty", config=v.config())
 
 
 def check_options(v: Variant) -> None:

@@ -43,6 +43,10 @@ def test_pi0_grids_training_steps_reach_the_sampler() -> None:
     pi_checks.check_training(PI0)
 
 
+def test_pi0_grids_gradient_checkpointing_matches_plain_training() -> None:
+    pi_checks.check_gradient_checkpointing(PI0)
+
+
 def test_pi0_grids_select_action() -> None:
     pi_checks.check_select_action(PI0)
 
@@ -59,6 +63,10 @@ def test_pi0_grids_loads_upstream_pi0_checkpoint_with_announced_fresh_sampler(
 
 def test_pi0_grids_mismatched_checkpoint_raises(tmp_path: Path) -> None:
     pi_checks.check_mismatched_checkpoint(PI0, tmp_path)
+
+
+def test_pi0_grids_broken_upstream_checkpoint_raises(tmp_path: Path) -> None:
+    pi_checks.check_broken_upstream_checkpoint(PI0, tmp_path)
 
 
 def test_pi0_grids_per_camera_language_and_bfloat16_options() -> None:
