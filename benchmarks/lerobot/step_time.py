@@ -100,6 +100,7 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),  # 1/5/15-min load averages: how shared the machine was
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,29 +127,32 @@ def main() -> None:
             row[f"{name}_all_s"] = times[name]
             row[f"{name}_prefix_tokens"] = prefix_length(policy, batch)
         row["speedup"] = row["dense_s"] / row[f"grids_k{args.k}_s"]
+        row["loadavg"] = os.getloadavg()
         results["rows"].append(row)
         print(json.dumps(row), flush=True)
-    write_outputs(results, args.out)
+        write_outputs(results, args.out)  # after every batch size, so a run cut short keeps what it measured
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     """Write the JSON and a Markdown table next to it (atomically)."""
     k = results["k"]
     lines = [
-        f"| batch | dense SmolVLA s/step | smolvla_grids K={k} s/step | speed-up | prefix tokens dense / GridS |",
-        "|---|---|---|---|---|",
+        f"| batch | dense SmolVLA s/step | smolvla_grids K={k} s/step | speed-up | prefix tokens dense / GridS | "
+        "load avg (1 min) after |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['batch_size']} | {r['dense_s']:.2f} | {r[f'grids_k{k}_s']:.2f} | {r['speedup']:.2f}x | "
-            f"{r['dense_prefix_tokens']} / {r[f'grids_k{k}_prefix_tokens']} |"
+            f"{r['dense_prefix_tokens']} / {r[f'grids_k{k}_prefix_tokens']} | {r['loadavg'][0]:.1f} |"
         )
     lines.append("")
     extra = (results[f"params_grids_k{k}"] - results["params_dense"]) / 1e6
     lines.append(
         f"torch {results['torch']}, {results['threads']} thread(s), {results['cpu_count']} logical CPUs shared with "
         f"other jobs; parameters dense {results['params_dense'] / 1e6:.1f} M (trainable "
-        f"{results['trainable_dense'] / 1e6:.1f} M), GridS adds {extra:.2f} M."
+        f"{results['trainable_dense'] / 1e6:.1f} M), GridS adds {extra:.2f} M; load average at start "
+        f"{results['loadavg_start'][0]:.1f} (1 min) / {results['loadavg_start'][1]:.1f} (5 min)."
     )
     for path, text in ((out, json.dumps(results, indent=2)), (out.with_suffix(".md"), "\n".join(lines) + "\n")):
         tmp = path.with_name(f".{path.name}.tmp")
