@@ -31,7 +31,7 @@ fi
 {
   echo "# PI0 / PI0.5 + GridS on Python 3.12 and lerobot 0.6.x (written by scripts/run_pi0_py312.sh)"
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "machine: $(nproc) CPUs ($(uname -m)), no GPU used, OMP_NUM_THREADS=$OMP_NUM_THREADS, nice $NICE_LEVEL"
+  echo "machine: $(getconf _NPROCESSORS_ONLN) CPUs ($(uname -m)), no GPU used, OMP_NUM_THREADS=$OMP_NUM_THREADS, nice $NICE_LEVEL"
   echo "setup (scripts/setup_lerobot312_env.sh): rc=$SETUP_RC, $SETUP_S s this run; environment size $(du -sh "$VENV" 2>/dev/null | cut -f1)"
   echo "setup $(cat "$VENV/grids-first-build.txt" 2>/dev/null || echo "first build: not recorded")"
   echo "load average while testing (other jobs share the CPUs): $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -42,6 +42,13 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 
 print(f"python {platform.python_version()}")
+try:
+    import torch
+
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
+    print(f"torch.__version__ {torch.__version__} ({build}; cuda available: {torch.cuda.is_available()})")
+except Exception as exc:  # noqa: BLE001
+    print(f"torch import failed: {exc}")
 for dist in ("torch", "torchvision", "lerobot", "transformers", "numpy", "safetensors", "grids-vla",
              "lerobot_policy_grids"):
     try:
