@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
 
-from grids_vla.envs.libero.data import attempt_seed, generate, read_demo  # noqa: E402
+from grids_vla.envs.libero.data import attempt_seed, generate, read_demo, write_summary  # noqa: E402
 from grids_vla.envs.libero.env import make_env  # noqa: E402
 from grids_vla.envs.libero.expert import rollout  # noqa: E402
 
@@ -51,3 +51,14 @@ def test_workers_must_be_a_positive_int(tmp_path, bad) -> None:
 def test_duplicate_task_ids_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unique"):
         generate(SUITE, demos_per_task=1, out=tmp_path, tasks=[0, 0])
+
+
+def test_summaries_of_task_subsets_add_up(tmp_path) -> None:
+    base = {"suite": "s", "seed": 0, "image_size": 64}
+    write_summary(tmp_path, {**base, "tasks": {"a": {"demos": 2}, "b": {"demos": 1}}})
+    merged = write_summary(tmp_path, {**base, "tasks": {"b": {"demos": 3}, "c": {"demos": 4}}})
+    assert merged["tasks"] == {"a": {"demos": 2}, "b": {"demos": 3}, "c": {"demos": 4}}
+    assert json.loads((tmp_path / "summary.json").read_text()) == merged
+    other_seed = write_summary(tmp_path, {**base, "seed": 1, "tasks": {"c": {"demos": 1}}})
+    assert other_seed["tasks"] == {"c": {"demos": 1}}  # another seed's counts are not mixed in
+    assert not list(tmp_path.glob("*.tmp"))

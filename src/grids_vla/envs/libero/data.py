@@ -202,11 +202,22 @@ def generate(
             summary["tasks"].update(p["tasks"])
     summary["seconds"] = round(time.time() - started, 1)
     summary["workers"] = workers
-    root = Path(out) / suite
+    return write_summary(Path(out) / suite, summary)
+
+
+def write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``root/summary.json`` atomically, keeping the entries of tasks this run did not touch when the file on
+    disk is from the same seed and image size (runs over different task subsets then add up instead of overwriting
+    each other); returns what was written."""
+    path = root / "summary.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if (old.get("seed"), old.get("image_size")) == (summary["seed"], summary["image_size"]):
+            summary = dict(summary, tasks={**old.get("tasks", {}), **summary["tasks"]})
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, root / "summary.json")
+    os.replace(tmp, path)
     return summary
 
 
