@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
 
-from grids_vla.envs.libero.data import attempt_seed, generate, read_demo, write_summary  # noqa: E402
+from grids_vla.envs.libero.data import attempt_seed, generate, physics_env, read_demo, write_summary  # noqa: E402
 from grids_vla.envs.libero.env import make_env  # noqa: E402
 from grids_vla.envs.libero.expert import rollout  # noqa: E402
 
@@ -62,3 +62,23 @@ def test_summaries_of_task_subsets_add_up(tmp_path) -> None:
     other_seed = write_summary(tmp_path, {**base, "seed": 1, "tasks": {"c": {"demos": 1}}})
     assert other_seed["tasks"] == {"c": {"demos": 1}}  # another seed's counts are not mixed in
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_training_resets_put_objects_on_their_fixture() -> None:
+    """libero_spatial 7 starts the bowl on the stove: the generator's random resets must place it there (a reset that
+    keeps the compiled model puts it off the table, where the expert can never succeed)."""
+    from grids_vla.envs.libero.expert import object_extent
+
+    env = physics_env("libero_spatial", 7)
+    try:
+        for attempt in range(2):
+            env.seed(attempt_seed(0, "libero_spatial", 7, attempt))
+            env.reset()
+            for _ in range(10):
+                env.step(np.zeros(7))
+            bowl, stove = object_extent(env, "akita_black_bowl_1"), object_extent(env, "flat_stove_1")
+            centre = (bowl.lo[:2] + bowl.hi[:2]) / 2
+            assert np.all(centre > stove.lo[:2]) and np.all(centre < stove.hi[:2]), (centre, stove.lo, stove.hi)
+            assert bowl.lo[2] > stove.lo[2] + 0.01  # resting on it, not on the table or the floor
+    finally:
+        env.close()

@@ -221,6 +221,16 @@ def write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def physics_env(suite: str, task_id: int) -> Any:
+    """The physics-only env whose fresh random resets start the training rollouts.
+
+    ``hard_reset=True``: with the compiled model kept between resets, LIBERO places objects that start on a fixture's
+    region (libero_spatial's bowl on the stove, in the cabinet's top drawer) offset by the fixture's position a second
+    time, off the table; rebuilding per reset places them right and gives bit-identical layouts elsewhere.
+    """
+    return make_env(suite, task_id, render=False, hard_reset=True)
+
+
 def _generate_one_task(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Worker-process entry point (module level so ``spawn`` can import it); logs to the worker's stderr."""
     return _generate_tasks(log=sys.stderr, **kwargs)
@@ -249,7 +259,7 @@ def _generate_tasks(
     made = 0
     todo = len(task_ids) * demos_per_task
     for ti, t in enumerate(task_ids):
-        phys = make_env(suite, t, render=False)
+        phys = physics_env(suite, t)
         name = phys.task_name
         task_file = root / f"{name}_demo.hdf5"
         task_dir = root / ".shards" / name
