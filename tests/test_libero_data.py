@@ -62,6 +62,8 @@ def test_summaries_of_task_subsets_add_up(tmp_path) -> None:
     other_seed = write_summary(tmp_path, {**base, "seed": 1, "tasks": {"c": {"demos": 1}}})
     assert other_seed["tasks"] == {"c": {"demos": 1}}  # another seed's counts are not mixed in
     assert not list(tmp_path.glob("*.tmp"))
+    resumed = write_summary(tmp_path, {**base, "seed": 1, "tasks": {"c": {"demos": 1, "resumed": True}, "d": {}}})
+    assert resumed["tasks"] == {"c": {"demos": 1}, "d": {}}  # a task found complete keeps its recorded stats
 
 
 def test_training_resets_put_objects_on_their_fixture() -> None:

@@ -213,12 +213,22 @@ def write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
     if path.exists():
         old = json.loads(path.read_text())
         if (old.get("seed"), old.get("image_size")) == (summary["seed"], summary["image_size"]):
-            summary = dict(summary, tasks={**old.get("tasks", {}), **summary["tasks"]})
+            kept = old.get("tasks", {})
+            new = {k: v for k, v in summary["tasks"].items() if not (v.get("resumed") and k in kept)}
+            summary = dict(summary, tasks={**kept, **new})  # a task found complete keeps the stats of its run
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, path)
     return summary
+
+
+def _shard_attempt(shard: Path) -> int:
+    """The rollout attempt a finished demo shard came from."""
+    import h5py
+
+    with h5py.File(shard, "r") as f:
+        return int(f.attrs["attempt"])
 
 
 def physics_env(suite: str, task_id: int) -> Any:
@@ -279,15 +289,11 @@ def _generate_tasks(
                 if int(f["data"].attrs["num_demos"]) == demos_per_task:
                     stats["demos"] = demos_per_task
                     stats["resumed"] = True
+                    stats["attempts"] = 1 + max(_shard_attempt(s) for s in shards[:demos_per_task])
                     todo -= demos_per_task
                     phys.close()
                     continue
-        next_attempt = 0
-        for s in shards:
-            import h5py
-
-            with h5py.File(s, "r") as f:
-                next_attempt = max(next_attempt, int(f.attrs["attempt"]) + 1)
+        next_attempt = max((_shard_attempt(s) + 1 for s in shards), default=0)
         shards = shards[:demos_per_task]
         todo -= len(shards)
         rend = None
