@@ -4,9 +4,9 @@ Why: the official LIBERO demonstrations cannot be downloaded here, so training d
 the task's goal predicates from the parsed BDDL problem, and for every ``In``/``On`` goal (several in sequence for
 libero_10) it grasps the object and puts it over the target. Object extents come from the world-frame bounding box of
 the object's collision geoms; the grasp yaw closes the fingers across the footprint's short axis; objects wider than
-the gripper (bowls) are grasped at the rim nearest the hand. Actions are LIBERO's OSC_POSE deltas produced by a
-proportional controller. Goals of other kinds (open/close, turn on/off) are not solvable by this expert and are
-reported by :func:`unsupported_goals`.
+the gripper (bowls) are grasped at the rim nearest the hand, or at the raised rim when they lean (``TILT_LIMIT``).
+Actions are LIBERO's OSC_POSE deltas produced by a proportional controller. Goals of other kinds (open/close, turn
+on/off) are not solvable by this expert and are reported by :func:`unsupported_goals`.
 """
 
 from __future__ import annotations
