@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/success")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    for variant in args.variants:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major, so a run stopped half-way has every variant on the first seed
+        for variant in args.variants:
             if args.phase in ("all", "train"):
                 print(f"== train {variant} seed {seed}", file=sys.stderr, flush=True)
                 train_run(args, variant, seed)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
+
+from ..grids import GridSampler
+from ..reducers.base import PrefixMode
 
 __all__ = ["HookAdapter", "unpatch", "get_adapter", "load_grids", "ADAPTER_NAME"]
 
@@ -51,6 +55,81 @@ class HookAdapter(nn.Module):
                         getattr(module, flags).pop(key, None)
                     removed += 1
         return removed
+
+
+# ---- what every patch_* function checks and wires the same way -------------------------------------------------
+
+# Sampler arguments an adapter sets from the host model itself.
+RESERVED_KWARGS = ("dim", "num_prefix_tokens", "prefix", "cond_dim")
+
+
+def check_patch_args(host: nn.Module, api: str, prefix: str, grids_kwargs: Mapping[str, Any]) -> None:
+    """Refuse a host already patched (or with a ``grids`` attribute), reserved sampler arguments, a bad prefix."""
+    if isinstance(getattr(host, ADAPTER_NAME, None), HookAdapter):
+        raise ValueError(f"{type(host).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
+    if hasattr(host, ADAPTER_NAME):
+        raise ValueError(f"{type(host).__name__} already has an attribute '{ADAPTER_NAME}'; cannot register GridS")
+    for key in RESERVED_KWARGS:
+        if key in grids_kwargs:
+            why = "conditioning is not supported by the adapter" if key == "cond_dim" else "it is set from the model"
+            raise ValueError(f"do not pass {key}= to {api}: {why}")
+    if prefix not in ("drop", "keep"):
+        raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
+
+
+def check_after_layer(after_layer: int | None, depth: int) -> None:
+    if after_layer is not None and (
+        isinstance(after_layer, bool) or not isinstance(after_layer, int) or not 0 <= after_layer <= depth
+    ):
+        raise ValueError(f"after_layer must be None or an int in [0, {depth}] for this model, got {after_layer!r}")
+
+
+def resolve_grid(
+    k: int, grid_size: Sequence[int] | None, default_grid: tuple[int, int], allow_oversample: bool, what: str
+) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+    """Check ``k`` and ``grid_size``; returns ``(fixed grid or None, anchor grid)``; ``what`` names the model."""
+    fixed = None
+    if grid_size is not None:
+        try:
+            fixed = (int(grid_size[0]), int(grid_size[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
+    anchor = fixed or default_grid
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > anchor[0] * anchor[1] and not allow_oversample:
+        raise ValueError(
+            f"k={k} exceeds the {anchor[0] * anchor[1]} patches of the {anchor[0]}x{anchor[1]} grid of {what}; "
+            "pass allow_oversample=True to allow it"
+        )
+    return fixed, anchor
+
+
+def build_sampler(
+    host: nn.Module,
+    dim: int,
+    k: int,
+    anchor_grid: tuple[int, int],
+    num_prefix: int,
+    prefix: PrefixMode,
+    grids_kwargs: Mapping[str, Any],
+) -> GridSampler:
+    """A :class:`GridSampler` on the host's device."""
+    sampler = GridSampler(dim, k, grid_size=anchor_grid, num_prefix_tokens=num_prefix, prefix=prefix, **grids_kwargs)
+    ref = next(host.parameters(), None)
+    if ref is not None:
+        sampler.to(device=ref.device)
+    return sampler
+
+
+def hook_after_layer(adapter: Any, layers: Sequence[nn.Module], after_layer: int | None) -> None:
+    """Resample at the input of layer ``after_layer``, or at the last layer's output when it equals the depth."""
+    if after_layer is None:
+        return
+    if after_layer < len(layers):
+        adapter.hook_pre(layers[after_layer], adapter._on_layer_input)
+    else:
+        adapter.hook_post(layers[len(layers) - 1], adapter._on_last_layer_output)
 
 
 def _adapters(model: nn.Module) -> list[tuple[nn.Module, HookAdapter]]:

@@ -27,7 +27,15 @@ from torch import Tensor, nn
 
 from ..grids import GridSampler
 from ..reducers.base import PrefixMode, ReducerOutput
-from ._common import ADAPTER_NAME, HookAdapter
+from ._common import (
+    ADAPTER_NAME,
+    HookAdapter,
+    build_sampler,
+    check_after_layer,
+    check_patch_args,
+    hook_after_layer,
+    resolve_grid,
+)
 
 __all__ = ["patch_transformers", "TransformersGridS", "SUPPORTED_TOWERS"]
 
@@ -53,8 +61,6 @@ SUPPORTED_TOWERS: dict[str, _TowerSpec] = {
 # Attributes under which composite models (SiglipModel, CLIPModel, CLIPVisionModelWithProjection,
 # 4.x SiglipVisionModel, VLMs such as PaliGemma's inner model) keep their vision tower.
 _TOWER_ATTRS = ("vision_model", "vision_tower")
-# Arguments the adapter sets from the model itself.
-_RESERVED = ("dim", "num_prefix_tokens", "prefix", "cond_dim")
 
 
 def _tower_class(module: nn.Module) -> str | None:
@@ -248,73 +254,29 @@ def patch_transformers(
         ``model`` itself, patched; ``grids_vla.patch.unpatch(model)`` undoes it.
     """
     tower, cls_name = _find_tower(model)
-    if isinstance(getattr(tower, ADAPTER_NAME, None), HookAdapter):
-        raise ValueError(f"{type(model).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
-    if hasattr(tower, ADAPTER_NAME):
-        raise ValueError(f"{type(tower).__name__} already has an attribute '{ADAPTER_NAME}'; cannot register GridS")
-    for key in _RESERVED:
-        if key in grids_kwargs:
-            why = "conditioning is not supported by the adapter" if key == "cond_dim" else "it is set from the model"
-            raise ValueError(f"do not pass {key}= to grids_vla.patch.transformers: {why}")
-    if prefix not in ("drop", "keep"):
-        raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
-
+    check_patch_args(tower, "grids_vla.patch.transformers", prefix, grids_kwargs)
     spec = SUPPORTED_TOWERS[cls_name]
     config = tower.config
     layers = _get_path(tower, spec.layers)
-    num_layers = len(layers)
-    if after_layer is not None and (
-        isinstance(after_layer, bool) or not isinstance(after_layer, int) or not 0 <= after_layer <= num_layers
-    ):
-        raise ValueError(f"after_layer must be None or an int in [0, {num_layers}] for this model, got {after_layer!r}")
+    check_after_layer(after_layer, len(layers))
 
     family = next(f for f in _PREFIX if cls_name.startswith(f))
     num_prefix = _PREFIX[family] + (int(config.num_register_tokens) if spec.register_tokens else 0)
     patch = _pair(config.patch_size, "patch_size")
     image = _pair(config.image_size, "image_size")
-    default_grid = (image[0] // patch[0], image[1] // patch[1])
-    if grid_size is not None:
-        try:
-            grid_size = (int(grid_size[0]), int(grid_size[1]))
-        except (TypeError, ValueError, IndexError):
-            raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
-    anchor_grid = grid_size or default_grid
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if k > anchor_grid[0] * anchor_grid[1] and not grids_kwargs.get("allow_oversample", False):
-        raise ValueError(
-            f"k={k} exceeds the {anchor_grid[0] * anchor_grid[1]} patches of the {anchor_grid[0]}x{anchor_grid[1]} "
-            f"grid of this {cls_name} (image_size={config.image_size}, patch_size={config.patch_size})"
-        )
-
+    what = f"this {cls_name} (image_size={config.image_size}, patch_size={config.patch_size})"
+    grid_size, anchor_grid = resolve_grid(k, grid_size, (image[0] // patch[0], image[1] // patch[1]),
+                                          grids_kwargs.get("allow_oversample", False), what)
     # Inside the encoder the prefix must travel on (attention and the host's CLS pooling need it).
     sampler_prefix: PrefixMode = prefix if after_layer is None else "keep"
-    sampler = GridSampler(
-        config.hidden_size,
-        k,
-        grid_size=anchor_grid,
-        num_prefix_tokens=num_prefix,
-        prefix=sampler_prefix,
-        **grids_kwargs,
-    )
-    ref = next(tower.parameters(), None)
-    if ref is not None:
-        sampler.to(device=ref.device)
+    sampler = build_sampler(tower, config.hidden_size, k, anchor_grid, num_prefix, sampler_prefix, grids_kwargs)
     adapter = TransformersGridS(
-        sampler,
-        patch_size=patch,
-        num_prefix_tokens=num_prefix,
-        prefix=prefix,
-        after_layer=after_layer,
+        sampler, patch_size=patch, num_prefix_tokens=num_prefix, prefix=prefix, after_layer=after_layer,
         grid_size=grid_size,
     )
     tower.add_module(ADAPTER_NAME, adapter)
     adapter.hook_pre(tower, adapter._on_tower_start)
     adapter.hook_post(tower, adapter._on_tower_end)
-    if after_layer is not None:
-        if after_layer < num_layers:
-            adapter.hook_pre(layers[after_layer], adapter._on_layer_input)
-        else:
-            adapter.hook_post(layers[num_layers - 1], adapter._on_last_layer_output)
+    hook_after_layer(adapter, layers, after_layer)
     return model
 

@@ -28,15 +28,13 @@ from torch import Tensor, nn
 
 from ..grids import GridSampler
 from ..reducers.base import PrefixMode
-from ._common import ADAPTER_NAME, HookAdapter
+from ._common import ADAPTER_NAME, build_sampler, check_after_layer, check_patch_args, hook_after_layer, resolve_grid
 from .hf_transformers import TransformersGridS
 
 __all__ = ["patch_timm", "TimmGridS"]
 
 # What the adapter needs of the model, beyond a class named VisionTransformer in its MRO.
 _REQUIRED = ("patch_embed", "blocks", "norm", "num_prefix_tokens", "embed_dim")
-# Arguments the adapter sets from the model itself.
-_RESERVED = ("dim", "num_prefix_tokens", "prefix", "cond_dim")
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
@@ -158,24 +156,9 @@ def patch_timm(
             f"grids_vla.patch.timm does not support {type(model).__name__}: pass a timm VisionTransformer "
             "(timm.models.vision_transformer.VisionTransformer or a subclass, e.g. from timm.create_model('vit_...'))"
         )
-    if isinstance(getattr(model, ADAPTER_NAME, None), HookAdapter):
-        raise ValueError(f"{type(model).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
-    if hasattr(model, ADAPTER_NAME):
-        raise ValueError(f"{type(model).__name__} already has an attribute '{ADAPTER_NAME}'; cannot register GridS")
-    for key in _RESERVED:
-        if key in grids_kwargs:
-            why = "conditioning is not supported by the adapter" if key == "cond_dim" else "it is set from the model"
-            raise ValueError(f"do not pass {key}= to grids_vla.patch.timm: {why}")
-    if prefix not in ("drop", "keep"):
-        raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
-
+    check_patch_args(model, "grids_vla.patch.timm", prefix, grids_kwargs)
     blocks = model.blocks
-    depth = len(blocks)
-    if after_layer is not None and (
-        isinstance(after_layer, bool) or not isinstance(after_layer, int) or not 0 <= after_layer <= depth
-    ):
-        raise ValueError(f"after_layer must be None or an int in [0, {depth}] for this model, got {after_layer!r}")
-
+    check_after_layer(after_layer, len(blocks))
     patch_embed = model.patch_embed
     try:
         patch = _pair(patch_embed.patch_size)
@@ -185,28 +168,12 @@ def patch_timm(
             f"grids_vla.patch.timm needs a patch embedding with patch_size and grid_size; "
             f"{type(patch_embed).__name__} has none"
         ) from None
-    if grid_size is not None:
-        try:
-            grid_size = (int(grid_size[0]), int(grid_size[1]))
-        except (TypeError, ValueError, IndexError):
-            raise ValueError(f"grid_size must be a pair (H, W), got {grid_size!r}") from None
-    anchor_grid = grid_size or default_grid
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if k > anchor_grid[0] * anchor_grid[1] and not grids_kwargs.get("allow_oversample", False):
-        raise ValueError(
-            f"k={k} exceeds the {anchor_grid[0] * anchor_grid[1]} patches of the {anchor_grid[0]}x{anchor_grid[1]} "
-            f"grid of this {type(model).__name__} (patch_size={patch}); pass allow_oversample=True to allow it"
-        )
+    what = f"this {type(model).__name__} (patch_size={patch})"
+    grid_size, anchor_grid = resolve_grid(k, grid_size, default_grid, grids_kwargs.get("allow_oversample", False), what)
 
     num_prefix = int(model.num_prefix_tokens)
     # The sampler always keeps the prefix; the adapter drops it at the end of forward_features when asked to.
-    sampler = GridSampler(
-        int(model.embed_dim), k, grid_size=anchor_grid, num_prefix_tokens=num_prefix, prefix="keep", **grids_kwargs
-    )
-    ref = next(model.parameters(), None)
-    if ref is not None:
-        sampler.to(device=ref.device)
+    sampler = build_sampler(model, int(model.embed_dim), k, anchor_grid, num_prefix, "keep", grids_kwargs)
     adapter = TimmGridS(
         sampler,
         patch_size=patch,
@@ -220,9 +187,5 @@ def patch_timm(
     model.register_forward_hook(adapter._on_model_end, always_call=True)
     adapter.hook_post(patch_embed, adapter._on_patch_embed)
     adapter.hook_post(model.norm, adapter._on_norm_output)
-    if after_layer is not None:
-        if after_layer < depth:
-            adapter.hook_pre(blocks[after_layer], adapter._on_layer_input)
-        else:
-            adapter.hook_post(blocks[depth - 1], adapter._on_last_layer_output)
+    hook_after_layer(adapter, blocks, after_layer)
     return model

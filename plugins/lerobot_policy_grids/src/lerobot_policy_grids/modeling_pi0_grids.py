@@ -2,7 +2,7 @@
 
 ``PaliGemmaWithExpertModel.embed_image`` is wrapped on the instance (see :mod:`lerobot_policy_grids.vlm`);
 ``embed_prefix`` builds its masks from the returned length. Verified with lerobot 0.6.x on Python 3.12
-(``tests_py312``, tiny random PaliGemma). The helpers below are shared with ``modeling_pi05_grids``.
+(``tests_py312``, tiny random PaliGemma). :class:`PIGridsMixin` is shared with ``modeling_pi05_grids``.
 """
 
 from __future__ import annotations
@@ -66,15 +66,35 @@ def keep_image_embedding_outside_checkpoint(flow_model: Any) -> None:
     flow_model._apply_checkpoint = apply_checkpoint
 
 
-class PIGridsLoadingMixin:
-    """Strict checkpoint loading through upstream PI0 / PI0.5 ``from_pretrained`` (put before the GridS mixin).
+class PIGridsMixin:
+    """What PI0 and PI0.5 with GridS share; put before :class:`GridSPolicyMixin` and the upstream policy.
 
-    Upstream ``from_pretrained`` prefixes every key without ``model.`` with it (so the sampler's ``grids.*`` keys
-    arrive as ``model.grids.*``) and turns any loading error into a printed warning, returning a model whose
-    weights were not all loaded. Here ``model.grids.*`` is mapped back to ``grids.*`` (the flow model has no
-    ``grids`` child, so no upstream key is touched) and an error raised by loading, or a checkpoint with no
-    ``model.safetensors`` at all, is raised again from ``from_pretrained``.
+    Construction checks the LeRobot install, converts a plain upstream config (with a warning), wraps
+    ``embed_image`` and keeps it out of gradient checkpointing; ``_preprocess_images`` records which camera each
+    image is, for the per-camera samplers.
+
+    Strict checkpoint loading: upstream ``from_pretrained`` prefixes every key without ``model.`` with it (so
+    the sampler's ``grids.*`` keys arrive as ``model.grids.*``) and turns any loading error into a printed
+    warning, returning a model whose weights were not all loaded. Here ``model.grids.*`` is mapped back to
+    ``grids.*`` (the flow model has no ``grids`` child, so no upstream key is touched) and an error raised by
+    loading, or a checkpoint with no ``model.safetensors`` at all, is raised again from ``from_pretrained``.
     """
+
+    config_class: type
+    name: str
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        require_working_pi(self.name)
+        super().__init__(as_grids_config(config, self.config_class), **kwargs)  # type: ignore[call-arg]
+        self._grids_call_cameras: list[str] = list(self.config.image_features)
+        install_paligemma_grids(self, lambda: self._grids_call_cameras)
+        keep_image_embedding_outside_checkpoint(self.model)
+
+    def _preprocess_images(self, batch: dict[str, Any]) -> Any:
+        """The upstream image preparation, recording which camera each returned image is."""
+        images, masks = super()._preprocess_images(batch)  # type: ignore[misc]
+        self._grids_call_cameras = present_then_absent(list(self.config.image_features), batch, len(images))
+        return images, masks
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         prefix = "model.grids."
@@ -101,22 +121,8 @@ class PIGridsLoadingMixin:
         return policy
 
 
-class PI0GridsPolicy(PIGridsLoadingMixin, GridSPolicyMixin, PI0Policy):
+class PI0GridsPolicy(PIGridsMixin, GridSPolicyMixin, PI0Policy):
     """PI0 + GridS. Accepts a :class:`PI0GridsConfig` (or a plain PI0 config, converted with a warning)."""
 
     config_class = PI0GridsConfig
     name = "pi0_grids"
-
-    def __init__(self, config: PI0GridsConfig | Any = None, **kwargs: Any) -> None:
-        require_working_pi(self.name)
-        config = as_grids_config(config, PI0GridsConfig)
-        super().__init__(config, **kwargs)
-        self._grids_call_cameras: list[str] = list(self.config.image_features)
-        install_paligemma_grids(self, lambda: self._grids_call_cameras)
-        keep_image_embedding_outside_checkpoint(self.model)
-
-    def _preprocess_images(self, batch: dict[str, Any]) -> Any:
-        """PI0's image preparation, recording which camera each returned image is."""
-        images, masks = super()._preprocess_images(batch)
-        self._grids_call_cameras = present_then_absent(list(self.config.image_features), batch, len(images))
-        return images, masks
