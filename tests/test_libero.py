@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 import pytest
 
@@ -125,6 +126,8 @@ def test_generate_one_demo_and_read_back(tmp_path) -> None:
     np.testing.assert_allclose(item["action"][0].numpy(), demo["actions"][t - 2], atol=1e-6)
     np.testing.assert_allclose(item["action"][2].numpy(), demo["actions"][t - 1], atol=1e-6)  # padded chunk
     np.testing.assert_array_equal(item["agentview"].permute(1, 2, 0).numpy(), demo["agentview_rgb"][t - 2])
+    with h5py.File(files[0], "r") as f:  # one frame per gzip chunk: a training read decompresses one frame
+        assert f["data/demo_0/obs/agentview_rgb"].chunks == (1, 64, 64, 3)
     # resuming finds the finished task and generates nothing new
     again = generate(SUITE, demos_per_task=1, out=tmp_path, image_size=64, seed=0, tasks=[TASK], max_attempts=3)
     assert again["new_demos"] == 0

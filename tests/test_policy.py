@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -278,6 +279,36 @@ def test_training_learns_and_resume_continues_exactly(data_dir, tmp_path) -> Non
         train(TrainConfig(out=str(tmp_path / "none"), resume="latest", **common))
     with pytest.raises(ValueError, match="64 px images but image_size=128"):
         train(TrainConfig(out=str(tmp_path / "bad"), **common), tiny(image_size=128))
+
+
+def test_preloaded_images_equal_the_file_reads_and_train_the_same(data_dir, tmp_path) -> None:
+    from grids_vla.envs.libero.data import LiberoDemoDataset
+    from grids_vla.policy.training import find_demo_files
+
+    ds = LiberoDemoDataset(find_demo_files(data_dir), chunk=4)
+    from_files = [ds[i] for i in range(len(ds))]
+    assert ds.image_bytes() == sum(2 * n * SIZE * SIZE * 3 for n in ds.lengths.values())
+    ds.preload()
+    assert len(ds._images) == 2 * len(ds.lengths)
+    for i, item in enumerate(from_files):
+        again = ds[i]
+        assert again.keys() == item.keys()
+        for key, value in item.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(again[key], value, rtol=0, atol=0)
+            else:
+                assert again[key] == value
+
+    cfg = tiny(reducer="grids", instructions=())
+    common = dict(data=str(data_dir), steps=4, batch_size=8, lr=3e-3, warmup_steps=1, num_workers=1, save_every=4,
+                  log_every=2, seed=3)
+    log = io.StringIO()
+    loaded = train(TrainConfig(out=str(tmp_path / "yes"), preload="yes", **common), cfg, log=log)
+    assert "preloaded" in log.getvalue()
+    plain = train(TrainConfig(out=str(tmp_path / "no"), preload="no", **common), cfg)
+    assert loaded["losses"] == plain["losses"]
+    with pytest.raises(ValueError, match="preload must be one of"):
+        TrainConfig(data=str(data_dir), preload="always")
 
 
 def test_training_reduces_the_loss(data_dir, tmp_path) -> None:

@@ -35,6 +35,7 @@ _HELP = {
     "min_lr_ratio": "final learning rate as a fraction of --lr",
     "grad_clip": "clip the global gradient norm to this (0: off)",
     "num_workers": "data-loading worker processes (each opens the HDF5 files once)",
+    "preload": "decode the demo images into memory first: auto (when they take <= 1/4 of available memory), yes, no",
     "log_every": "print progress (loss, lr, samples/s) every N steps; metrics.csv gets every step",
     "shift": "augmentation: random shift of up to this many pixels",
     "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",

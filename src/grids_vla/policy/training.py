@@ -39,6 +39,9 @@ METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 # Fields that shape the optimisation; a resume that changes one of them would not continue the same run.
 RUN_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed",
               "shift", "color_jitter")
+# "auto" decodes the images into memory when they take at most this share of the memory available.
+PRELOAD_MODES = ("auto", "yes", "no")
+PRELOAD_AUTO_SHARE = 0.25
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     num_workers: int = 2
+    preload: str = "auto"
     save_every: int = 500
     log_every: int = 10
     shift: int = 4
@@ -73,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
+        if self.preload not in PRELOAD_MODES:
+            raise ValueError(f"preload must be one of {PRELOAD_MODES}, got {self.preload!r}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
         if self.tensorboard:
@@ -300,6 +306,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         state = None
         start = 0
     ds = LiberoDemoDataset(files, chunk=(model.config if state else model_cfg).chunk)
+    note = _maybe_preload(ds, cfg.preload)
+    if note and acc.is_main_process:
+        print(note, file=log, flush=True)
     probe = ds[0]
     if state is None:
         size = probe[model_cfg.cameras[0]].shape[-1] if model_cfg.cameras[0] in probe else None
@@ -416,6 +425,34 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         del batches
     return {"step": step, "loss": losses[-1] if losses else None, "losses": losses, "checkpoint": checkpoint,
             "out": out}
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``); ``None`` where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _maybe_preload(ds: Any, mode: str) -> str | None:
+    """Decode the demo images into memory (``yes``, or ``auto`` when they fit in a quarter of available memory);
+    returns what was done, for the log."""
+    if mode == "no":
+        return None
+    need = ds.image_bytes()
+    if mode == "auto":
+        avail = _available_memory()
+        if avail is None or need > PRELOAD_AUTO_SHARE * avail:
+            where = "unknown" if avail is None else f"{avail / 1e9:.1f} GB"
+            return (f"reading images from the files at every step: decoded they take {need / 1e9:.2f} GB, available "
+                    f"memory {where} (--preload yes loads them anyway)")
+    t0 = time.perf_counter()
+    ds.preload()
+    return f"preloaded {need / 1e9:.2f} GB of decoded images in {time.perf_counter() - t0:.0f} s"
 
 
 def _aug_seed(seed: int, step: int, rank: int) -> int:

@@ -128,7 +128,9 @@ def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None
                 obs = d.create_group("obs")
                 for key in CAMERA_KEYS.values():
                     if key in o:
-                        obs.create_dataset(key, data=o[key][()], compression="gzip", compression_opts=4)
+                        frames = o[key][()]  # one frame per chunk: a training read decompresses only its frame
+                        obs.create_dataset(key, data=frames, compression="gzip", compression_opts=4,
+                                           chunks=(1, *frames.shape[1:]))
                 ee_pos, quat = o["ee_pos"][()], o["ee_quat"][()]
                 ee_ori = quat_to_axis_angle(quat)
                 obs.create_dataset("ee_pos", data=ee_pos)
@@ -369,7 +371,9 @@ class LiberoDemoDataset:
     Each item is one time step: ``{"agentview", "eye_in_hand"}`` uint8 tensors (3, H, W) upright, ``state`` (8,) =
     ee_pos + ee_ori + gripper_states, ``action`` (chunk, 7) (padded by repeating the last action), and ``instruction``.
     Files are opened lazily once per process (so each DataLoader worker gets its own handle; h5py handles must not be
-    shared across fork).
+    shared across fork). :meth:`preload` decodes every image once into memory; reading frames one at a time from
+    gzip chunks that span many frames (how LIBERO-style files are often chunked) otherwise decompresses a whole chunk
+    per frame.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], chunk: int = 1) -> None:
@@ -395,9 +399,39 @@ class LiberoDemoDataset:
                     self.index.extend((fi, di, t) for t in range(n))
         self._handles: dict[int, Any] = {}
         self._pid = -1
+        self._images: dict[tuple[int, int, str], np.ndarray] = {}  # (file, demo, obs key) -> frames, once preloaded
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def image_bytes(self) -> int:
+        """Bytes the decoded camera images take (what :meth:`preload` would hold), read from the dataset shapes."""
+        import h5py
+
+        total = 0
+        for fi, p in enumerate(self.paths):
+            with h5py.File(p, "r") as f:
+                for (file, di), _ in self.lengths.items():
+                    if file == fi:
+                        o = f["data"][f"demo_{di}"]["obs"]
+                        total += sum(o[key].size * o[key].dtype.itemsize for key in CAMERA_KEYS.values() if key in o)
+        return total
+
+    def preload(self) -> None:
+        """Decode every camera image into memory (whole demos at once, each chunk decompressed once).
+
+        Call it before the DataLoader starts its workers: forked workers share the arrays instead of each decoding
+        the files again."""
+        for fi, di in self.lengths:
+            o = self._file(fi)["data"][f"demo_{di}"]["obs"]
+            for key in CAMERA_KEYS.values():
+                if key in o:
+                    self._images[(fi, di, key)] = o[key][()]
+        self._handles = {}  # no open handle crosses a fork
+
+    def _frame(self, fi: int, di: int, key: str, t: int, obs: Any) -> np.ndarray:
+        frames = self._images.get((fi, di, key))
+        return frames[t] if frames is not None else obs[key][t]
 
     def _file(self, fi: int) -> Any:
         import h5py
@@ -416,9 +450,9 @@ class LiberoDemoDataset:
         o = d["obs"]
         n = self.lengths[(fi, di)]
         item: dict[str, Any] = {}
-        for key, name in (("agentview_rgb", "agentview"), ("eye_in_hand_rgb", "eye_in_hand")):
+        for name, key in CAMERA_KEYS.items():
             if key in o:
-                img = np.ascontiguousarray(o[key][t][::-1, ::-1])
+                img = np.ascontiguousarray(self._frame(fi, di, key, t, o)[::-1, ::-1])
                 item[name] = torch.from_numpy(img).permute(2, 0, 1)
         state = np.concatenate([o["ee_pos"][t], o["ee_ori"][t], o["gripper_states"][t]]).astype(np.float32)
         item["state"] = torch.from_numpy(state)
