@@ -94,6 +94,30 @@ def test_video_of_the_first_episode_reads_back(checkpoint: Path, tmp_path: Path)
     assert max(f.max() for f in frames) > 200  # the white sampling-point rings survive the encoding
 
 
+def test_worker_processes_play_the_same_episodes(checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg", reason="video extra not installed: pip install 'grids-vla[video]'")
+    seq = _eval(checkpoint, tmp_path / "seq", "--episodes-per-task", "3")
+    out = tmp_path / "par"
+    par = _eval(checkpoint, out, "--episodes-per-task", "3", "--workers", "2", "--video", "1")
+    assert par["complete"] and par["run"]["workers"] == 2 and par["overall"]["episodes"] == 3
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["episode"] for r in records) == [0, 1, 2]
+    by_ep = {r["episode"]: r for r in records}
+    assert by_ep[0]["visuals"] == ["videos/task00_ep000.png", "videos/task00_ep000.mp4"]  # written by a worker
+    assert (out / "videos" / "task00_ep000.mp4").stat().st_size > 0
+    assert "visuals" not in by_ep[1] and "visuals" not in by_ep[2]
+    seq_eps = {json.loads(line)["episode"]: json.loads(line)
+               for line in (tmp_path / "seq" / "episodes.jsonl").read_text().splitlines()}
+    for i in range(3):
+        assert (by_ep[i]["success"], by_ep[i]["steps"]) == (seq_eps[i]["success"], seq_eps[i]["steps"])
+        assert len(by_ep[i]["latencies_ms"]) == len(seq_eps[i]["latencies_ms"])
+    assert "2 worker processes" in (out / "results.md").read_text()
+    assert seq["overall"]["successes"] == par["overall"]["successes"]
+    # resuming with another number of workers reuses the finished episodes
+    again = _eval(checkpoint, out, "--episodes-per-task", "3", "--workers", "1", "--video", "1")
+    assert again["latency_ms"] == par["latency_ms"]
+
+
 def test_video_without_imageio_is_a_clear_error(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     import sys
 

@@ -59,7 +59,8 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
     run = Path(args.out) / "runs" / f"{variant}_s{seed}"
     return evaluate(EvalConfig(checkpoint=str(run), suite=args.suite, episodes_per_task=args.episodes_per_task,
                                tasks=tuple(args.tasks) if args.tasks else None, threads=args.threads,
-                               max_steps=args.max_steps, out=str(run / "eval"), video=args.video))
+                               max_steps=args.max_steps, out=str(run / "eval"), video=args.video,
+                               workers=args.eval_workers))
 
 
 def _train_speed(metrics: Path, batch_size: int, skip: int = 20) -> float | None:
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: LIBERO's)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (training; each evaluation worker)")
+    p.add_argument("--eval-workers", type=int, default=1,
+                   help="evaluation processes in parallel (latency is then measured beside the other simulators)")
     p.add_argument("--video", type=int, default=0, help="MP4s of the first N episodes of each evaluation")
     p.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all")
     p.add_argument("--out", default="runs/success")

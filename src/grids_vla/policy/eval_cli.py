@@ -27,6 +27,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="actions of each predicted chunk executed before re-planning (default: the whole chunk)")
     p.add_argument("--settle-steps", type=int, default=10, help="no-op steps at the start of an episode (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads during evaluation (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes playing episodes in parallel, each with its own simulator and --threads threads "
+                   "(default 1; more fill the cores the single-threaded simulator leaves idle, but the reported "
+                   "latency is then measured beside the other simulators)")
     p.add_argument("--out", default="outputs/eval", help="output folder (default: outputs/eval)")
     p.add_argument("--video", type=int, nargs="?", const=-1, default=0, metavar="N",
                    help="for the first N episodes of the run (bare --video: all), an MP4 of every control step with "
@@ -41,8 +45,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(checkpoint=args.checkpoint, suite=args.suite, episodes_per_task=args.episodes_per_task,
                      tasks=args.tasks, perturbation=args.perturbation, max_steps=args.max_steps, execute=args.execute,
-                     settle_steps=args.settle_steps, threads=args.threads, out=args.out, video=args.video,
-                     fresh=args.fresh)
+                     settle_steps=args.settle_steps, threads=args.threads, workers=args.workers, out=args.out,
+                     video=args.video, fresh=args.fresh)
     res = evaluate(cfg)
     o, lat = res["overall"], res["latency_ms"]
     print(f"success {o['successes']}/{o['episodes']} (95 % CI {o['ci95'][0]:.2f}-{o['ci95'][1]:.2f}), mean length "

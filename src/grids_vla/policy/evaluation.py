@@ -8,10 +8,12 @@ rendered at the policy's ``image_size`` (MSAA off, as in data generation) and th
 the data writer's conversion) + gripper_states``; the policy itself normalises both.
 
 Every finished episode is appended to ``episodes.jsonl`` in the output folder, so a killed run resumes where it
-stopped; ``results.json`` and ``results.md`` are rewritten (atomically) after every episode. ``video=N`` records the
-first ``N`` episodes of the run (tasks in the given order, then episodes) as an MP4 of every control step, both
-cameras side by side with the reducer's sampling points drawn on them, plus a PNG contact sheet (needs ``imageio``
-and ``imageio-ffmpeg``: the ``[video]`` extra).
+stopped; ``results.json`` and ``results.md`` are rewritten (atomically) after every episode. ``workers=N`` plays
+episodes in N processes (one simulator each, ``threads`` torch threads each); the outcome of an episode does not
+depend on which process plays it, but the policy latency is then measured beside the other simulators.
+``video=N`` records the first ``N`` episodes of the run (tasks in the given order, then episodes) as an MP4 of every
+control step, both cameras side by side with the reducer's sampling points drawn on them, plus a PNG contact sheet
+(needs ``imageio`` and ``imageio-ffmpeg``: the ``[video]`` extra).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class EvalConfig:
     execute: int | None = None
     settle_steps: int = 10
     threads: int = 1
+    workers: int = 1
     out: str = "outputs/eval"
     video: int = 0
     fresh: bool = False
@@ -71,7 +74,7 @@ class EvalConfig:
             raise ValueError(f"video must be a number of episodes (0: none, -1: all), got {self.video!r}")
         if self.video:
             _imageio()  # fail now, not after the first episode
-        for name in ("episodes_per_task", "threads", "video_frames"):
+        for name in ("episodes_per_task", "threads", "workers", "video_frames"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -307,7 +310,9 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"- mean episode length: {_fmt(o['mean_episode_length'])} steps (successes only: "
         f"{_fmt(o['mean_success_length'])})",
         f"- policy latency per call, batch 1, {lat['threads']} thread(s): median {_fmt(lat['median'], '.2f')} ms "
-        f"over {lat['calls']} calls", "",
+        f"over {lat['calls']} calls"
+        + (f" ({run['workers']} worker processes, so measured beside the other simulators)"
+           if run.get("workers", 1) > 1 else ""), "",
         "| task | instruction | success | 95 % CI | mean length |", "|---:|---|---:|---:|---:|",
     ]
     for t in res["tasks"].values():
@@ -427,14 +432,78 @@ def _save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPoli
 # ------------------------------------------------------------------------------------------------------------- main
 
 
+class _EpisodeRunner:
+    """Plays episodes of one evaluation, keeping the current task's environment open between them."""
+
+    @dataclass(frozen=True)
+    class Setup:
+        checkpoint: str
+        suite: str
+        perturbation: str | None
+        instructions: dict[str, str]
+        max_steps: int
+        execute: int
+        settle_steps: int
+        out: str
+        video_frames: int
+
+    def __init__(self, setup: Setup, policy: GridSVLAPolicy) -> None:
+        self.setup, self.policy = setup, policy
+        self.env: Any = None
+        self.task: int | None = None
+
+    def _env_for(self, t: int) -> Any:
+        from ..envs.libero.env import make_env
+
+        if self.task != t:
+            self.close()
+            s, mcfg = self.setup, self.policy.config
+            _, perturbations = parse_perturbation(s.perturbation, s.suite)
+            self.env = make_env(s.suite, t, image_size=mcfg.image_size, cameras=mcfg.cameras, msaa=False,
+                                perturbations=perturbations)
+            self.task = t
+            if self.env.instruction != s.instructions[str(t)]:
+                raise RuntimeError(f"{s.suite} task {t}: env instruction {self.env.instruction!r} differs from its "
+                                   f"BDDL file's {s.instructions[str(t)]!r}")
+        return self.env
+
+    def play(self, t: int, i: int, record: bool) -> dict[str, Any]:
+        """Episode ``i`` of task ``t`` (official init state ``i``) as an ``episodes.jsonl`` record."""
+        s = self.setup
+        ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record)
+        rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
+               "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
+        if record:
+            rec["visuals"] = _save_visuals(Path(s.out), f"task{t:02d}_ep{i:03d}", ep, self.policy, s.video_frames,
+                                           VIDEO_FPS)
+        return rec
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+        self.env, self.task = None, None
+
+
+_WORKER: dict[str, _EpisodeRunner] = {}  # the runner of an evaluation worker process
+
+
+def _worker_init(setup: _EpisodeRunner.Setup, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["runner"] = _EpisodeRunner(setup, GridSVLAPolicy.from_pretrained(setup.checkpoint).eval())
+
+
+def _worker_play(t: int, i: int, record: bool) -> dict[str, Any]:
+    return _WORKER["runner"].play(t, i, record)
+
+
 def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the results dict also written to ``<out>/results.json``."""
-    from ..envs.libero.env import get_suite, make_env
+    from ..envs.libero.env import get_suite
 
     log = sys.stderr if log is None else log
     ckpt = resolve_checkpoint(cfg.checkpoint)
     mcfg = load_config(ckpt)
-    suite, perturbations = parse_perturbation(cfg.perturbation, cfg.suite)
+    suite, _ = parse_perturbation(cfg.perturbation, cfg.suite)  # fails early on a bad spec
     bench = get_suite(suite)
     n_tasks = bench.get_num_tasks()
     tasks = list(cfg.tasks) if cfg.tasks is not None else list(range(n_tasks))
@@ -460,7 +529,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
            "perturbation": cfg.perturbation, "tasks": tasks, "instructions": instructions,
            "episodes_per_task": cfg.episodes_per_task, "max_steps": max_steps, "execute": execute,
            "chunk": mcfg.chunk, "settle_steps": cfg.settle_steps, "threads": cfg.threads, "image_size": mcfg.image_size,
-           "reducer": mcfg.reducer, "k": mcfg.k, "cameras": list(mcfg.cameras), "msaa": False}
+           "reducer": mcfg.reducer, "k": mcfg.k, "cameras": list(mcfg.cameras), "msaa": False,
+           "workers": cfg.workers}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ep_path = out / EPISODES_NAME
@@ -468,7 +538,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     episodes: list[dict[str, Any]] = []
     if not cfg.fresh and ep_path.is_file() and run_path.is_file():
         old = json.loads(run_path.read_text())
-        same = {k: v for k, v in run.items() if k not in ("tasks", "instructions", "episodes_per_task")}
+        same = {k: v for k, v in run.items() if k not in ("tasks", "instructions", "episodes_per_task", "workers")}
         changed = {k: (old.get(k), v) for k, v in same.items() if old.get(k) != v}
         if changed:
             raise ValueError(f"{out} holds an evaluation with other settings {changed} (earlier vs now); use another "
@@ -482,38 +552,42 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     done = {(e["task_id"], e["episode"]) for e in episodes}
     n_video = len(tasks) * cfg.episodes_per_task if cfg.video == -1 else cfg.video
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    jobs = [(t, i, tasks.index(t) * cfg.episodes_per_task + i < n_video)  # video: the run's first N episodes
+            for t in tasks for i in range(cfg.episodes_per_task) if (t, i) not in done]
+    setup = _EpisodeRunner.Setup(str(ckpt), suite, cfg.perturbation, instructions, max_steps, execute,
+                                 cfg.settle_steps, str(out), cfg.video_frames)
     t_start = time.perf_counter()
-    try:
-        for t in tasks:
-            todo = [i for i in range(cfg.episodes_per_task) if (t, i) not in done]
-            if not todo:
-                continue
-            env = make_env(suite, t, image_size=mcfg.image_size, cameras=mcfg.cameras, msaa=False,
-                           perturbations=perturbations)
+
+    def finished(rec: dict[str, Any]) -> None:
+        _append_episode(ep_path, rec)
+        episodes.append(rec)
+        o = _write_results(out, run, episodes)["overall"]
+        print(f"[{suite} task {rec['task_id']} ep {rec['episode']}] {'success' if rec['success'] else 'fail'} in "
+              f"{rec['steps']} steps | overall {o['successes']}/{o['episodes']} | "
+              f"{time.perf_counter() - t_start:.0f} s", file=log, flush=True)
+
+    if cfg.workers == 1 or len(jobs) < 2:
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        runner = _EpisodeRunner(setup, policy)
+        try:
+            for job in jobs:
+                finished(runner.play(*job))
+        finally:
+            runner.close()
+            torch.set_num_threads(old_threads)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(setup, cfg.threads)) as pool:
+            futures = [pool.submit(_worker_play, *job) for job in jobs]  # FIFO: workers take them in task order
             try:
-                if env.instruction != instructions[str(t)]:
-                    raise RuntimeError(f"{suite} task {t}: env instruction {env.instruction!r} differs from its BDDL "
-                                       f"file's {instructions[str(t)]!r}")
-                for i in todo:
-                    record = tasks.index(t) * cfg.episodes_per_task + i < n_video  # the run's first N episodes
-                    ep = run_episode(env, policy, i, max_steps, execute, cfg.settle_steps, record=record)
-                    rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
-                           "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
-                    if record:
-                        rec["visuals"] = _save_visuals(out, f"task{t:02d}_ep{i:03d}", ep, policy,
-                                                       cfg.video_frames, VIDEO_FPS)
-                    _append_episode(ep_path, rec)
-                    episodes.append(rec)
-                    res = _write_results(out, run, episodes)
-                    o = res["overall"]
-                    print(f"[{suite} task {t} ep {i}] {'success' if ep['success'] else 'fail'} in {ep['steps']} "
-                          f"steps | overall {o['successes']}/{o['episodes']} | "
-                          f"{time.perf_counter() - t_start:.0f} s", file=log, flush=True)
-            finally:
-                env.close()
-    finally:
-        torch.set_num_threads(old_threads)
+                for fut in as_completed(futures):
+                    finished(fut.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop handing out episodes; let running ones end
+                raise
     return _write_results(out, run, episodes)
 
