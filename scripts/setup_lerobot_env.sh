@@ -16,7 +16,7 @@ TORCH="${TORCH_VERSION:-2.13.0}"
 TORCHVISION="${TORCHVISION_VERSION:-0.28.0}"
 TORCHCODEC="${TORCHCODEC_VERSION:-0.13.0}"
 LEROBOT="${LEROBOT_VERSION:-0.4.4}"
-EXTRAS="${GRIDS_EXTRAS:-train}"
+EXTRAS="${GRIDS_EXTRAS:-train,libero}"  # libero: LeRobot's LIBERO env for lerobot-eval
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"

@@ -3,6 +3,7 @@
 # and the plugin's tests in it. Offline apart from the package index; ~4-6 min from scratch on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/ensure_egl.sh
 bash scripts/setup_lerobot_env.sh
 VENV="$(cd "${LEROBOT_VENV:-.venv-lerobot}" && pwd)"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 WANDB_MODE=disabled GRIDS_NO_SKIP=1
