@@ -14,7 +14,14 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
 
-from grids_vla.envs.libero.data import attempt_seed, generate, physics_env, read_demo, write_summary  # noqa: E402
+from grids_vla.envs.libero.data import (  # noqa: E402
+    _generate_one_task,
+    attempt_seed,
+    generate,
+    physics_env,
+    read_demo,
+    write_summary,
+)
 from grids_vla.envs.libero.env import make_env  # noqa: E402
 from grids_vla.envs.libero.expert import rollout  # noqa: E402
 
@@ -84,3 +91,11 @@ def test_training_resets_put_objects_on_their_fixture() -> None:
             assert bowl.lo[2] > stove.lo[2] + 0.01  # resting on it, not on the table or the floor
     finally:
         env.close()
+
+
+def test_a_worker_whose_parent_died_stops_before_its_next_attempt(tmp_path) -> None:
+    kwargs = {"suite": "libero_object", "demos_per_task": 1, "out": str(tmp_path), "image_size": 64, "seed": 0,
+              "max_attempts": 2, "max_steps": None, "msaa": False, "task_ids": [0]}
+    with pytest.raises(SystemExit, match="parent process is gone"):
+        _generate_one_task(kwargs, parent_pid=os.getppid() + 1)  # not this process's parent: as after a kill
+    assert not list(tmp_path.rglob("*.hdf5"))

@@ -197,7 +197,8 @@ def generate(
 
         # spawn, not fork: a forked child would inherit the parent's MuJoCo / EGL state
         with ProcessPoolExecutor(min(workers, len(task_ids)), mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_generate_one_task, [dict(kwargs, task_ids=[t]) for t in task_ids]))
+            jobs = [dict(kwargs, task_ids=[t]) for t in task_ids]
+            parts = list(pool.map(_generate_one_task, jobs, [os.getpid()] * len(jobs)))
         summary = {"suite": suite, "tasks": {}, "seed": seed, "image_size": image_size,
                    "new_demos": sum(p["new_demos"] for p in parts)}
         for p in parts:
@@ -243,9 +244,10 @@ def physics_env(suite: str, task_id: int) -> Any:
     return make_env(suite, task_id, render=False, hard_reset=True)
 
 
-def _generate_one_task(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Worker-process entry point (module level so ``spawn`` can import it); logs to the worker's stderr."""
-    return _generate_tasks(log=sys.stderr, **kwargs)
+def _generate_one_task(kwargs: dict[str, Any], parent_pid: int | None = None) -> dict[str, Any]:
+    """Worker-process entry point (module level so ``spawn`` can import it); logs to the worker's stderr and stops
+    before its next attempt once ``parent_pid`` is no longer its parent (the parent was killed)."""
+    return _generate_tasks(log=sys.stderr, parent_pid=parent_pid, **kwargs)
 
 
 def _generate_tasks(
@@ -259,6 +261,7 @@ def _generate_tasks(
     max_steps: int | None,
     msaa: bool,
     log: Any,
+    parent_pid: int | None = None,
 ) -> dict[str, Any]:
     """The sequential generator behind :func:`generate` (checked arguments; writes no summary file)."""
     from .expert import rollout, unsupported_goals
@@ -302,6 +305,8 @@ def _generate_tasks(
         t0 = time.time()
         attempt = next_attempt
         while len(shards) < demos_per_task and attempt < max_attempts:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                raise SystemExit(f"{suite} task {t}: the parent process is gone; stopping (finished demos are kept)")
             s_seed = attempt_seed(seed, suite, t, attempt)
             phys.seed(s_seed)
             phys.reset()
