@@ -58,7 +58,7 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
 def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
     run = Path(args.out) / "runs" / f"{variant}_s{seed}"
     return evaluate(EvalConfig(checkpoint=str(run), suite=args.suite, episodes_per_task=args.episodes_per_task,
-                               tasks=tuple(args.tasks) if args.tasks else None, threads=args.threads,
+                               tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
                                max_steps=args.max_steps, out=str(run / "eval"), video=args.video,
                                workers=args.eval_workers))
 
@@ -96,7 +96,8 @@ def report(args: argparse.Namespace) -> dict:
         f"# {args.suite}: success of {', '.join(rows) or 'nothing yet'}",
         "",
         f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, seeds {args.seeds}, {args.episodes_per_task} "
-        f"episodes per task from the official init states; data `{args.data}`; eval threads {args.threads}; "
+        f"episodes per task from the official init states; data `{args.data}`; eval {args.eval_workers} "
+        f"process(es) x {args.eval_threads} thread(s); "
         f"{platform.machine()} CPU ({os.cpu_count()} cores), {date.today()}.",
         "",
         "| variant | success (pooled) | 95 % CI | per seed | train samples/s | latency ms (b=1) | complete |",
@@ -159,10 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (training; each evaluation worker)")
     p.add_argument("--eval-workers", type=int, default=1,
                    help="evaluation processes in parallel (latency is then measured beside the other simulators)")
+    p.add_argument("--eval-threads", type=int, default=None,
+                   help="torch threads per evaluation process (default: --threads divided among --eval-workers)")
     p.add_argument("--video", type=int, default=0, help="MP4s of the first N episodes of each evaluation")
     p.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all")
     p.add_argument("--out", default="runs/success")
     args = p.parse_args(argv)
+    if args.eval_threads is None:
+        args.eval_threads = max(1, args.threads // args.eval_workers)
     torch.set_num_threads(args.threads)
     for seed in args.seeds:  # seed-major, so a run stopped half-way has every variant on the first seed
         for variant in args.variants:

@@ -566,6 +566,11 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
               f"{rec['steps']} steps | overall {o['successes']}/{o['episodes']} | "
               f"{time.perf_counter() - t_start:.0f} s", file=log, flush=True)
 
+    cpus = os.cpu_count() or 1
+    if cfg.workers > 1 and cfg.workers * cfg.threads > cpus:
+        print(f"warning: {cfg.workers} workers x {cfg.threads} torch threads > {cpus} CPUs: the policy's threads "
+              f"compete with the simulators (slower episodes, inflated latency); --threads "
+              f"{max(1, cpus // cfg.workers)} fits", file=log, flush=True)
     if cfg.workers == 1 or len(jobs) < 2:
         old_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
