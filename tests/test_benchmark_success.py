@@ -40,3 +40,15 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path) -> Non
     bench.main(args)  # a finished run is neither retrained nor re-evaluated
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == stamp
     assert "| grids-16 |" in (tmp_path / "out" / "success.md").read_text()
+
+
+def test_train_speed_leaves_out_the_restart_of_a_resumed_run(tmp_path) -> None:
+    bench = _load()
+    rows = ["step,loss,lr,grad_norm,samples_per_s,elapsed_s"]
+    rows += [f"{s},0.5,1e-4,1.0,10,{s * 2.0}" for s in range(1, 31)]  # 2 s per step
+    rows += [f"{s},0.5,1e-4,1.0,10,{(s - 30) * 1.0}" for s in range(31, 61)]  # resumed: the clock restarts, 1 s/step
+    path = tmp_path / "metrics.csv"
+    path.write_text("\n".join(rows) + "\n")
+    # skip=5: steps 7-30 at 2 s (24 of them) and 37-60 at 1 s (24): 48 steps x 4 samples in 72 s
+    assert bench._train_speed(path, batch_size=4, skip=5) == pytest.approx(48 * 4 / 72)
+    assert bench._train_speed(tmp_path / "missing.csv", batch_size=4) is None

@@ -64,11 +64,16 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
 
 
 def _train_speed(metrics: Path, batch_size: int, skip: int = 20) -> float | None:
+    """Samples/s over the logged steps, leaving out the first ``skip`` steps after each (re)start: ``elapsed_s``
+    restarts from 0 when a run resumes."""
     rows = list(csv.DictReader(open(metrics))) if metrics.is_file() else []
-    if len(rows) <= skip + 1:
-        return None
-    return (len(rows) - 1 - skip) * batch_size / max(float(rows[-1]["elapsed_s"]) - float(rows[skip]["elapsed_s"]),
-                                                     1e-9)
+    steps, seconds, since_start = 0, 0.0, 0
+    for prev, row in zip(rows, rows[1:]):
+        dt = float(row["elapsed_s"]) - float(prev["elapsed_s"])
+        since_start = since_start + 1 if dt > 0 else 0
+        if since_start > skip:
+            steps, seconds = steps + 1, seconds + dt
+    return steps * batch_size / seconds if steps else None
 
 
 def report(args: argparse.Namespace) -> dict:
