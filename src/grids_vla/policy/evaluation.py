@@ -523,8 +523,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
                              f"of {suite} task {t}")
     max_steps = cfg.max_steps or default_max_steps(suite)
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
+    # Loaded here even when workers load their own copies: a bad checkpoint fails now, with its own error.
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
-
     run = {"checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME), "suite": suite,
            "perturbation": cfg.perturbation, "tasks": tasks, "instructions": instructions,
            "episodes_per_task": cfg.episodes_per_task, "max_steps": max_steps, "execute": execute,
