@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,22 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path) -> Non
     bench.main(args)  # a finished run is neither retrained nor re-evaluated
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == stamp
     assert "| grids-16 |" in (tmp_path / "out" / "success.md").read_text()
+
+    # --archive keeps the small result files; with the run folders gone, the report is rebuilt from them alone
+    archive = tmp_path / "archive"
+    bench.main([*args, "--archive", str(archive)])
+    assert sorted(p.name for p in (archive / "grids-16_s0").iterdir()) == [
+        "episodes.jsonl", "metrics.csv", "results.json", "results.md", "train_config.json"]
+    shutil.rmtree(tmp_path / "out" / "runs")
+    bench.main([*args, "--archive", str(archive)])
+    assert not (tmp_path / "out" / "runs").exists()  # nothing retrained or re-evaluated
+    again = json.loads((tmp_path / "out" / "success.json").read_text())["variants"]
+    assert {v: r["successes"] for v, r in again.items()} == {v: r["successes"] for v, r in res.items()}
+    assert again["dense"]["seeds"]["0"]["source"] == str(archive / "dense_s0")
+    # an archived run with other settings is refused, naming the difference
+    with pytest.raises(SystemExit, match="steps: archived 2, asked 3"):
+        bench.main([*args[:-2], "--steps", "3", "--phase", "report", "--out", str(tmp_path / "out"),
+                    "--archive", str(archive)])
 
 
 def test_train_speed_leaves_out_the_restart_of_a_resumed_run(tmp_path) -> None:

@@ -6,6 +6,11 @@ be re-run until it is complete. ``--phase train`` only trains (e.g. on a GPU mac
 simulator's assets), ``--phase eval`` only evaluates existing checkpoints, ``--phase report`` only writes
 ``OUT/success.md`` / ``success.json`` / ``success.png`` from what exists.
 
+``--archive DIR`` (e.g. ``benchmarks/libero/success``) keeps each finished run's evaluation, episode list, metrics
+and settings in ``DIR/<variant>_s<seed>/`` (small files, meant to be committed), and the report falls back to them for
+runs whose folder is gone: a comparison can be finished across machines or sessions that do not share ``OUT``. An
+archived run is only used when its settings are the ones asked for; otherwise the report stops with the difference.
+
     OMP_NUM_THREADS=2 python benchmarks/libero/success.py --data runs/libero/data/libero_object \\
         --suite libero_object --seeds 0 1 --steps 3000 --batch-size 32 --episodes-per-task 10 --out runs/success
 """
@@ -17,6 +22,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 from datetime import date
@@ -63,6 +69,69 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
                                workers=args.eval_workers))
 
 
+ARCHIVED = {"eval": ("results.json", "results.md", "episodes.jsonl"), "train": ("metrics.csv", "train_config.json")}
+# Settings an archived run must share with the command line to count in the same comparison.
+MATCH_TRAIN = ("steps", "batch_size", "lr", "warmup_steps", "seed")
+
+
+def archive_run(args: argparse.Namespace, variant: str, seed: int) -> Path | None:
+    """Copy a finished run's small result files to ``args.archive/<variant>_s<seed>/`` (each file atomically)."""
+    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    res = run / "eval" / "results.json"
+    if not args.archive or not res.is_file() or not json.loads(res.read_text())["complete"]:
+        return None
+    dest = Path(args.archive) / f"{variant}_s{seed}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder, names in (("eval", ARCHIVED["eval"]), ("", ARCHIVED["train"])):
+        for name in names:
+            src = run / folder / name
+            if src.is_file():
+                tmp = dest / f".{name}.tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest / name)
+    return dest
+
+
+def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: int) -> None:
+    """Refuse an archived run trained or evaluated with other settings than the ones asked for."""
+    res = json.loads((folder / "results.json").read_text())["run"]
+    cfg_path = folder / "train_config.json"
+    if not cfg_path.is_file():
+        raise SystemExit(f"archived run {folder} has no train_config.json: cannot check it matches the command line")
+    cfg = json.loads(cfg_path.read_text())
+    want = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
+            "seed": seed}
+    diff = {k: (cfg["train"].get(k), v) for k, v in want.items() if cfg["train"].get(k) != v}
+    model = dict(VARIANTS[variant])
+    diff |= {k: (cfg["model"].get(k), v) for k, v in model.items() if cfg["model"].get(k) != v}
+    if res["suite"] != args.suite:
+        diff["suite"] = (res["suite"], args.suite)
+    if res["episodes_per_task"] != args.episodes_per_task:
+        diff["episodes_per_task"] = (res["episodes_per_task"], args.episodes_per_task)
+    if diff:
+        shown = ", ".join(f"{k}: archived {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"archived run {folder} does not match this comparison ({shown}); "
+                         "use another --archive or the matching flags")
+
+
+def _run_files(args: argparse.Namespace, variant: str, seed: int) -> tuple[Path, Path] | None:
+    """``(results.json, metrics.csv)`` of a run: its own folder first, else the archive (checked)."""
+    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    if (run / "eval" / "results.json").is_file():
+        return run / "eval" / "results.json", run / "metrics.csv"
+    folder = Path(args.archive) / f"{variant}_s{seed}" if args.archive else None
+    if folder is not None and (folder / "results.json").is_file():
+        _check_archived(args, folder, variant, seed)
+        return folder / "results.json", folder / "metrics.csv"
+    return None
+
+
+def _archived_only(args: argparse.Namespace, variant: str, seed: int) -> bool:
+    """True when the run's folder holds no finished evaluation but the archive does (checked): nothing to redo."""
+    files = _run_files(args, variant, seed)
+    return files is not None and Path(args.out) not in files[0].parents and json.loads(files[0].read_text())["complete"]
+
+
 def _train_speed(metrics: Path, batch_size: int, skip: int = 20) -> float | None:
     """Samples/s over the logged steps, leaving out the first ``skip`` steps after each (re)start: ``elapsed_s``
     restarts from 0 when a run resumes."""
@@ -82,15 +151,16 @@ def report(args: argparse.Namespace) -> dict:
     for variant in args.variants:
         seeds = {}
         for seed in args.seeds:
-            run = Path(args.out) / "runs" / f"{variant}_s{seed}"
-            res_path = run / "eval" / "results.json"
-            if not res_path.is_file():
+            files = _run_files(args, variant, seed)
+            if files is None:
                 continue
+            res_path, metrics = files
             res = json.loads(res_path.read_text())
             seeds[seed] = {"successes": res["overall"]["successes"], "episodes": res["overall"]["episodes"],
                            "complete": res["complete"], "latency_ms": res["latency_ms"]["median"],
                            "tasks": {t: v["successes"] for t, v in res["tasks"].items()},
-                           "train_samples_per_s": _train_speed(run / "metrics.csv", args.batch_size)}
+                           "train_samples_per_s": _train_speed(metrics, args.batch_size),
+                           "source": str(res_path.parent)}
         if seeds:
             s = sum(v["successes"] for v in seeds.values())
             n = sum(v["episodes"] for v in seeds.values())
@@ -170,18 +240,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--video", type=int, default=0, help="MP4s of the first N episodes of each evaluation")
     p.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all")
     p.add_argument("--out", default="runs/success")
+    p.add_argument("--archive", default=None,
+                   help="folder for each finished run's small result files (e.g. benchmarks/libero/success); the "
+                        "report also reads runs from it whose folder under --out is gone")
     args = p.parse_args(argv)
     if args.eval_threads is None:
         args.eval_threads = max(1, args.threads // args.eval_workers)
     torch.set_num_threads(args.threads)
     for seed in args.seeds:  # seed-major, so a run stopped half-way has every variant on the first seed
         for variant in args.variants:
+            if _archived_only(args, variant, seed):
+                print(f"== {variant} seed {seed}: finished earlier, archived in {args.archive}", file=sys.stderr)
+                continue
             if args.phase in ("all", "train"):
                 print(f"== train {variant} seed {seed}", file=sys.stderr, flush=True)
                 train_run(args, variant, seed)
             if args.phase in ("all", "eval"):
                 print(f"== eval {variant} seed {seed}", file=sys.stderr, flush=True)
                 eval_run(args, variant, seed)
+                archive_run(args, variant, seed)
     report(args)
 
 
