@@ -1,4 +1,5 @@
-"""``benchmarks/libero/success.py`` end to end at a toy size: train two variants, evaluate, resume, report."""
+"""``benchmarks/libero/success.py`` end to end at a toy size (train two variants, evaluate, resume, archive, report)
+and ``benchmarks/libero/pipeline.py`` (training throughput through the real loop)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,26 @@ pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip ins
 
 from grids_vla.envs.libero.data import generate  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "libero" / "success.py"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "libero"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("success_bench", SCRIPT)
+def _load(name: str = "success"):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path) -> None:
-    generate("libero_object", 1, tmp_path / "data", image_size=32, seed=0, tasks=[0], max_attempts=3)
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demos")
+    generate("libero_object", 1, root, image_size=32, seed=0, tasks=[0], max_attempts=3)
+    return root / "libero_object"
+
+
+def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos) -> None:
     bench = _load()
-    args = ["--data", str(tmp_path / "data" / "libero_object"), "--tasks", "0", "--seeds", "0", "--steps", "2",
+    args = ["--data", str(demos), "--tasks", "0", "--seeds", "0", "--steps", "2",
             "--batch-size", "2", "--warmup-steps", "0", "--save-every", "1", "--num-workers", "0",
             "--episodes-per-task", "1", "--max-steps", "4", "--threads", "1", "--out", str(tmp_path / "out")]
     bench.main(args)
@@ -69,3 +76,16 @@ def test_train_speed_leaves_out_the_restart_of_a_resumed_run(tmp_path) -> None:
     # skip=5: steps 7-30 at 2 s (24 of them) and 37-60 at 1 s (24): 48 steps x 4 samples in 72 s
     assert bench._train_speed(path, batch_size=4, skip=5) == pytest.approx(48 * 4 / 72)
     assert bench._train_speed(tmp_path / "missing.csv", batch_size=4) is None
+
+
+def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_path, demos) -> None:
+    bench = _load("pipeline")
+    res = bench.main(["--data", str(demos), "--variants", "dense", "grids-16", "--steps", "5", "--skip", "1",
+                      "--rounds", "2", "--batch-size", "2", "--num-workers", "0", "--threads", "1",
+                      "--out", str(tmp_path)])
+    for v in ("dense", "grids-16"):
+        assert len(res["step_s"][v]) == 2 * 3 and all(t > 0 for t in res["step_s"][v])  # 2 rounds x (5 - 1 - 1)
+        assert len(res["round_samples_per_s"][v]) == 2
+    assert "| grids-16 |" in (tmp_path / "pipeline.md").read_text()
+    with pytest.raises(SystemExit, match="must exceed"):
+        bench.main(["--data", str(demos), "--steps", "2", "--skip", "1"])

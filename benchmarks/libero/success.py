@@ -32,7 +32,7 @@ import torch
 
 from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
 from grids_vla.policy.evaluation import EvalConfig, evaluate, wilson_interval
-from grids_vla.policy.training import TrainConfig, find_demo_files, latest_checkpoint, train
+from grids_vla.policy.training import TrainConfig, data_image_size, latest_checkpoint, train
 
 VARIANTS = {
     "dense": {"reducer": "dense"},
@@ -40,13 +40,6 @@ VARIANTS = {
     "grids-4": {"reducer": "grids", "k": 4},
     "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
 }
-
-
-def _image_size(data: str) -> int:
-    import h5py
-
-    with h5py.File(find_demo_files(data)[0], "r") as f:
-        return int(next(iter(f["data"].values()))["obs"]["agentview_rgb"].shape[1])
 
 
 def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
@@ -57,7 +50,7 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
     cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
                       save_every=args.save_every, log_every=50, resume="latest" if done is not None else None)
-    model = GridSVLAConfig(image_size=_image_size(args.data), **VARIANTS[variant])
+    model = GridSVLAConfig(image_size=data_image_size(args.data), **VARIANTS[variant])
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 
 

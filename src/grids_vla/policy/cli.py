@@ -93,7 +93,7 @@ def split_config(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def _run_train(args: argparse.Namespace) -> int:
     from .modeling_grids_vla import GridSVLAPolicy  # noqa: F401  (fail early on a broken install)
-    from .training import TrainConfig, find_demo_files, train
+    from .training import TrainConfig, data_image_size, train
 
     values: dict[str, Any] = {}
     if args.config:
@@ -122,17 +122,8 @@ def _run_train(args: argparse.Namespace) -> int:
                 model_cfg = dataclasses.replace(load_config(ckpt), **model_kw)
     else:
         if "image_size" not in model_kw and cfg.data:
-            model_kw["image_size"] = _data_image_size(find_demo_files(cfg.data)[0])
+            model_kw["image_size"] = data_image_size(cfg.data)
         model_cfg = GridSVLAConfig(**model_kw)
     result = train(cfg, model_cfg)
     print(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
     return 0
-
-
-def _data_image_size(path: Any) -> int:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        obs = f["data"]["demo_0"]["obs"]
-        key = "agentview_rgb" if "agentview_rgb" in obs else "eye_in_hand_rgb"
-        return int(obs[key].shape[1])

@@ -32,7 +32,7 @@ from torch import Tensor
 from .configuration_grids_vla import GridSVLAConfig
 from .modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 
-__all__ = ["TrainConfig", "train", "find_demo_files", "StepSampler", "augment", "latest_checkpoint"]
+__all__ = ["TrainConfig", "train", "find_demo_files", "data_image_size", "StepSampler", "augment", "latest_checkpoint"]
 
 STATE_NAME = "training_state.pt"
 METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
@@ -113,6 +113,16 @@ def find_demo_files(data: str | os.PathLike[str]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no *_demo.hdf5 files under {root} (make some with `grids-vla data libero`)")
     return files
+
+
+def data_image_size(data: str | os.PathLike[str]) -> int:
+    """Image side in px of the demos under ``data`` (the first file's first demo)."""
+    import h5py
+
+    with h5py.File(find_demo_files(data)[0], "r") as f:
+        obs = f["data"]["demo_0"]["obs"]
+        key = "agentview_rgb" if "agentview_rgb" in obs else "eye_in_hand_rgb"
+        return int(obs[key].shape[1])
 
 
 def dataset_statistics(files: list[Path]) -> dict[str, Tensor]:
