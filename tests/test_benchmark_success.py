@@ -53,17 +53,25 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     archive = tmp_path / "archive"
     bench.main([*args, "--archive", str(archive)])
     assert sorted(p.name for p in (archive / "grids-16_s0").iterdir()) == [
-        "episodes.jsonl", "metrics.csv", "results.json", "results.md", "train_config.json"]
+        "data.json", "episodes.jsonl", "metrics.csv", "results.json", "results.md", "train_config.json"]
+    fingerprint = json.loads((archive / "grids-16_s0" / "data.json").read_text())
+    assert fingerprint["demos"] == 1 and fingerprint == {"data": str(demos), **bench.data_fingerprint(str(demos))}
     shutil.rmtree(tmp_path / "out" / "runs")
     bench.main([*args, "--archive", str(archive)])
     assert not (tmp_path / "out" / "runs").exists()  # nothing retrained or re-evaluated
     again = json.loads((tmp_path / "out" / "success.json").read_text())["variants"]
     assert {v: r["successes"] for v, r in again.items()} == {v: r["successes"] for v, r in res.items()}
     assert again["dense"]["seeds"]["0"]["source"] == str(archive / "dense_s0")
-    # an archived run with other settings is refused, naming the difference
+    # an archived run with other settings, or trained on other demos, is refused, naming the difference
+    report = [*args, "--phase", "report", "--archive", str(archive)]
     with pytest.raises(SystemExit, match="steps: archived 2, asked 3"):
-        bench.main([*args[:-2], "--steps", "3", "--phase", "report", "--out", str(tmp_path / "out"),
-                    "--archive", str(archive)])
+        bench.main([*report, "--steps", "3"])
+    other = {**fingerprint, "frames": fingerprint["frames"] + 1, "actions_sha256": "0" * 64}
+    (archive / "dense_s0" / "data.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"data: archived '1 demos / \d+ frames'"):
+        bench.main(report)
+    with pytest.raises(SystemExit, match="2 different demo sets"):  # without the data, runs are compared to each other
+        bench.main([*report, "--data", str(tmp_path / "gone")])
 
 
 def test_train_speed_leaves_out_the_restart_of_a_resumed_run(tmp_path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -32,7 +33,8 @@ import torch
 
 from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
 from grids_vla.policy.evaluation import EvalConfig, evaluate, wilson_interval
-from grids_vla.policy.training import TrainConfig, data_image_size, latest_checkpoint, train
+from grids_vla.policy.modeling_grids_vla import atomic_write_text
+from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
 VARIANTS = {
     "dense": {"reducer": "dense"},
@@ -63,8 +65,28 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
 
 
 ARCHIVED = {"eval": ("results.json", "results.md", "episodes.jsonl"), "train": ("metrics.csv", "train_config.json")}
-# Settings an archived run must share with the command line to count in the same comparison.
-MATCH_TRAIN = ("steps", "batch_size", "lr", "warmup_steps", "seed")
+DATA_NAME = "data.json"
+
+
+def data_fingerprint(data: str) -> dict | None:
+    """Demos, frames and a SHA-256 of every demo's actions (files and demos in order) under ``data``; ``None`` when
+    there is no data there. Two generations of the "same" set can differ by a few frames (the simulator's warm start
+    is not part of its saved state), and runs trained on different sets must not be pooled."""
+    import h5py
+    import numpy as np
+
+    try:
+        files = find_demo_files(data)
+    except (FileNotFoundError, ValueError):
+        return None
+    digest, demos, frames = hashlib.sha256(), 0, 0
+    for path in files:
+        with h5py.File(path, "r") as f:
+            for name in sorted(f["data"], key=lambda n: int(n.split("_")[-1])):
+                actions = np.ascontiguousarray(f["data"][name]["actions"][()], dtype=np.float64)
+                digest.update(actions.tobytes())
+                demos, frames = demos + 1, frames + len(actions)
+    return {"demos": demos, "frames": frames, "actions_sha256": digest.hexdigest()}
 
 
 def archive_run(args: argparse.Namespace, variant: str, seed: int) -> Path | None:
@@ -73,8 +95,12 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int) -> Path | Non
     res = run / "eval" / "results.json"
     if not args.archive or not res.is_file() or not json.loads(res.read_text())["complete"]:
         return None
+    fingerprint = data_fingerprint(args.data)
+    if fingerprint is None:
+        raise SystemExit(f"cannot archive {run}: no demos under --data {args.data} to fingerprint")
     dest = Path(args.archive) / f"{variant}_s{seed}"
     dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint}, indent=2))
     for folder, names in (("eval", ARCHIVED["eval"]), ("", ARCHIVED["train"])):
         for name in names:
             src = run / folder / name
@@ -101,6 +127,13 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
         diff["suite"] = (res["suite"], args.suite)
     if res["episodes_per_task"] != args.episodes_per_task:
         diff["episodes_per_task"] = (res["episodes_per_task"], args.episodes_per_task)
+    if not (folder / DATA_NAME).is_file():
+        raise SystemExit(f"archived run {folder} has no {DATA_NAME}: cannot tell which demos it was trained on")
+    trained_on = json.loads((folder / DATA_NAME).read_text())
+    current = data_fingerprint(args.data)
+    if current is not None and trained_on["actions_sha256"] != current["actions_sha256"]:
+        diff["data"] = (f"{trained_on['demos']} demos / {trained_on['frames']} frames",
+                        f"{current['demos']} demos / {current['frames']} frames under {args.data}")
     if diff:
         shown = ", ".join(f"{k}: archived {a!r}, asked {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"archived run {folder} does not match this comparison ({shown}); "
@@ -160,6 +193,10 @@ def report(args: argparse.Namespace) -> dict:
             rows[variant] = {"seeds": seeds, "successes": s, "episodes": n, "rate": s / n if n else None,
                              "ci95": wilson_interval(s, n),
                              "complete": all(v["complete"] for v in seeds.values()) and len(seeds) == len(args.seeds)}
+    sets = {json.loads((Path(v["source"]) / DATA_NAME).read_text())["actions_sha256"]
+            for r in rows.values() for v in r["seeds"].values() if (Path(v["source"]) / DATA_NAME).is_file()}
+    if len(sets) > 1:
+        raise SystemExit(f"the archived runs were trained on {len(sets)} different demo sets; they cannot be pooled")
     lines = [
         f"# {args.suite}: success of {', '.join(rows) or 'nothing yet'}",
         "",
