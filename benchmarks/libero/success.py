@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ ARCHIVED = {"eval": ("results.json", "results.md", "episodes.jsonl"), "train": (
 DATA_NAME = "data.json"
 
 
+@functools.lru_cache(maxsize=8)
 def data_fingerprint(data: str) -> dict | None:
     """Demos, frames and a SHA-256 of every demo's actions (files and demos in order) under ``data``; ``None`` when
     there is no data there. Two generations of the "same" set can differ by a few frames (the simulator's warm start
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.phase in ("all", "eval"):
                 print(f"== eval {variant} seed {seed}", file=sys.stderr, flush=True)
                 eval_run(args, variant, seed)
-                archive_run(args, variant, seed)
+            archive_run(args, variant, seed)
     report(args)
 
 
