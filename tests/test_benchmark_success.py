@@ -54,6 +54,9 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     bench.main([*args, "--archive", str(archive)])
     assert sorted(p.name for p in (archive / "grids-16_s0").iterdir()) == [
         "data.json", "episodes.jsonl", "metrics.csv", "results.json", "results.md", "train_config.json"]
+    run = tmp_path / "out" / "runs" / "grids-16_s0"
+    for rel in bench.ARCHIVED:  # byte for byte (metrics.csv rows end in \r\n)
+        assert (archive / "grids-16_s0" / Path(rel).name).read_bytes() == (run / rel).read_bytes()
     fingerprint = json.loads((archive / "grids-16_s0" / "data.json").read_text())
     assert fingerprint["demos"] == 1 and fingerprint == {"data": str(demos), **bench.data_fingerprint(str(demos))}
     shutil.rmtree(tmp_path / "out" / "runs")

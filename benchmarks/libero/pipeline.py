@@ -38,8 +38,8 @@ VARIANTS = {
 
 def step_seconds(metrics: Path, skip: int) -> list[float]:
     """Wall seconds of each logged step after the first ``skip`` (``elapsed_s`` is cumulative)."""
-    rows = list(csv.DictReader(open(metrics)))
-    times = [float(r["elapsed_s"]) for r in rows]
+    with open(metrics) as f:
+        times = [float(r["elapsed_s"]) for r in csv.DictReader(f)]
     return [b - a for a, b in zip(times[skip:], times[skip + 1 :])]
 
 

@@ -9,7 +9,8 @@ simulator's assets), ``--phase eval`` only evaluates existing checkpoints, ``--p
 ``--archive DIR`` (e.g. ``benchmarks/libero/success``) keeps each finished run's evaluation, episode list, metrics
 and settings in ``DIR/<variant>_s<seed>/`` (small files, meant to be committed), and the report falls back to them for
 runs whose folder is gone: a comparison can be finished across machines or sessions that do not share ``OUT``. An
-archived run is only used when its settings are the ones asked for; otherwise the report stops with the difference.
+archived run is only used when its settings are the ones asked for and it was trained on the same demos (its
+``data.json`` fingerprint); otherwise the script stops with the difference.
 
     OMP_NUM_THREADS=2 python benchmarks/libero/success.py --data runs/libero/data/libero_object \\
         --suite libero_object --seeds 0 1 --steps 3000 --batch-size 32 --episodes-per-task 10 --out runs/success
@@ -24,7 +25,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 from datetime import date
@@ -65,15 +65,16 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
                                workers=args.eval_workers))
 
 
-ARCHIVED = {"eval": ("results.json", "results.md", "episodes.jsonl"), "train": ("metrics.csv", "train_config.json")}
+# A run's small result files, relative to its folder; archived side by side under their file names.
+ARCHIVED = ("eval/results.json", "eval/results.md", "eval/episodes.jsonl", "metrics.csv", "train_config.json")
 DATA_NAME = "data.json"
 
 
 @functools.lru_cache(maxsize=8)
 def data_fingerprint(data: str) -> dict | None:
     """Demos, frames and a SHA-256 of every demo's actions (files and demos in order) under ``data``; ``None`` when
-    there is no data there. Two generations of the "same" set can differ by a few frames (the simulator's warm start
-    is not part of its saved state), and runs trained on different sets must not be pooled."""
+    there is no data there. Two generations of the "same" set can differ by a few frames (seen on 2026-12-01), and
+    runs trained on different sets must not be pooled."""
     import h5py
     import numpy as np
 
@@ -103,13 +104,10 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int) -> Path | Non
     dest = Path(args.archive) / f"{variant}_s{seed}"
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint}, indent=2))
-    for folder, names in (("eval", ARCHIVED["eval"]), ("", ARCHIVED["train"])):
-        for name in names:
-            src = run / folder / name
-            if src.is_file():
-                tmp = dest / f".{name}.tmp"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest / name)
+    for rel in ARCHIVED:
+        if (run / rel).is_file():
+            with open(run / rel, newline="") as f:  # byte for byte: csv rows end in \r\n
+                atomic_write_text(dest / Path(rel).name, f.read())
     return dest
 
 
