@@ -59,6 +59,10 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
         assert (archive / "grids-16_s0" / Path(rel).name).read_bytes() == (run / rel).read_bytes()
     fingerprint = json.loads((archive / "grids-16_s0" / "data.json").read_text())
     assert fingerprint["demos"] == 1 and fingerprint == {"data": str(demos), **bench.data_fingerprint(str(demos))}
+    shutil.rmtree(archive)  # --phase report archives the finished runs too
+    bench.main([*args, "--phase", "report", "--archive", str(archive)])
+    assert (archive / "dense_s0" / "results.json").read_bytes() == (tmp_path / "out" / "runs" / "dense_s0" / "eval" /
+                                                                     "results.json").read_bytes()
     shutil.rmtree(tmp_path / "out" / "runs")
     bench.main([*args, "--archive", str(archive)])
     assert not (tmp_path / "out" / "runs").exists()  # nothing retrained or re-evaluated
