@@ -1,5 +1,5 @@
-"""``benchmarks/libero/success.py`` end to end at a toy size (train two variants, evaluate, resume, archive, report)
-and ``benchmarks/libero/pipeline.py`` (training throughput through the real loop)."""
+"""``benchmarks/libero/success.py`` end to end at a toy size (train two variants, evaluate, resume, archive, report),
+``benchmarks/libero/pipeline.py`` (training throughput through the real loop) and ``throughput.py`` (model step)."""
 
 from __future__ import annotations
 
@@ -104,3 +104,13 @@ def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_pa
     assert "| grids-16 |" in (tmp_path / "pipeline.md").read_text()
     with pytest.raises(SystemExit, match="must exceed"):
         bench.main(["--data", str(demos), "--steps", "2", "--skip", "1"])
+
+
+def test_throughput_benchmark_times_each_preset_side_by_side(tmp_path) -> None:
+    res = _load("throughput").main(["--variants", "dense", "grids-16", "--rounds", "2", "--warmup", "0",
+                                    "--batch-size", "2", "--threads", "1", "--out", str(tmp_path)])
+    for v in ("dense", "grids-16"):
+        assert len(res["train_ms"][v]) == 2 and len(res["infer_ms"][v]) == 2 and min(res["infer_ms"][v]) > 0
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| dense | 512 |" in table and "| grids-16 | 32 |" in table
+    assert json.loads((tmp_path / "throughput.json").read_text())["args"]["batch_size"] == 2

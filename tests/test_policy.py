@@ -111,6 +111,18 @@ def test_every_registered_reducer_plugs_in() -> None:
         loss.backward()
 
 
+def test_presets_build_the_named_reducer_and_take_overrides() -> None:
+    from grids_vla.policy.configuration_grids_vla import PRESETS
+
+    for name, fields in PRESETS.items():
+        cfg = GridSVLAConfig.preset(name, image_size=SIZE)
+        assert cfg.image_size == SIZE and all(getattr(cfg, k) == v for k, v in fields.items()), name
+    assert GridSVLAConfig.preset("grids-16", k=4).k == 4
+    assert GridSVLAConfig.preset("dense").tokens_per_camera == 256
+    with pytest.raises(ValueError, match="unknown preset 'grids-17'"):
+        GridSVLAConfig.preset("grids-17")
+
+
 def test_128px_makes_a_16x16_grid() -> None:
     cfg = tiny(image_size=128, reducer="dense", vision_dim=16, dim=16)
     assert cfg.grid == (16, 16)

@@ -25,15 +25,8 @@ from pathlib import Path
 
 import torch
 
-from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
+from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.training import TrainConfig, data_image_size, train
-
-VARIANTS = {
-    "dense": {"reducer": "dense"},
-    "grids-16": {"reducer": "grids", "k": 16},
-    "grids-4": {"reducer": "grids", "k": 4},
-    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
-}
 
 
 def step_seconds(metrics: Path, skip: int) -> list[float]:
@@ -46,7 +39,7 @@ def step_seconds(metrics: Path, skip: int) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder of *_demo.hdf5 files")
-    p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(PRESETS))
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--skip", type=int, default=10, help="leading steps of each run not timed")
     p.add_argument("--rounds", type=int, default=2)
@@ -70,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cfg = TrainConfig(data=args.data, out=str(run), steps=args.steps, batch_size=args.batch_size,
                                   seed=args.seed, num_workers=args.num_workers, save_every=args.steps,
                                   log_every=args.steps)
-                train(cfg, GridSVLAConfig(image_size=size, **VARIANTS[name]), log=io.StringIO())
+                train(cfg, GridSVLAConfig.preset(name, image_size=size), log=io.StringIO())
                 secs = step_seconds(run / "metrics.csv", args.skip)
                 per_step[name] += secs
                 rounds[name].append(args.batch_size * len(secs) / sum(secs))

@@ -32,17 +32,10 @@ from pathlib import Path
 
 import torch
 
-from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
+from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.evaluation import EvalConfig, evaluate, wilson_interval
 from grids_vla.policy.modeling_grids_vla import atomic_write_text
 from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
-
-VARIANTS = {
-    "dense": {"reducer": "dense"},
-    "grids-16": {"reducer": "grids", "k": 16},
-    "grids-4": {"reducer": "grids", "k": 4},
-    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
-}
 
 
 def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
@@ -53,7 +46,7 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
     cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
                       save_every=args.save_every, log_every=50, resume="latest" if done is not None else None)
-    model = GridSVLAConfig(image_size=data_image_size(args.data), **VARIANTS[variant])
+    model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data))
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 
 
@@ -121,8 +114,7 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
     want = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
             "seed": seed}
     diff = {k: (cfg["train"].get(k), v) for k, v in want.items() if cfg["train"].get(k) != v}
-    model = dict(VARIANTS[variant])
-    diff |= {k: (cfg["model"].get(k), v) for k, v in model.items() if cfg["model"].get(k) != v}
+    diff |= {k: (cfg["model"].get(k), v) for k, v in PRESETS[variant].items() if cfg["model"].get(k) != v}
     if res["suite"] != args.suite:
         diff["suite"] = (res["suite"], args.suite)
     if res["episodes_per_task"] != args.episodes_per_task:
@@ -252,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, help="folder of *_demo.hdf5 files (one suite)")
     p.add_argument("--suite", default="libero_object")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids to evaluate (default: all)")
-    p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(PRESETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=32)

@@ -21,15 +21,8 @@ from pathlib import Path
 
 import torch
 
-from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
+from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy
-
-VARIANTS = {
-    "dense": {"reducer": "dense"},
-    "grids-16": {"reducer": "grids", "k": 16},
-    "grids-4": {"reducer": "grids", "k": 4},
-    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
-}
 
 
 def make_batch(cfg: GridSVLAConfig, b: int, gen: torch.Generator) -> dict:
@@ -41,22 +34,22 @@ def make_batch(cfg: GridSVLAConfig, b: int, gen: torch.Generator) -> dict:
     return batch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--out", default=None, help="folder for RESULTS table + JSON (printed only if omitted)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     policies, optims, configs = {}, {}, {}
     for name in args.variants:
-        cfg = GridSVLAConfig(instructions=("pick up the bowl",), **VARIANTS[name])
+        cfg = GridSVLAConfig.preset(name, instructions=("pick up the bowl",))
         policies[name] = GridSVLAPolicy(cfg)
         optims[name] = torch.optim.AdamW(policies[name].parameters(), lr=1e-4)
         configs[name] = cfg
@@ -103,6 +96,7 @@ def main() -> None:
         (out / "throughput.md").write_text("\n".join(lines) + "\n")
         (out / "throughput.json").write_text(json.dumps(
             {"args": vars(args), "train_ms": train_ms, "infer_ms": infer_ms}, indent=2))
+    return {"train_ms": train_ms, "infer_ms": infer_ms, "table": lines}
 
 
 if __name__ == "__main__":

@@ -6,11 +6,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GridSVLAConfig", "MODEL_TYPE"]
+__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
 ACTION_HEADS = ("l1", "flow")
+# Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
+PRESETS: dict[str, dict[str, Any]] = {
+    "dense": {"reducer": "dense"},
+    "grids-16": {"reducer": "grids", "k": 16},
+    "grids-4": {"reducer": "grids", "k": 4},
+    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
+}
 
 
 @dataclass
@@ -89,6 +96,13 @@ class GridSVLAConfig:
                 raise ValueError(f"fastv_layer must be in [0, {self.depth - 2}] so later layers see the pruned tokens")
         if not 0.0 <= self.dropout < 1.0 or self.mlp_ratio <= 0:
             raise ValueError("need 0 <= dropout < 1 and mlp_ratio > 0")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GridSVLAConfig:
+        """The config named ``name`` in :data:`PRESETS`, with ``overrides`` applied on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     @property
     def grid(self) -> tuple[int, int]:

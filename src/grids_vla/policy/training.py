@@ -381,7 +381,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     model.train()
     batches = iter(loader)
     if acc.is_main_process:
-        print(f"training {mc.reducer} (k={mc.k}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
+        kept = "all tokens" if mc.reducer == "dense" else f"k={mc.k}"
+        print(f"training {mc.reducer} ({kept}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
               f"batch {cfg.batch_size} x {acc.num_processes}, device {device}", file=log, flush=True)
     try:
         while step < cfg.steps:
