@@ -43,6 +43,12 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     assert set(res) == {"dense", "grids-16"}
     for r in res.values():
         assert r["episodes"] == 1 and r["complete"] and 0 <= r["successes"] <= 1
+    paired = json.loads((tmp_path / "out" / "success.json").read_text())["paired_vs_dense"]
+    c = paired["grids-16"]
+    assert set(paired) == {"grids-16"} and c["seeds"] == [0] and 0 < c["p"] <= 1
+    assert c["both"] + c["only_a"] == res["grids-16"]["successes"]
+    assert c["both"] + c["only_b"] == res["dense"]["successes"]
+    assert c["both"] + c["only_a"] + c["only_b"] + c["neither"] == 1
     ckpt = tmp_path / "out" / "runs" / "grids-16_s0" / "checkpoints"
     stamp = {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()}
     bench.main(args)  # a finished run is neither retrained nor re-evaluated
@@ -69,6 +75,7 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     again = json.loads((tmp_path / "out" / "success.json").read_text())["variants"]
     assert {v: r["successes"] for v, r in again.items()} == {v: r["successes"] for v, r in res.items()}
     assert again["dense"]["seeds"]["0"]["source"] == str(archive / "dense_s0")
+    assert json.loads((tmp_path / "out" / "success.json").read_text())["paired_vs_dense"] == paired
     # an archived run with other settings, or trained on other demos, is refused, naming the difference
     report = [*args, "--phase", "report", "--archive", str(archive)]
     with pytest.raises(SystemExit, match="steps: archived 2, asked 3"):

@@ -20,7 +20,9 @@ from grids_vla.envs.libero.env import get_suite  # noqa: E402
 from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy  # noqa: E402
 from grids_vla.policy.evaluation import (  # noqa: E402
     default_max_steps,
+    mcnemar_exact,
     observation_to_batch,
+    paired_outcomes,
     parse_perturbation,
     run_episode,
     task_instruction,
@@ -188,6 +190,27 @@ class _FakeEnv:
     def step(self, action: np.ndarray) -> tuple:
         self.actions.append(np.array(action))
         return self.obs, 0.0, False, {}
+
+
+def test_mcnemar_exact_known_values() -> None:
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 5 of 5 discordant pairs one way
+    assert mcnemar_exact(19, 12) == mcnemar_exact(12, 19) == pytest.approx(0.28104, abs=1e-5)
+    assert mcnemar_exact(3, 17) == pytest.approx(0.0025768, abs=1e-7)  # binomial test of 3/20 at p = 0.5
+    assert mcnemar_exact(0, 0) == mcnemar_exact(4, 4) == 1.0
+    with pytest.raises(ValueError, match="discordant"):
+        mcnemar_exact(-1, 2)
+
+
+def test_paired_outcomes_pairs_by_task_and_init_state() -> None:
+    def eps(wins: list[bool]) -> list[dict]:
+        return [{"task_id": i // 2, "init_state": i % 2, "success": w} for i, w in enumerate(wins)]
+
+    a, b = eps([True, True, False, False, True]), eps([True, False, True, False, False])
+    assert paired_outcomes(a, b[::-1]) == {"both": 1, "only_a": 2, "only_b": 1, "neither": 1}  # order-free
+    with pytest.raises(ValueError, match="different episodes: 1 only in a"):
+        paired_outcomes(a, b[:4])
+    with pytest.raises(ValueError, match="twice"):
+        paired_outcomes(a + a[:1], b)
 
 
 def test_wilson_interval_known_values() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
-from grids_vla.policy.evaluation import EvalConfig, evaluate, wilson_interval
+from grids_vla.policy.evaluation import EvalConfig, evaluate, mcnemar_exact, paired_outcomes, wilson_interval
 from grids_vla.policy.modeling_grids_vla import atomic_write_text
 from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
@@ -208,13 +208,43 @@ def report(args: argparse.Namespace) -> dict:
                      f"{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f} % | {per_seed} | "
                      f"{statistics.median(speeds) if speeds else float('nan'):.1f} | "
                      f"{statistics.median(lats) if lats else float('nan'):.2f} | {'yes' if r['complete'] else 'no'} |")
+    paired = _paired_vs_dense(rows)
+    if paired:
+        lines += ["", "Paired episodes (same seed, task and init state) against dense; p: exact McNemar test on the "
+                  "discordant pairs.", "",
+                  "| variant | seeds | both succeed | only variant | only dense | neither | p |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for variant, c in paired.items():
+            lines.append(f"| {variant} | {', '.join(f's{k}' for k in c['seeds'])} | {c['both']} | {c['only_a']} | "
+                         f"{c['only_b']} | {c['neither']} | {c['p']:.2f} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "success.md").write_text("\n".join(lines) + "\n")
-    (out / "success.json").write_text(json.dumps({"args": vars(args), "variants": rows}, indent=2))
+    atomic_write_text(out / "success.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "success.json",
+                      json.dumps({"args": vars(args), "variants": rows, "paired_vs_dense": paired}, indent=2))
     _plot(rows, out / "success.png")
     print("\n".join(lines))
     return rows
+
+
+def _paired_vs_dense(rows: dict) -> dict:
+    """Each variant's complete evaluations paired episode by episode with dense's of the same seed, pooled."""
+    def episodes(run: dict) -> list[dict]:
+        with open(Path(run["source"]) / "episodes.jsonl") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    dense = {k: v for k, v in rows.get("dense", {}).get("seeds", {}).items() if v["complete"]}
+    out = {}
+    for variant, r in rows.items():
+        seeds = [k for k, v in r["seeds"].items() if variant != "dense" and v["complete"] and k in dense]
+        if not seeds:
+            continue
+        counts = {"both": 0, "only_a": 0, "only_b": 0, "neither": 0}
+        for k in seeds:
+            for key, n in paired_outcomes(episodes(r["seeds"][k]), episodes(dense[k])).items():
+                counts[key] += n
+        out[variant] = {"seeds": seeds, **counts, "p": mcnemar_exact(counts["only_a"], counts["only_b"])}
+    return out
 
 
 def _plot(rows: dict, path: Path) -> None:

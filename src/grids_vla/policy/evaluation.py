@@ -34,8 +34,9 @@ import torch
 
 from .modeling_grids_vla import CONFIG_NAME, WEIGHTS_NAME, GridSVLAPolicy, atomic_write_text, load_config
 
-__all__ = ["EvalConfig", "evaluate", "wilson_interval", "parse_perturbation", "default_max_steps",
-           "observation_to_batch", "resolve_checkpoint", "task_instruction", "video_frame", "write_mp4"]
+__all__ = ["EvalConfig", "evaluate", "wilson_interval", "mcnemar_exact", "paired_outcomes", "parse_perturbation",
+           "default_max_steps", "observation_to_batch", "resolve_checkpoint", "task_instruction", "video_frame",
+           "write_mp4"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
@@ -106,6 +107,38 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     lo = 0.0 if successes == 0 else max(0.0, centre - half)  # the bounds are exactly 0 / 1 there; avoid rounding
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return lo, hi
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "no difference" each discordant pair is a fair coin flip."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n, low = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(low + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_outcomes(a: list[dict], b: list[dict]) -> dict[str, int]:
+    """Pair two evaluations' episodes by ``(task_id, init_state)``; count both / only a / only b / neither succeeding.
+
+    Both must hold the same episodes (the same tasks and init states), else the pairing would be silently partial.
+    """
+    def index(episodes: list[dict], name: str) -> dict[tuple[int, int], bool]:
+        out = {}
+        for e in episodes:
+            key = (int(e["task_id"]), int(e["init_state"]))
+            if key in out:
+                raise ValueError(f"evaluation {name} holds episode task {key[0]} init state {key[1]} twice")
+            out[key] = bool(e["success"])
+        return out
+
+    ia, ib = index(a, "a"), index(b, "b")
+    if ia.keys() != ib.keys():
+        raise ValueError(f"the evaluations hold different episodes: {len(ia.keys() - ib.keys())} only in a, "
+                         f"{len(ib.keys() - ia.keys())} only in b")
+    pairs = [(ia[k], ib[k]) for k in ia]
+    return {"both": sum(x and y for x, y in pairs), "only_a": sum(x and not y for x, y in pairs),
+            "only_b": sum(y and not x for x, y in pairs), "neither": sum(not (x or y) for x, y in pairs)}
 
 
 def default_max_steps(suite: str) -> int:
