@@ -26,6 +26,7 @@ from grids_vla.policy.evaluation import (  # noqa: E402
     parse_perturbation,
     run_episode,
     task_instruction,
+    to_markdown,
     wilson_interval,
 )
 
@@ -64,6 +65,8 @@ def _check(res: dict, out: Path) -> None:
     assert res["run"]["max_steps"] == STEPS and res["run"]["execute"] == 3
     md = (out / "results.md").read_text()
     assert f"{o['successes']}/1" in md and "Wilson" in md and t["instruction"] in md
+    assert f"({res['run']['reducer']}, k=4, {SIZE} px)" in md
+    assert f"(dense, all tokens, {SIZE} px)" in to_markdown({**res, "run": {**res["run"], "reducer": "dense"}})
     lines = (out / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["init_state"] == 0
 

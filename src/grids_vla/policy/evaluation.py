@@ -335,7 +335,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     pert = run["perturbation"] or "none"
     lines = [
         f"# Evaluation: {run['suite']} ({'complete' if res['complete'] else 'partial'})", "",
-        f"- checkpoint: `{run['checkpoint']}` ({run['reducer']}, k={run['k']}, {run['image_size']} px)",
+        f"- checkpoint: `{run['checkpoint']}` ({run['reducer']}, "
+        f"{'all tokens' if run['reducer'] == 'dense' else 'k=' + str(run['k'])}, {run['image_size']} px)",
         f"- perturbation: {pert}; step limit {run['max_steps']} after {run['settle_steps']} settle steps; "
         f"{run['execute']} of {run['chunk']} chunk actions executed per call",
         f"- success: **{o['successes']}/{o['episodes']}** = {_fmt(_pct(o['success_rate']))} % "
