@@ -236,8 +236,8 @@ def _paired_vs_dense(rows: dict) -> dict:
     dense = {k: v for k, v in rows.get("dense", {}).get("seeds", {}).items() if v["complete"]}
     out = {}
     for variant, r in rows.items():
-        seeds = [k for k, v in r["seeds"].items() if variant != "dense" and v["complete"] and k in dense]
-        if not seeds:
+        seeds = [k for k, v in r["seeds"].items() if v["complete"] and k in dense]
+        if variant == "dense" or not seeds:
             continue
         counts = {"both": 0, "only_a": 0, "only_b": 0, "neither": 0}
         for k in seeds:
