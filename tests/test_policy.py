@@ -112,13 +112,14 @@ def test_every_registered_reducer_plugs_in() -> None:
 
 
 def test_presets_build_the_named_reducer_and_take_overrides() -> None:
-    from grids_vla.policy.configuration_grids_vla import PRESETS
+    from grids_vla.policy.configuration_grids_vla import PRESETS, kept_tokens
 
     for name, fields in PRESETS.items():
         cfg = GridSVLAConfig.preset(name, image_size=SIZE)
         assert cfg.image_size == SIZE and all(getattr(cfg, k) == v for k, v in fields.items()), name
     assert GridSVLAConfig.preset("grids-16", k=4).k == 4
     assert GridSVLAConfig.preset("dense").tokens_per_camera == 256
+    assert kept_tokens("dense", 16) == "all tokens" and kept_tokens("grids", 4) == "k=4"
     with pytest.raises(ValueError, match="unknown preset 'grids-17'"):
         GridSVLAConfig.preset("grids-17")
 
@@ -340,7 +341,7 @@ def test_cli_train_with_config_file_and_workers(data_dir, tmp_path, capsys) -> N
             "--k", "4", "--predictor", "attention", "--cond-on-language", "--num-workers", "1", "--log-every", "1"]
     assert cli_main(argv) == 0
     err = capsys.readouterr().err
-    assert "samples/s" in err and "step 3/3" in err
+    assert "samples/s" in err and "step 3/3" in err and "training grids (k=4) on" in err
     model = GridSVLAPolicy.from_pretrained(latest_checkpoint(out))
     c = model.config
     assert (c.image_size, c.k, c.predictor, c.cond_on_language, c.dim) == (SIZE, 4, "attention", True, 32)

@@ -33,7 +33,15 @@ from pathlib import Path
 import torch
 
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
-from grids_vla.policy.evaluation import EvalConfig, evaluate, mcnemar_exact, paired_outcomes, wilson_interval
+from grids_vla.policy.evaluation import (
+    EPISODES_NAME,
+    EvalConfig,
+    evaluate,
+    load_episodes,
+    mcnemar_exact,
+    paired_outcomes,
+    wilson_interval,
+)
 from grids_vla.policy.modeling_grids_vla import atomic_write_text
 from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
@@ -229,10 +237,6 @@ def report(args: argparse.Namespace) -> dict:
 
 def _paired_vs_dense(rows: dict) -> dict:
     """Each variant's complete evaluations paired episode by episode with dense's of the same seed, pooled."""
-    def episodes(run: dict) -> list[dict]:
-        with open(Path(run["source"]) / "episodes.jsonl") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
     dense = {k: v for k, v in rows.get("dense", {}).get("seeds", {}).items() if v["complete"]}
     out = {}
     for variant, r in rows.items():
@@ -241,7 +245,8 @@ def _paired_vs_dense(rows: dict) -> dict:
             continue
         counts = {"both": 0, "only_a": 0, "only_b": 0, "neither": 0}
         for k in seeds:
-            for key, n in paired_outcomes(episodes(r["seeds"][k]), episodes(dense[k])).items():
+            a, b = (load_episodes(Path(run["source"]) / EPISODES_NAME) for run in (r["seeds"][k], dense[k]))
+            for key, n in paired_outcomes(a, b).items():
                 counts[key] += n
         out[variant] = {"seeds": seeds, **counts, "p": mcnemar_exact(counts["only_a"], counts["only_b"])}
     return out

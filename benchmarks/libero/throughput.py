@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
-from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy
+from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 
 
 def make_batch(cfg: GridSVLAConfig, b: int, gen: torch.Generator) -> dict:
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "throughput.md").write_text("\n".join(lines) + "\n")
-        (out / "throughput.json").write_text(json.dumps(
-            {"args": vars(args), "train_ms": train_ms, "infer_ms": infer_ms}, indent=2))
+        atomic_write_text(out / "throughput.md", "\n".join(lines) + "\n")
+        atomic_write_text(out / "throughput.json",
+                          json.dumps({"args": vars(args), "train_ms": train_ms, "infer_ms": infer_ms}, indent=2))
     return {"train_ms": train_ms, "infer_ms": infer_ms, "table": lines}
 
 

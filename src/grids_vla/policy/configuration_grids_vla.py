@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS"]
+__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "kept_tokens"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
@@ -18,6 +18,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "grids-4": {"reducer": "grids", "k": 4},
     "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
 }
+
+
+def kept_tokens(reducer: str, k: int) -> str:
+    """What a reducer keeps per camera, for logs and reports: dense ignores ``k``."""
+    return "all tokens" if reducer == "dense" else f"k={k}"
 
 
 @dataclass

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .configuration_grids_vla import kept_tokens
 from .modeling_grids_vla import CONFIG_NAME, WEIGHTS_NAME, GridSVLAPolicy, atomic_write_text, load_config
 
-__all__ = ["EvalConfig", "evaluate", "wilson_interval", "mcnemar_exact", "paired_outcomes", "parse_perturbation",
-           "default_max_steps", "observation_to_batch", "resolve_checkpoint", "task_instruction", "video_frame",
-           "write_mp4"]
+__all__ = ["EvalConfig", "evaluate", "wilson_interval", "mcnemar_exact", "paired_outcomes", "load_episodes",
+           "parse_perturbation", "default_max_steps", "observation_to_batch", "resolve_checkpoint", "task_instruction",
+           "video_frame", "write_mp4"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
@@ -335,8 +336,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     pert = run["perturbation"] or "none"
     lines = [
         f"# Evaluation: {run['suite']} ({'complete' if res['complete'] else 'partial'})", "",
-        f"- checkpoint: `{run['checkpoint']}` ({run['reducer']}, "
-        f"{'all tokens' if run['reducer'] == 'dense' else 'k=' + str(run['k'])}, {run['image_size']} px)",
+        f"- checkpoint: `{run['checkpoint']}` ({run['reducer']}, {kept_tokens(run['reducer'], run['k'])}, "
+        f"{run['image_size']} px)",
         f"- perturbation: {pert}; step limit {run['max_steps']} after {run['settle_steps']} settle steps; "
         f"{run['execute']} of {run['chunk']} chunk actions executed per call",
         f"- success: **{o['successes']}/{o['episodes']}** = {_fmt(_pct(o['success_rate']))} % "
@@ -367,7 +368,7 @@ def _write_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]
     return res
 
 
-def _load_episodes(path: Path) -> list[dict[str, Any]]:
+def load_episodes(path: Path) -> list[dict[str, Any]]:
     """Finished episodes of an earlier run (a line cut short by a kill is dropped)."""
     if not path.is_file():
         return []
@@ -577,7 +578,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
         if changed:
             raise ValueError(f"{out} holds an evaluation with other settings {changed} (earlier vs now); use another "
                              f"--out or --fresh")
-        episodes = [e for e in _load_episodes(ep_path) if e["task_id"] in tasks
+        episodes = [e for e in load_episodes(ep_path) if e["task_id"] in tasks
                     and e["episode"] < cfg.episodes_per_task]
     else:
         ep_path.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configuration_grids_vla import GridSVLAConfig
+from .configuration_grids_vla import GridSVLAConfig, kept_tokens
 from .modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 
 __all__ = ["TrainConfig", "train", "find_demo_files", "data_image_size", "StepSampler", "augment", "latest_checkpoint"]
@@ -381,9 +381,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     model.train()
     batches = iter(loader)
     if acc.is_main_process:
-        kept = "all tokens" if mc.reducer == "dense" else f"k={mc.k}"
-        print(f"training {mc.reducer} ({kept}) on {len(files)} files, {len(ds)} frames; steps {start}->{cfg.steps}, "
-              f"batch {cfg.batch_size} x {acc.num_processes}, device {device}", file=log, flush=True)
+        print(f"training {mc.reducer} ({kept_tokens(mc.reducer, mc.k)}) on {len(files)} files, {len(ds)} frames; "
+              f"steps {start}->{cfg.steps}, batch {cfg.batch_size} x {acc.num_processes}, device {device}",
+              file=log, flush=True)
     try:
         while step < cfg.steps:
             batch = next(batches)
