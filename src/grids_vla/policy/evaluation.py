@@ -473,8 +473,8 @@ class _EpisodeRunner:
     @dataclass(frozen=True)
     class Setup:
         checkpoint: str
-        suite: str
-        perturbation: str | None
+        suite: str  # the suite to build (a PRO / Plus variant already resolved)
+        perturbation: str | None  # a scene perturbation spec (lighting, ...) applied on top, or None
         instructions: dict[str, str]
         max_steps: int
         execute: int
@@ -538,7 +538,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     log = sys.stderr if log is None else log
     ckpt = resolve_checkpoint(cfg.checkpoint)
     mcfg = load_config(ckpt)
-    suite, _ = parse_perturbation(cfg.perturbation, cfg.suite)  # fails early on a bad spec
+    suite, scene = parse_perturbation(cfg.perturbation, cfg.suite)  # fails early on a bad spec
     bench = get_suite(suite)
     n_tasks = bench.get_num_tasks()
     tasks = list(cfg.tasks) if cfg.tasks is not None else list(range(n_tasks))
@@ -589,8 +589,9 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
 
     jobs = [(t, i, tasks.index(t) * cfg.episodes_per_task + i < n_video)  # video: the run's first N episodes
             for t in tasks for i in range(cfg.episodes_per_task) if (t, i) not in done]
-    setup = _EpisodeRunner.Setup(str(ckpt), suite, cfg.perturbation, instructions, max_steps, execute,
-                                 cfg.settle_steps, str(out), cfg.video_frames)
+    # `suite` already names a PRO / Plus variant; only a scene perturbation is left for the episode runner to apply.
+    setup = _EpisodeRunner.Setup(str(ckpt), suite, cfg.perturbation if scene else None, instructions, max_steps,
+                                 execute, cfg.settle_steps, str(out), cfg.video_frames)
     t_start = time.perf_counter()
 
     def finished(rec: dict[str, Any]) -> None:
