@@ -36,8 +36,10 @@ def add_dataclass_fields(parser: argparse.ArgumentParser | Any, cls: type, help:
         if f.name in skip:
             continue
         default = _default(f)
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                              "help": f"{help.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"}
+        text = help.get(f.name, f.name.replace("_", " "))
+        if "default" not in text:  # a help text may say what the default means instead of repeating it
+            text = f"{text} (default: {default!r})"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text}
         flag = "--" + f.name.replace("_", "-")
         annotation = str(f.type)
         if isinstance(default, bool):

@@ -12,12 +12,12 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
-    "grids_vla.demo",
-    "grids_vla.toy",
+    "grids_vla.experiments.demo",
+    "grids_vla.experiments.toy",
     "grids_vla.flops.cli",
     "grids_vla.envs.libero.cli",
-    "grids_vla.policy.cli",
-    "grids_vla.policy.eval_cli",
+    "grids_vla.experiments.train",
+    "grids_vla.experiments.evaluate",
 ]
 
 

@@ -3,7 +3,7 @@
 
 Small enough to train on a CPU, with the same token flow as the paper's pi0 setting, so the reducer (GridS, a peer,
 or dense) is the only thing that changes between compared policies. Weights are saved as safetensors next to a JSON
-config; loading is strict and every mismatch is reported by name.
+config; loading is strict and every mismatch is reported by name (file names: :mod:`grids_vla.policy.checkpoint`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._io import atomic_path, atomic_write_text  # atomic_write_text moved to grids_vla._io; old imports still work
 from ..grids import MultiCameraGridS
 from ..reducers import FastVPruner, create_reducer
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from .configuration_grids_vla import MODEL_TYPE, GridSVLAConfig
 
 __all__ = ["GridSVLAPolicy", "PolicyOutput", "CONFIG_NAME", "WEIGHTS_NAME", "euler_integrate", "sample_flow_time"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 MINILM_DIM = 384
 #: Flow time is drawn as ``FLOW_T_MIN + (1 - FLOW_T_MIN) * Beta(1.5, 1)`` (never exactly 0, where the target is data).
@@ -420,9 +420,8 @@ class GridSVLAPolicy(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        tmp = d / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, d / WEIGHTS_NAME)
+        with atomic_path(d / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         atomic_write_text(d / CONFIG_NAME, json.dumps(meta, indent=2))
         return d
@@ -486,12 +485,3 @@ def load_config(directory: str | os.PathLike[str]) -> GridSVLAConfig:
         raise ValueError(f"{path} has format_version {meta.get('format_version')!r}; this code reads {FORMAT_VERSION}")
     return GridSVLAConfig.from_dict(meta["config"])
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a synced temp file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,201 @@
+"""Playing LIBERO episodes with a policy: observations to policy batches, one episode, and the runner that keeps a
+task's environment open between episodes (in-process, or in evaluation worker processes)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..policy.modeling_grids_vla import GridSVLAPolicy
+from .report import VIDEO_FPS, save_visuals
+
+__all__ = ["NOOP_ACTION", "default_max_steps", "parse_perturbation", "task_instruction", "observation_to_batch",
+           "run_episode", "EpisodeRunner", "worker_init", "worker_play"]
+
+#: Neutral action used while the scene settles: no motion, gripper open.
+NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+
+
+def default_max_steps(suite: str) -> int:
+    """LIBERO's standard step limit for ``suite`` (LIBERO-PRO variants use their base suite's)."""
+    from ..envs.libero.env import MAX_STEPS
+
+    for base in sorted(MAX_STEPS, key=len, reverse=True):
+        if suite == base or suite.startswith(base + "_"):
+            return MAX_STEPS[base]
+    raise ValueError(f"no standard step limit for suite {suite!r}; pass --max-steps")
+
+
+def parse_perturbation(spec: str | None, suite: str) -> tuple[str, list[Any]]:
+    """``NAME[:SEVERITY]`` -> (suite to build, perturbation objects). ``pro:VARIANT`` selects a LIBERO-PRO suite,
+    ``liberoplus:PATTERN`` the matching LIBERO-plus tasks (needs ``.venv-liberoplus``)."""
+    from ..envs.libero.perturb import make_perturbation, pro_suite
+
+    if not spec:
+        return suite, []
+    name, _, sev = spec.partition(":")
+    if name == "pro":
+        return pro_suite(suite, sev), []
+    if name == "liberoplus":
+        from ..envs.libero.plus import plus_suite
+
+        return plus_suite(suite, sev), []
+    try:
+        severity = float(sev) if sev else 0.5
+    except ValueError:
+        raise ValueError(f"perturbation severity must be a number in [0, 1], got {sev!r} in {spec!r}") from None
+    return suite, [make_perturbation(name, severity)]
+
+
+def task_instruction(bench: Any, task_id: int) -> str:
+    """The instruction the env (and so the demo data) uses: the task BDDL's ``:language``, which can differ from
+    the benchmark's ``task.language`` (e.g. "pick up" vs "pick")."""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    words = robosuite_parse_problem(bench.get_task_bddl_file_path(task_id))["language_instruction"]
+    return " ".join(words) if isinstance(words, list | tuple) else str(words)
+
+
+def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
+    """One env observation as a batch of 1 in the demo reader's format (upright uint8 images, 8-D state)."""
+    from ..envs.libero.data import quat_to_axis_angle
+
+    batch: dict[str, Any] = {}
+    for cam in cameras:
+        if cam not in obs:
+            raise KeyError(f"the environment renders no camera {cam!r}; it has {sorted(obs)}")
+        batch[cam] = torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1).unsqueeze(0)
+    state = np.concatenate([obs["ee_pos"], quat_to_axis_angle(obs["ee_quat"]), obs["gripper_states"]])
+    batch["state"] = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
+    batch["instruction"] = [instruction]
+    return batch
+
+
+class _CoordsProbe:
+    """Forward hook that keeps the reducer coordinates of the policy's latest call (``PolicyOutput.coords``)."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        self.coords: torch.Tensor | None = None
+        self._handle = policy.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.coords = None if output.coords is None else output.coords.detach().cpu()
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
+                record: bool = False) -> dict[str, Any]:
+    """Roll out one episode from init state ``init_index``; returns success, steps, per-call latencies (s) and, with
+    ``record``, ``frames`` (the observation at each policy call with the reducer's coordinates) and ``video`` (every
+    observation from the first policy call to the end, ``steps + 1`` of them, each with the coordinates of the call
+    whose action it was given to)."""
+    cams = policy.config.cameras
+    obs = env.reset(init_index)
+    for _ in range(settle_steps):
+        obs, _, _, _ = env.step(NOOP_ACTION)
+    probe = _CoordsProbe(policy) if record else None
+    noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
+    latencies: list[float] = []
+    frames: list[dict[str, Any]] = []
+    video: list[dict[str, Any]] = []
+    steps, success = 0, False
+
+    def snap() -> dict[str, Any]:
+        return {"step": steps, "images": {c: obs[c].copy() for c in cams}, "coords": probe.coords}
+
+    try:
+        while steps < max_steps and not success:
+            batch = observation_to_batch(obs, cams, env.instruction)
+            t0 = time.perf_counter()
+            chunk = policy.predict_action(batch, generator=noise_gen)[0]
+            latencies.append(time.perf_counter() - t0)
+            if probe is not None:
+                frames.append(snap())
+                video.append(frames[-1])
+            actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
+            for j, a in enumerate(actions):
+                obs, _, success, _ = env.step(a)
+                steps += 1
+                if success or steps >= max_steps:
+                    break
+                if probe is not None and j < len(actions) - 1:  # the chunk's last obs goes to the next call
+                    video.append(snap())
+        if probe is not None and latencies:
+            video.append(snap())  # the final observation
+    finally:
+        if probe is not None:
+            probe.remove()
+    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video}
+
+
+class EpisodeRunner:
+    """Plays episodes of one evaluation, keeping the current task's environment open between them."""
+
+    @dataclass(frozen=True)
+    class Setup:
+        checkpoint: str
+        suite: str  # the suite to build (a PRO / Plus variant already resolved)
+        perturbation: str | None  # a scene perturbation spec (lighting, ...) applied on top, or None
+        instructions: dict[str, str]
+        max_steps: int
+        execute: int
+        settle_steps: int
+        out: str
+        video_frames: int
+
+    def __init__(self, setup: Setup, policy: GridSVLAPolicy) -> None:
+        self.setup, self.policy = setup, policy
+        self.env: Any = None
+        self.task: int | None = None
+
+    def _env_for(self, t: int) -> Any:
+        from ..envs.libero.env import make_env
+
+        if self.task != t:
+            self.close()
+            s, mcfg = self.setup, self.policy.config
+            _, perturbations = parse_perturbation(s.perturbation, s.suite)
+            self.env = make_env(s.suite, t, image_size=mcfg.image_size, cameras=mcfg.cameras, msaa=False,
+                                perturbations=perturbations)
+            self.task = t
+            if self.env.instruction != s.instructions[str(t)]:
+                raise RuntimeError(f"{s.suite} task {t}: env instruction {self.env.instruction!r} differs from its "
+                                   f"BDDL file's {s.instructions[str(t)]!r}")
+        return self.env
+
+    def play(self, t: int, i: int, record: bool) -> dict[str, Any]:
+        """Episode ``i`` of task ``t`` (official init state ``i``) as an ``episodes.jsonl`` record."""
+        s = self.setup
+        ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record)
+        rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
+               "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
+        if record:
+            rec["visuals"] = save_visuals(Path(s.out), f"task{t:02d}_ep{i:03d}", ep, self.policy, s.video_frames,
+                                          VIDEO_FPS)
+        return rec
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+        self.env, self.task = None, None
+
+
+_WORKER: dict[str, EpisodeRunner] = {}  # the runner of an evaluation worker process
+
+
+def worker_init(setup: EpisodeRunner.Setup, threads: int) -> None:
+    """Initializer of an evaluation worker process: its torch threads and its own runner (policy loaded here)."""
+    torch.set_num_threads(threads)
+    _WORKER["runner"] = EpisodeRunner(setup, GridSVLAPolicy.from_pretrained(setup.checkpoint).eval())
+
+
+def worker_play(t: int, i: int, record: bool) -> dict[str, Any]:
+    """Play episode ``i`` of task ``t`` in an evaluation worker process (see :meth:`EpisodeRunner.play`)."""
+    return _WORKER["runner"].play(t, i, record)

