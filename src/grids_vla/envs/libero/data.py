@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import LiberoDemoDataset, read_demo  # noqa: F401  (re-exported: the reader moved to dataset)
 from .env import MAX_STEPS, make_env, num_tasks
-
-CAMERA_KEYS = {"agentview": "agentview_rgb", "eye_in_hand": "eye_in_hand_rgb"}
+from .suites import CAMERA_KEYS, quat_to_axis_angle
 
 
 def attempt_seed(seed: int, suite: str, task_id: int, attempt: int) -> int:
@@ -48,17 +48,6 @@ def _atomic_h5(path: Path) -> Any:
 
 def _commit(path: Path) -> None:
     os.replace(str(path) + ".tmp", path)
-
-
-def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
-    """(..., 4) xyzw quaternions to (..., 3) axis-angle (LIBERO's ``ee_ori``)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q * np.where(q[..., 3:4] < 0, -1.0, 1.0)
-    w = np.clip(q[..., 3], -1.0, 1.0)
-    angle = 2 * np.arccos(w)
-    s = np.sqrt(np.maximum(1 - w * w, 0.0))
-    safe = np.where(s < 1e-8, 1.0, s)
-    return np.where(s[..., None] < 1e-8, 0.0, q[..., :3] / safe[..., None] * angle[..., None])
 
 
 @dataclass
@@ -347,129 +336,3 @@ def _generate_tasks(
             rend.close()
     summary["new_demos"] = made
     return summary
-
-
-# --------------------------------------------------------------------------------------------------------- reading
-
-
-def read_demo(path: str | os.PathLike[str], index: int, upright: bool = True) -> dict[str, Any]:
-    """One demo of a LIBERO-layout file as numpy arrays (images upright unless ``upright=False``)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        data = f["data"]
-        key = f"demo_{index}"
-        if key not in data:
-            raise IndexError(f"{path} has no {key} (demos: {len(data)})")
-        d = data[key]
-        out: dict[str, Any] = {"actions": d["actions"][()], "states": d["states"][()]}
-        for k, v in d["obs"].items():
-            arr = v[()]
-            out[k] = arr[:, ::-1, ::-1].copy() if (upright and k in CAMERA_KEYS.values()) else arr
-        out["instruction"] = json.loads(data.attrs["problem_info"])["language_instruction"]
-    return out
-
-
-class LiberoDemoDataset:
-    """Frames of LIBERO-layout HDF5 files as a torch-style map dataset.
-
-    Each item is one time step: ``{"agentview", "eye_in_hand"}`` uint8 tensors (3, H, W) upright, ``state`` (8,) =
-    ee_pos + ee_ori + gripper_states, ``action`` (chunk, 7) (padded by repeating the last action), and ``instruction``.
-    Files are opened lazily once per process (so each DataLoader worker gets its own handle; h5py handles must not be
-    shared across fork). :meth:`preload` decodes every image once into memory; reading frames one at a time from
-    gzip chunks that span many frames (how LIBERO-style files are often chunked) otherwise decompresses a whole chunk
-    per frame.
-    """
-
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], chunk: int = 1) -> None:
-        import h5py
-
-        if chunk < 1:
-            raise ValueError("chunk must be >= 1")
-        self.paths = [str(p) for p in paths]
-        if not self.paths:
-            raise ValueError("no HDF5 files given")
-        self.chunk = chunk
-        self.index: list[tuple[int, int, int]] = []  # (file, demo, t)
-        self.lengths: dict[tuple[int, int], int] = {}
-        self.instructions: list[str] = []
-        for fi, p in enumerate(self.paths):
-            with h5py.File(p, "r") as f:
-                data = f["data"]
-                self.instructions.append(json.loads(data.attrs["problem_info"])["language_instruction"])
-                for key in sorted(data.keys(), key=lambda k: int(k.split("_")[1])):
-                    di = int(key.split("_")[1])
-                    n = int(data[key]["actions"].shape[0])
-                    self.lengths[(fi, di)] = n
-                    self.index.extend((fi, di, t) for t in range(n))
-        self._handles: dict[int, Any] = {}
-        self._pid = -1
-        self._images: dict[tuple[int, int, str], np.ndarray] = {}  # (file, demo, obs key) -> frames, once preloaded
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def image_bytes(self) -> int:
-        """Bytes the decoded camera images take (what :meth:`preload` would hold), read from the dataset shapes."""
-        import h5py
-
-        total = 0
-        for fi, p in enumerate(self.paths):
-            with h5py.File(p, "r") as f:
-                for (file, di), _ in self.lengths.items():
-                    if file == fi:
-                        o = f["data"][f"demo_{di}"]["obs"]
-                        total += sum(o[key].size * o[key].dtype.itemsize for key in CAMERA_KEYS.values() if key in o)
-        return total
-
-    def preload(self) -> None:
-        """Decode every camera image into memory (whole demos at once, each chunk decompressed once).
-
-        Call it before the DataLoader starts its workers: forked workers share the arrays instead of each decoding
-        the files again."""
-        for fi, di in self.lengths:
-            o = self._file(fi)["data"][f"demo_{di}"]["obs"]
-            for key in CAMERA_KEYS.values():
-                if key in o:
-                    self._images[(fi, di, key)] = o[key][()]
-        self._handles = {}  # no open handle crosses a fork
-
-    def _frame(self, fi: int, di: int, key: str, t: int, obs: Any) -> np.ndarray:
-        frames = self._images.get((fi, di, key))
-        return frames[t] if frames is not None else obs[key][t]
-
-    def _file(self, fi: int) -> Any:
-        import h5py
-
-        if self._pid != os.getpid():  # new worker process: drop inherited handles
-            self._handles, self._pid = {}, os.getpid()
-        if fi not in self._handles:
-            self._handles[fi] = h5py.File(self.paths[fi], "r")
-        return self._handles[fi]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        fi, di, t = self.index[i]
-        d = self._file(fi)["data"][f"demo_{di}"]
-        o = d["obs"]
-        n = self.lengths[(fi, di)]
-        item: dict[str, Any] = {}
-        for name, key in CAMERA_KEYS.items():
-            if key in o:
-                img = np.ascontiguousarray(self._frame(fi, di, key, t, o)[::-1, ::-1])
-                item[name] = torch.from_numpy(img).permute(2, 0, 1)
-        state = np.concatenate([o["ee_pos"][t], o["ee_ori"][t], o["gripper_states"][t]]).astype(np.float32)
-        item["state"] = torch.from_numpy(state)
-        hi = min(t + self.chunk, n)
-        act = d["actions"][t:hi].astype(np.float32)
-        if len(act) < self.chunk:
-            act = np.concatenate([act, np.repeat(act[-1:], self.chunk - len(act), axis=0)])
-        item["action"] = torch.from_numpy(act)
-        item["instruction"] = self.instructions[fi]
-        return item
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_handles"], state["_pid"] = {}, -1
-        return state

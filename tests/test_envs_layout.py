@@ -1,0 +1,95 @@
+"""The layout of ``grids_vla.envs.libero``: suite facts without a simulator, one robot-state layout for env steps and
+demo files, one step-limit rule, and a factory that picks the env class by suite name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grids_vla.envs.libero.dataset import data_image_size, dataset_statistics, find_demo_files, read_demo
+from grids_vla.envs.libero.suites import (
+    MAX_STEPS,
+    STATE_DIM,
+    STATE_KEYS,
+    base_suite,
+    quat_to_axis_angle,
+    state_vector,
+    step_limit,
+)
+
+
+def test_step_limits_follow_the_base_suite_and_refuse_unknown_suites() -> None:
+    assert step_limit("libero_spatial") == 220 and step_limit("libero_10") == 520
+    assert step_limit("libero_object_swap") == MAX_STEPS["libero_object"]  # LIBERO-PRO
+    assert step_limit("libero_10_lan") == 520
+    assert step_limit("libero_goal_liberoplus_camera") == 300  # LIBERO-plus
+    assert step_limit("libero_object_liberoplus_*_noise_1?") == 280
+    for bad in ("libero_90", "libero_object_colour", "libero_nope", "libero_90_liberoplus_camera", "LIBERO_10"):
+        assert base_suite(bad) is None
+        with pytest.raises(ValueError, match="no standard step limit.*pass --max-steps"):
+            step_limit(bad)
+
+
+def test_state_vector_layout_for_one_step_and_a_demo() -> None:
+    rng = np.random.default_rng(0)
+    quat = rng.normal(size=(5, 4))
+    quat /= np.linalg.norm(quat, axis=1, keepdims=True)
+    demo = {"ee_pos": rng.normal(size=(5, 3)), "ee_ori": quat_to_axis_angle(quat),
+            "gripper_states": rng.normal(size=(5, 2))}
+    stacked = state_vector(demo)
+    assert stacked.shape == (5, STATE_DIM) and stacked.dtype == np.float64
+    np.testing.assert_array_equal(stacked, np.concatenate([demo[k] for k in STATE_KEYS], axis=1))
+    for t in range(5):  # an env step carries the quaternion; the vector is the demo's row
+        step = {"ee_pos": demo["ee_pos"][t], "ee_quat": quat[t], "gripper_states": demo["gripper_states"][t]}
+        np.testing.assert_array_equal(state_vector(step), stacked[t])
+
+
+def _demo_file(path: Path, lengths: tuple[int, ...], size: int = 8) -> Path:
+    import h5py
+
+    rng = np.random.default_rng(len(lengths))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"problem_name": "p", "language_instruction": "do it"})
+        for i, n in enumerate(lengths):
+            d = data.create_group(f"demo_{i}")
+            d.create_dataset("actions", data=rng.normal(size=(n, 7)))
+            d.create_dataset("states", data=rng.normal(size=(n, 10)))
+            o = d.create_group("obs")
+            o.create_dataset("agentview_rgb", data=rng.integers(0, 255, size=(n, size, size, 3), dtype=np.uint8))
+            for k, w in zip(STATE_KEYS, (3, 3, 2)):
+                o.create_dataset(k, data=rng.normal(size=(n, w)))
+    return path
+
+
+def test_reader_finds_files_sizes_and_statistics(tmp_path: Path) -> None:
+    a = _demo_file(tmp_path / "suite" / "a_demo.hdf5", (3, 4), size=8)
+    b = _demo_file(tmp_path / "suite" / "b_demo.hdf5", (5,), size=8)
+    _demo_file(tmp_path / "suite" / ".shards" / "c" / "x_demo.hdf5", (2,))  # a running generation's work folder
+    assert find_demo_files(tmp_path) == [a, b]
+    assert find_demo_files([b, tmp_path / "suite"]) == [b, a, b]
+    assert find_demo_files(a) == [a]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_demo_files(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no \\*_demo.hdf5"):
+        find_demo_files(tmp_path / "empty")
+    assert data_image_size(tmp_path) == 8
+    stats = dataset_statistics([a, b])
+    states = np.concatenate([state_vector(read_demo(p, i)) for p, i in ((a, 0), (a, 1), (b, 0))])
+    np.testing.assert_allclose(stats["state_mean"].numpy(), states.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["state_std"].numpy(), states.std(0), rtol=1e-5, atol=1e-6)
+    assert stats["action_mean"].shape == (7,)
+
+
+def test_suite_facts_and_reader_import_no_simulator() -> None:
+    code = ("import sys; import grids_vla.envs.libero.suites, grids_vla.envs.libero.dataset; "
+            "print(sorted(m for m in ('mujoco', 'robosuite', 'libero', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
