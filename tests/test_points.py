@@ -1,0 +1,46 @@
+"""Mobility and on-target metrics of sampling points (pure numpy, no simulator)."""
+
+import numpy as np
+import pytest
+
+from grids_vla.experiments.points import baseline_points, mobility, on_target, points_report
+
+
+def test_static_points_have_zero_mobility_and_moving_points_do_not():
+    static = [np.full((5, 3, 2), 10.0), np.full((4, 3, 2), 10.0)]
+    assert mobility(static, 100) == {"within_episode": 0.0, "across_episodes": 0.0}
+    # each point alternates between x=0 and x=20 inside an episode: std 10 px on x, 0 on y -> mean 5 px = 0.05
+    moving = np.zeros((4, 3, 2))
+    moving[1::2, :, 0] = 20.0
+    assert mobility([moving], 100)["within_episode"] == pytest.approx(0.05)
+    # episode means differ by 20 px in y between two episodes: std 10 on y, 0 on x -> 5 px
+    a, b = np.zeros((3, 2, 2)), np.zeros((3, 2, 2))
+    b[..., 1] = 20.0
+    assert mobility([a, b], 100)["across_episodes"] == pytest.approx(0.05)
+
+
+def test_on_target_counts_points_within_radius_and_on_mask():
+    points = np.array([[[10.0, 10.0], [50.0, 50.0]]])  # T=1, K=2
+    targets = np.array([[[12.0, 10.0], [np.inf, np.inf]]])  # one visible target, one out of view
+    masks = np.zeros((1, 64, 64), dtype=bool)
+    masks[0, 50, 50] = True  # pixel (row 50, col 50) holds a target
+    out = on_target(points, targets, radius=3.0, masks=masks)
+    assert out["within_radius"] == 0.5
+    assert out["mean_distance_px"] == pytest.approx((2.0 + np.hypot(38.0, 40.0)) / 2)
+    assert out["on_mask"] == 0.5
+    with pytest.raises(ValueError, match="share T"):
+        on_target(points, np.zeros((2, 1, 2)), 3.0)
+
+
+def test_baselines_and_report():
+    fixed = baseline_points("fixed-grid", 4, 3, 128, grid=(16, 16))
+    assert fixed.shape == (3, 4, 2) and np.all(fixed == fixed[0]) and len({tuple(p) for p in fixed[0]}) == 4
+    rand = baseline_points("random", 4, 3, 128, seed=1)
+    assert np.array_equal(rand, baseline_points("random", 4, 3, 128, seed=1)) and not np.all(rand == rand[0])
+    with pytest.raises(ValueError, match="fixed-grid"):
+        baseline_points("grid", 4, 3, 128)
+    # a policy whose single point sits on the single target every frame beats both baselines
+    targets = np.random.default_rng(7).uniform(0, 128, size=(20, 1, 2))  # not the baseline seed
+    rep = points_report([{"points": targets.copy(), "targets": targets}], size=128, radius=4.0, grid=(16, 16))
+    assert rep["policy"]["within_radius"] == 1.0 and rep["policy"]["within_episode"] > 0.1
+    assert rep["fixed-grid"]["within_radius"] < 0.5 and rep["random"]["within_radius"] < 0.5

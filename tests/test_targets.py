@@ -1,0 +1,46 @@
+"""Task targets projected into the policy's upright camera images agree with the renderer's segmentation (LIBERO)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
+
+from grids_vla.envs.libero.env import make_env  # noqa: E402
+from grids_vla.envs.libero.targets import GRIPPER, target_mask, target_names, target_pixels  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make_env("libero_object", 0, image_size=64)
+    yield e
+    e.close()
+
+
+def test_projection_lands_on_the_segmented_object(env) -> None:
+    obs = env.reset(init_state=0)
+    names = target_names(env)
+    assert names[-1] == GRIPPER and len(names) == 3  # libero_object: the object to move, the basket, the gripper
+    for cam in ("agentview", "eye_in_hand"):
+        px, mask = target_pixels(env, cam), target_mask(env, cam)
+        assert px.shape == (3, 2) and mask.shape == (64, 64) and 0 < mask.mean() < 0.5
+        for x, y in px[:2]:  # the two objects: each projected centre lies on (or within 1 px of) its own pixels
+            if 0 <= x < 64 and 0 <= y < 64:
+                i, j = int(y), int(x)
+                assert mask[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].any(), (cam, x, y)
+    # the mask is in the upright orientation of the observation: the object's pixels differ from the floor's
+    col, row = px_obj = target_pixels(env, "agentview")[0]
+    assert np.isfinite(px_obj).all()
+    patch = obs["agentview"][int(row) - 1:int(row) + 2, int(col) - 1:int(col) + 2].astype(float)
+    floor = obs["agentview"][60:63, 2:5].astype(float)  # bottom-left corner: floor in every libero_object layout
+    assert np.abs(patch.mean((0, 1)) - floor.mean((0, 1))).max() > 10
+    np.testing.assert_array_equal(env.observe()["agentview"], obs["agentview"])  # the segmentation pass left no trace
+
+
+def test_unknown_camera(env) -> None:
+    with pytest.raises(ValueError, match="unknown camera 'wrist'"):
+        target_pixels(env, "wrist")
