@@ -314,6 +314,23 @@ def test_multi_camera(shared):
         m({"agentview": x, "wrist": x, "top": x})
 
 
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("cond_dim", [None, 3])
+@pytest.mark.parametrize("coords", ["predicted", "fixed-grid"])
+def test_forward_camera_is_forward_for_one_camera(shared, cond_dim, coords):
+    m = perturb_(MultiCameraGridS(["agentview", "wrist"], 8, 4, shared=shared, cond_dim=cond_dim, coords=coords))
+    inputs = {"agentview": torch.randn(2, 8, 4, 4), "wrist": torch.randn(2, 8, 4, 4)}
+    cond = None if cond_dim is None or coords != "predicted" else torch.randn(2, cond_dim)
+    out = m(inputs, cond=cond)
+    for cam, x in inputs.items():
+        one = m.forward_camera(cam, x, cond=cond)
+        assert torch.equal(one.tokens, out[cam].tokens) and torch.equal(one.coords, out[cam].coords)
+    if coords == "predicted":  # the camera identity (shared) or the camera's own sampler is used
+        assert not torch.equal(m.forward_camera("agentview", inputs["wrist"], cond=cond).coords, out["wrist"].coords)
+    with pytest.raises(KeyError, match=r"camera must be one of \['agentview', 'wrist'\], got 'top'"):
+        m.forward_camera("top", inputs["wrist"], cond=cond)
+
 @settings(max_examples=25, deadline=None)
 @given(
     h=st.integers(1, 9),

@@ -284,8 +284,10 @@ class MultiCameraGridS(nn.Module):
     """GridS over several named cameras: one sampler per camera, or one shared with a camera embedding.
 
     ``forward`` takes ``{camera: tokens}`` and returns ``{camera: ReducerOutput}``; a missing or unknown
-    camera is an error. In shared mode the camera identity enters the coordinate predictor as part of
-    the conditioning vector, so each camera can look at different places with one set of weights.
+    camera is an error. ``forward_camera(camera, tokens)`` resamples one camera's tokens alone, for host
+    code that embeds one camera at a time; ``forward`` calls it for every camera. In shared mode the camera
+    identity enters the coordinate predictor as part of the conditioning vector, so each camera can look at
+    different places with one set of weights.
 
     Args:
         cameras: camera names, in the order their tokens are concatenated downstream.
@@ -332,17 +334,32 @@ class MultiCameraGridS(nn.Module):
         unknown = [c for c in inputs if c not in self.cameras]
         if missing or unknown:
             raise KeyError(f"cameras expected {self.cameras}, missing {missing}, unknown {unknown}")
-        out = {}
-        for i, cam in enumerate(self.cameras):
-            x = inputs[cam]
-            if self.shared and not self.sampler.accepts_cond:  # random / fixed-grid points ignore identity
-                out[cam] = self.sampler(x, grid_size, layout=layout)
-            elif self.shared:
-                ids = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-                cam_cond = self.camera_embed(ids)
-                full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)
-                out[cam] = self.sampler(x, grid_size, cond=full, layout=layout)
-            else:
-                out[cam] = self.samplers[cam](x, grid_size, cond=cond, layout=layout)
-        return out
+        return {cam: self.forward_camera(cam, inputs[cam], grid_size, cond=cond, layout=layout) for cam in self.cameras}
 
+    def forward_camera(
+        self,
+        camera: str,
+        x: Tensor,
+        grid_size: tuple[int, int] | None = None,
+        *,
+        cond: Tensor | None = None,
+        layout: str | None = None,
+    ) -> ReducerOutput:
+        """Resample one camera's tokens: what ``forward`` returns for ``camera``, computed without the others.
+
+        Args:
+            camera: one of ``cameras``.
+            x, grid_size, layout: as for :meth:`GridSampler.forward`.
+            cond: the extra ``(B, cond_dim)`` conditioning, if built with ``cond_dim``; in shared mode the
+                camera embedding is put in front of it.
+        """
+        if camera not in self.cameras:
+            raise KeyError(f"camera must be one of {self.cameras}, got {camera!r}")
+        if not self.shared:
+            return self.samplers[camera](x, grid_size, cond=cond, layout=layout)
+        if not self.sampler.accepts_cond:  # random / fixed-grid points ignore the camera identity
+            return self.sampler(x, grid_size, layout=layout)
+        ids = torch.full((x.shape[0],), self.cameras.index(camera), dtype=torch.long, device=x.device)
+        cam_cond = self.camera_embed(ids)
+        full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)
+        return self.sampler(x, grid_size, cond=full, layout=layout)
