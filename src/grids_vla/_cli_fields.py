@@ -28,10 +28,12 @@ def _scalar_type(annotation: str) -> type:
 
 
 def add_dataclass_fields(parser: argparse.ArgumentParser | Any, cls: type, help: dict[str, str] | None = None,
-                         skip: set[str] | frozenset[str] = frozenset()) -> None:
+                         skip: set[str] | frozenset[str] = frozenset(),
+                         choices: dict[str, tuple[Any, ...]] | None = None) -> None:
     """Add ``--field-name`` for every field of ``cls``: bools get ``--x/--no-x``, tuples and lists take several values,
-    dicts take JSON, ``X | None`` fields take an ``X``."""
+    dicts take JSON, ``X | None`` fields take an ``X``; ``choices`` limits a field to the values given."""
     help = help or {}
+    choices = choices or {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -40,6 +42,8 @@ def add_dataclass_fields(parser: argparse.ArgumentParser | Any, cls: type, help:
         if "default" not in text:  # a help text may say what the default means instead of repeating it
             text = f"{text} (default: {default!r})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text}
+        if f.name in choices:
+            kw["choices"] = choices[f.name]
         flag = "--" + f.name.replace("_", "-")
         annotation = str(f.type)
         if isinstance(default, bool):

@@ -1,12 +1,68 @@
-"""``grids-vla flops`` and ``grids-vla bench-latency``: FLOPs tables and latency of the real VLA architectures."""
+"""``grids-vla flops`` and ``grids-vla bench-latency``: FLOPs tables and latency of the real VLA architectures.
+
+Each command's flags mirror the fields of its dataclass (:class:`FlopsCommand`, :class:`LatencyCommand`); a new flag is
+a new field (and its help line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+
+from .._cli_fields import add_dataclass_fields, picked_fields
+from .._io import atomic_write_text
 
 MODEL_CHOICES = ("pi0", "pi05", "smolvla", "openvla", "openvla-oft")
+
+_HELP = {
+    "k": "GridS tokens per camera (dense always shown)",
+    "cameras": "camera images (default: the model's)",
+    "prompt_tokens": "text tokens (default: the model's)",
+    "accounting": "full (the real cost) or paper (each layer stack and the denoising loop counted once)",
+    "vision_layers": "layers per vision encoder (0: the real depth)",
+    "llm_layers": "LLM and expert layers (0: the real depth)",
+    "steps": "denoising steps (default: the model's)",
+    "repeats": "timed rounds (median reported)",
+    "warmup": "untimed rounds first",
+    "threads": "torch.set_num_threads (also export OMP_NUM_THREADS)",
+    "device": "cpu, cuda or auto (cuda when available)",
+    "dtype": "float32 (CPU default) or bfloat16 (CUDA default)",
+    "seed": "seed of the random weights and inputs",
+}
+
+
+@dataclass
+class FlopsCommand:
+    """``grids-vla flops`` options."""
+
+    model: tuple[str, ...] = ("pi0",)
+    k: tuple[int, ...] = (16, 4, 1)
+    cameras: int | None = None
+    prompt_tokens: int | None = None
+    accounting: str = "full"
+    json: bool = False
+
+
+@dataclass
+class LatencyCommand:
+    """``grids-vla bench-latency`` options."""
+
+    model: str = "pi0"
+    k: tuple[int, ...] = (16, 4, 1)
+    cameras: int | None = None
+    prompt_tokens: int | None = None
+    vision_layers: int = 2
+    llm_layers: int = 2
+    steps: int | None = None
+    repeats: int = 5
+    warmup: int = 1
+    threads: int = 2
+    device: str = "cpu"
+    dtype: str | None = None
+    seed: int = 0
+    json: str | None = None
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -17,12 +73,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Count FLOPs on the meta device (no weights, seconds on a CPU). 'full' is the real cost; "
         "'paper' counts each layer stack and the denoising loop once, as the GridS paper's XLA figures do.",
     )
-    p.add_argument("--model", nargs="+", default=["pi0"], help=f"one or more of {', '.join(MODEL_CHOICES)}, or all")
-    p.add_argument("--k", nargs="+", type=int, default=[16, 4, 1], help="GridS tokens per camera (dense always shown)")
-    p.add_argument("--cameras", type=int, default=None, help="camera images (default: the model's)")
-    p.add_argument("--prompt-tokens", type=int, default=None, help="text tokens (default: the model's)")
-    p.add_argument("--accounting", choices=("full", "paper"), default="full")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_dataclass_fields(p, FlopsCommand, help=_HELP | {
+        "model": f"one or more of {', '.join(MODEL_CHOICES)}, or all", "json": "print JSON instead of a table"},
+        choices={"accounting": ("full", "paper")})
     p.set_defaults(func=_flops)
 
     b = subparsers.add_parser(
@@ -31,36 +84,25 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Times the VLA at real width with random weights; depth and denoising steps can be reduced "
         "to fit a small CPU (the report states what was measured and extrapolates to full depth separately).",
     )
-    b.add_argument("--model", default="pi0", help=f"one of {', '.join(MODEL_CHOICES)}")
-    b.add_argument("--k", nargs="+", type=int, default=[16, 4, 1])
-    b.add_argument("--cameras", type=int, default=None)
-    b.add_argument("--prompt-tokens", type=int, default=None)
-    b.add_argument("--vision-layers", type=int, default=2, help="layers per vision encoder (0: the real depth)")
-    b.add_argument("--llm-layers", type=int, default=2, help="LLM and expert layers (0: the real depth)")
-    b.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    b.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
-    b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (also export OMP_NUM_THREADS)")
-    b.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
-    b.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON here")
+    add_dataclass_fields(b, LatencyCommand, help=_HELP | {
+        "model": f"one of {', '.join(MODEL_CHOICES)}", "json": "also write the full result as JSON to this path"})
     b.set_defaults(func=_bench)
 
 
 def _flops(args: argparse.Namespace) -> int:
     from .counter import flops_table, format_table
 
-    models = list(MODEL_CHOICES) if args.model == ["all"] else args.model
+    cfg = FlopsCommand(**picked_fields(args, FlopsCommand))
+    models = list(MODEL_CHOICES) if cfg.model == ("all",) else list(cfg.model)
     try:
         tables = [
-            flops_table(m, args.k, cameras=args.cameras, prompt_tokens=args.prompt_tokens, accounting=args.accounting)
+            flops_table(m, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens, accounting=cfg.accounting)
             for m in models
         ]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if cfg.json:
         print(json.dumps(tables[0] if len(tables) == 1 else tables, indent=2))
     else:
         print("\n\n".join(format_table(t) for t in tables))
@@ -72,22 +114,22 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .latency import bench_latency, format_latency
 
-    device = args.device
+    cfg = LatencyCommand(**picked_fields(args, LatencyCommand))
+    device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = cfg.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     try:
         result = bench_latency(
-            args.model, args.k, cameras=args.cameras, prompt_tokens=args.prompt_tokens,
-            vision_layers=args.vision_layers or None, llm_layers=args.llm_layers or None, steps=args.steps,
-            repeats=args.repeats, warmup=args.warmup, threads=args.threads, device=device, dtype=dtype,
-            seed=args.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+            cfg.model, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens,
+            vision_layers=cfg.vision_layers or None, llm_layers=cfg.llm_layers or None, steps=cfg.steps,
+            repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads, device=device, dtype=dtype,
+            seed=cfg.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
         )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_latency(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+    if cfg.json:
+        atomic_write_text(cfg.json, json.dumps(result, indent=2))
     return 0
