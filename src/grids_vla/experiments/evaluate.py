@@ -32,10 +32,11 @@ import torch
 
 from .._cli_fields import add_dataclass_fields, picked_fields
 from .._io import atomic_write_text
+from ..envs.libero.suites import step_limit
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
 from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, write_results
-from .rollout import EpisodeRunner, default_max_steps, parse_perturbation, task_instruction, worker_init, worker_play
+from .rollout import EpisodeRunner, parse_perturbation, task_instruction, worker_init, worker_play
 
 __all__ = ["EvalConfig", "evaluate", "add_commands"]
 
@@ -117,7 +118,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
         if cfg.episodes_per_task > n_init:
             raise ValueError(f"episodes_per_task={cfg.episodes_per_task} exceeds the {n_init} official init states "
                              f"of {suite} task {t}")
-    max_steps = cfg.max_steps or default_max_steps(suite)
+    max_steps = cfg.max_steps or step_limit(suite)
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
     # Loaded here even when workers load their own copies: a bad checkpoint fails now, with its own error.
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()

@@ -11,24 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..envs.libero.suites import state_vector
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .report import VIDEO_FPS, save_visuals
 
-__all__ = ["NOOP_ACTION", "default_max_steps", "parse_perturbation", "task_instruction", "observation_to_batch",
+__all__ = ["NOOP_ACTION", "parse_perturbation", "task_instruction", "observation_to_batch",
            "run_episode", "EpisodeRunner", "worker_init", "worker_play"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-
-
-def default_max_steps(suite: str) -> int:
-    """LIBERO's standard step limit for ``suite`` (LIBERO-PRO variants use their base suite's)."""
-    from ..envs.libero.env import MAX_STEPS
-
-    for base in sorted(MAX_STEPS, key=len, reverse=True):
-        if suite == base or suite.startswith(base + "_"):
-            return MAX_STEPS[base]
-    raise ValueError(f"no standard step limit for suite {suite!r}; pass --max-steps")
 
 
 def parse_perturbation(spec: str | None, suite: str) -> tuple[str, list[Any]]:
@@ -63,15 +54,12 @@ def task_instruction(bench: Any, task_id: int) -> str:
 
 def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
     """One env observation as a batch of 1 in the demo reader's format (upright uint8 images, 8-D state)."""
-    from ..envs.libero.data import quat_to_axis_angle
-
     batch: dict[str, Any] = {}
     for cam in cameras:
         if cam not in obs:
             raise KeyError(f"the environment renders no camera {cam!r}; it has {sorted(obs)}")
         batch[cam] = torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1).unsqueeze(0)
-    state = np.concatenate([obs["ee_pos"], quat_to_axis_angle(obs["ee_quat"]), obs["gripper_states"]])
-    batch["state"] = torch.from_numpy(state.astype(np.float32)).unsqueeze(0)
+    batch["state"] = torch.from_numpy(state_vector(obs).astype(np.float32)).unsqueeze(0)
     batch["instruction"] = [instruction]
     return batch
 

@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -31,12 +30,12 @@ from torch import Tensor
 
 from .._cli_fields import add_dataclass_fields
 from .._io import atomic_path, atomic_write_text
+from ..envs.libero.dataset import data_image_size, dataset_statistics, find_demo_files
 from ..policy.checkpoint import STATE_NAME, latest_checkpoint, save_checkpoint
 from ..policy.configuration_grids_vla import GridSVLAConfig, kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
 
-__all__ = ["TrainConfig", "train", "find_demo_files", "data_image_size", "StepSampler", "augment", "lr_lambda",
-           "split_config", "add_commands"]
+__all__ = ["TrainConfig", "train", "StepSampler", "augment", "lr_lambda", "split_config", "add_commands"]
 
 METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 # Fields that shape the optimisation; a resume that changes one of them would not continue the same run.
@@ -103,47 +102,6 @@ def _summary_writer_class() -> type:
 
 
 # ------------------------------------------------------------------------------------------------------------- data
-
-
-def find_demo_files(data: str | os.PathLike[str]) -> list[Path]:
-    """All ``*_demo.hdf5`` files under ``data`` (a file or a folder, searched recursively; shards excluded)."""
-    root = Path(data)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data {root} does not exist")
-    files = sorted(p for p in root.rglob("*_demo.hdf5") if ".shards" not in p.parts)
-    if not files:
-        raise FileNotFoundError(f"no *_demo.hdf5 files under {root} (make some with `grids-vla data libero`)")
-    return files
-
-
-def data_image_size(data: str | os.PathLike[str]) -> int:
-    """Image side in px of the demos under ``data`` (the first file's first demo)."""
-    import h5py
-
-    with h5py.File(find_demo_files(data)[0], "r") as f:
-        obs = f["data"]["demo_0"]["obs"]
-        key = "agentview_rgb" if "agentview_rgb" in obs else "eye_in_hand_rgb"
-        return int(obs[key].shape[1])
-
-
-def dataset_statistics(files: list[Path]) -> dict[str, Tensor]:
-    """Mean and std of states (ee_pos, ee_ori, gripper) and actions over every frame, read once from the files."""
-    import h5py
-    import numpy as np
-
-    states, actions = [], []
-    for p in files:
-        with h5py.File(p, "r") as f:
-            for d in f["data"].values():
-                o = d["obs"]
-                states.append(np.concatenate([o["ee_pos"][()], o["ee_ori"][()], o["gripper_states"][()]], axis=1))
-                actions.append(d["actions"][()])
-    s = torch.from_numpy(np.concatenate(states)).float()
-    a = torch.from_numpy(np.concatenate(actions)).float()
-    return {"state_mean": s.mean(0), "state_std": s.std(0, correction=0),
-            "action_mean": a.mean(0), "action_std": a.std(0, correction=0)}
 
 
 class StepSampler:
@@ -261,7 +219,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     ``model_cfg`` is required for a fresh run (its ``instructions`` are filled from the data when empty and the
     language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it.
     """
-    from ..envs.libero.data import LiberoDemoDataset
+    from ..envs.libero.dataset import LiberoDemoDataset
 
     log = sys.stderr if log is None else log
     out = Path(cfg.out)
