@@ -1,4 +1,7 @@
-"""The compact GridS VLA policy (LeRobot-style configuration + modeling modules) and its training loop."""
+"""The compact GridS VLA policy: configuration, modeling and the checkpoint layout (LeRobot-style modules).
+
+Training and LIBERO evaluation live in :mod:`grids_vla.experiments`.
+"""
 
 from .configuration_grids_vla import GridSVLAConfig
 from .modeling_grids_vla import GridSVLAPolicy, PolicyOutput, load_config
