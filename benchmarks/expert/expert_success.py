@@ -9,8 +9,9 @@ import argparse
 import json
 import time
 
-from grids_vla.envs.libero.env import MAX_STEPS, make_env, num_tasks
 from grids_vla.envs.libero.expert import goal_predicates, rollout, unsupported_goals
+from grids_vla.envs.libero.factory import make_env, num_tasks
+from grids_vla.envs.libero.suites import MAX_STEPS
 
 
 def main() -> None:

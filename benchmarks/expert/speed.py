@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from grids_vla.envs.libero.env import make_env
+from grids_vla.envs.libero.factory import make_env
 
 
 def rate(env, steps: int) -> float:

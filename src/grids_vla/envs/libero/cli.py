@@ -1,62 +1,63 @@
-"""``grids-vla data libero``: generate LIBERO demonstrations with the scripted expert (see ``data.generate``).
+"""``grids-vla data libero``: generate LIBERO demonstrations with the scripted expert (see ``generate``).
 
-``grids-vla data export-lerobot``: write them as a local LeRobotDataset (see ``export_lerobot``)."""
+``grids-vla data export-lerobot``: write them as a local LeRobotDataset (see ``export_lerobot``).
+
+Flags mirror the fields of :class:`~.generate.GenerateConfig` and :class:`~.export_lerobot.ExportConfig`."""
 
 from __future__ import annotations
 
 import argparse
-import os
+
+from ..._cli_fields import add_dataclass_fields, picked_fields
+from .export_lerobot import ExportConfig, export_lerobot
+from .generate import GenerateConfig, generate
+
+_HELP = {
+    "suite": "libero_object, libero_spatial, libero_goal, libero_10 (+ PRO variants)",
+    "demos_per_task": "successful demos to make per task",
+    "out": "output folder; re-running resumes",
+    "image_size": "camera image side in px",
+    "seed": "base seed; attempt j of task t always uses the same seed derived from it",
+    "tasks": "task ids (default: all)",
+    "max_attempts": "rollouts per task at most (default 3N+5)",
+    "max_steps": "episode horizon (default: LIBERO's per suite)",
+    "msaa": "render with 4x MSAA (~1.5x slower)",
+    "workers": "processes, one task each at a time",
+}
+_EXPORT_HELP = {
+    "data": "*_demo.hdf5 files or folders of them",
+    "out": "dataset root to create",
+    "repo_id": "dataset id in its metadata (nothing is uploaded)",
+    "fps": "frame rate recorded in the metadata",
+    "max_tasks": "first N task files only",
+    "max_demos_per_task": "first N demos of each task file only",
+    "overwrite": "replace an existing --out",
+}
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data`` with a nested ``libero`` subcommand."""
+    """Add ``data`` with nested ``libero`` and ``export-lerobot`` subcommands."""
     data = subparsers.add_parser("data", help="generate training data")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
     p = sub.add_parser("libero", help="scripted-expert LIBERO demos in the official HDF5 layout (resumable)")
-    p.add_argument(
-        "--suite", required=True, help="libero_object, libero_spatial, libero_goal, libero_10 (+ PRO variants)"
-    )
-    p.add_argument("--demos-per-task", type=int, required=True)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--out", required=True, help="output folder; re-running resumes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", type=int, nargs="*", default=None, help="task ids (default: all)")
-    p.add_argument("--max-attempts", type=int, default=None, help="rollouts per task at most (default 3N+5)")
-    p.add_argument("--max-steps", type=int, default=None, help="episode horizon (default: LIBERO's per suite)")
-    p.add_argument("--msaa", action="store_true", help="render with 4x MSAA (default off, ~1.5x faster)")
-    p.add_argument("--workers", type=int, default=1, help="processes, one task each at a time (default 1)")
+    p.add_argument("--suite", required=True, help=_HELP["suite"])
+    p.add_argument("--demos-per-task", dest="demos_per_task", type=int, required=True, help=_HELP["demos_per_task"])
+    p.add_argument("--out", required=True, help=_HELP["out"])
+    add_dataclass_fields(p, GenerateConfig, help=_HELP, skip={"suite", "demos_per_task", "out"})
     p.set_defaults(func=_run_libero)
 
     e = sub.add_parser(
         "export-lerobot",
         help="export generated LIBERO demos to a local LeRobotDataset (images; needs lerobot: run in .venv-lerobot)",
     )
-    e.add_argument("--data", required=True, nargs="+", help="*_demo.hdf5 files or folders of them")
-    e.add_argument("--out", required=True, help="dataset root to create")
-    e.add_argument("--repo-id", default="local/libero_grids", help="dataset id in its metadata (nothing is uploaded)")
-    e.add_argument("--fps", type=int, default=20)
-    e.add_argument("--max-tasks", type=int, default=None, help="first N task files only")
-    e.add_argument("--max-demos-per-task", type=int, default=None)
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.add_argument("--data", required=True, nargs="+", help=_EXPORT_HELP["data"])
+    e.add_argument("--out", required=True, help=_EXPORT_HELP["out"])
+    add_dataclass_fields(e, ExportConfig, help=_EXPORT_HELP, skip={"data", "out", "robot_type"})
     e.set_defaults(func=_run_export_lerobot)
 
 
 def _run_libero(args: argparse.Namespace) -> int:
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from .data import generate
-
-    summary = generate(
-        suite=args.suite,
-        demos_per_task=args.demos_per_task,
-        out=args.out,
-        image_size=args.image_size,
-        seed=args.seed,
-        tasks=args.tasks,
-        max_attempts=args.max_attempts,
-        max_steps=args.max_steps,
-        msaa=args.msaa,
-        workers=args.workers,
-    )
+    summary = generate(**picked_fields(args, GenerateConfig))
     for name, st in summary["tasks"].items():
         print(f"{st['task_id']:2d} {st['demos']:4d} demos {st['attempts']:4d} attempts {st['seconds']:8.1f}s  {name}")
     short = [n for n, st in summary["tasks"].items() if st["demos"] < args.demos_per_task]
@@ -64,17 +65,8 @@ def _run_libero(args: argparse.Namespace) -> int:
 
 
 def _run_export_lerobot(args: argparse.Namespace) -> int:
-    from .export_lerobot import export_lerobot
-
-    summary = export_lerobot(
-        args.data,
-        args.out,
-        repo_id=args.repo_id,
-        fps=args.fps,
-        max_tasks=args.max_tasks,
-        max_demos_per_task=args.max_demos_per_task,
-        overwrite=args.overwrite,
-    )
+    fields = picked_fields(args, ExportConfig)
+    summary = export_lerobot(fields.pop("data"), fields.pop("out"), **fields)
     for name, st in summary["tasks"].items():
         print(f"{st['demos']:4d} demos {st['frames']:6d} frames  {name}")
     print(f"{summary['episodes']} episodes, {summary['frames']} frames -> {summary['root']}")

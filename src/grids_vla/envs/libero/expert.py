@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .task_env import subtree_bodies
+
 PICK_PLACE_PREDICATES = ("in", "on")
 GRIPPER_MAX_WIDTH = 0.07  # objects wider than this along their short axis are grasped at the rim
 POS_SCALE = 0.05  # OSC_POSE maps action 1.0 to 5 cm
@@ -48,23 +50,12 @@ def goal_satisfied(env: Any, goal: list[str]) -> bool:
 # ----------------------------------------------------------------------------------------------------------- geometry
 
 
-def _subtree_bodies(model: Any, root: int) -> np.ndarray:
-    """Ids of ``root`` and every body below it."""
-    parents = model.body_parentid
-    inside = np.zeros(model.nbody, dtype=bool)
-    inside[root] = True
-    for b in range(root + 1, model.nbody):  # MuJoCo orders bodies so that parents come first
-        if inside[parents[b]]:
-            inside[b] = True
-    return np.flatnonzero(inside)
-
-
 def _collision_corners(env: Any, name: str) -> np.ndarray:
     """World-frame corners (k, 3) of the bounding boxes of the collision geoms of object/fixture ``name``."""
     sim = env.sim
     model, data = sim.model._model, sim.data._data
     root = env.env.obj_body_id[name]
-    bodies = _subtree_bodies(model, root)
+    bodies = subtree_bodies(model, root)
     geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies) & ((model.geom_contype | model.geom_conaffinity) != 0))
     if len(geoms) == 0:  # fall back to every geom of the object
         geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies))

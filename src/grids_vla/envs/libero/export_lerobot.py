@@ -2,8 +2,9 @@
 
 The layout follows LeRobot's own LIBERO datasets, so LeRobot policies and processors read it unchanged:
 ``observation.images.image`` (agentview) and ``observation.images.wrist_image`` (eye in hand), upright
-(rotated 180 degrees from the rendered frames, like :func:`~grids_vla.envs.libero.data.read_demo`),
-``observation.state`` (8: ee_pos 3, ee axis-angle 3, gripper 2), ``action`` (7) and the language instruction
+(rotated 180 degrees from the rendered frames, like :func:`~grids_vla.envs.libero.dataset.read_demo`),
+``observation.state`` (8: ee_pos 3, ee axis-angle 3, gripper 2; :func:`~grids_vla.envs.libero.suites.state_vector`),
+``action`` (7) and the language instruction
 as the frame's task. Frames are stored as PNG images (``use_videos=False``): no video encoder is needed.
 
 lerobot is imported lazily; it pins an older torch than this package, so the export runs in the separate
@@ -18,12 +19,17 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["export_lerobot", "find_demo_files", "LEROBOT_CAMERAS"]
+from ..._io import replace_dir
+from .dataset import find_demo_files, read_demo
+from .suites import STATE_DIM, STATE_KEYS, state_vector
+
+__all__ = ["ExportConfig", "export_lerobot", "find_demo_files", "LEROBOT_CAMERAS"]
 
 # LeRobot camera name -> key under data/demo_i/obs in our HDF5 files.
 LEROBOT_CAMERAS = {"image": "agentview_rgb", "wrist_image": "eye_in_hand_rgb"}
@@ -40,26 +46,6 @@ def _import_lerobot_dataset() -> Any:
             "separate environment made by `bash scripts/setup_lerobot_env.sh` (.venv-lerobot/bin/grids-vla ...)"
         ) from exc
     return LeRobotDataset
-
-
-def find_demo_files(src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Finished ``*_demo.hdf5`` task files: a file, a folder of them (sorted), or a list of either.
-
-    Only the assembled task files are read; the ``.shards`` work folder of a running generation is ignored.
-    """
-    items = [src] if isinstance(src, str | os.PathLike) else list(src)
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            files.extend(sorted(p.glob("*_demo.hdf5")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"no such demo file or folder: {p}")
-    if not files:
-        raise FileNotFoundError(f"no *_demo.hdf5 files in {items}")
-    return files
 
 
 def _num_demos(path: Path) -> int:
@@ -81,14 +67,14 @@ def _features(image_hw: tuple[int, int]) -> dict[str, dict[str, Any]]:
 
 
 def _demo_frames(demo: dict[str, Any], path: Path, index: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    missing = [k for k in (*LEROBOT_CAMERAS.values(), "ee_pos", "ee_ori", "gripper_states") if k not in demo]
+    missing = [k for k in (*LEROBOT_CAMERAS.values(), *STATE_KEYS) if k not in demo]
     if missing:
         raise KeyError(f"{path} demo_{index} lacks obs {missing}; expected the layout of `grids-vla data libero`")
     images = {cam: np.asarray(demo[key], dtype=np.uint8) for cam, key in LEROBOT_CAMERAS.items()}
-    state = np.concatenate([demo["ee_pos"], demo["ee_ori"], demo["gripper_states"]], axis=1).astype(np.float32)
+    state = state_vector(demo).astype(np.float32)
     actions = np.asarray(demo["actions"], dtype=np.float32)
     n = len(actions)
-    if state.shape != (n, len(STATE_NAMES)) or actions.shape[1] != len(ACTION_NAMES):
+    if state.shape != (n, STATE_DIM) or actions.shape[1] != len(ACTION_NAMES):
         raise ValueError(f"{path} demo_{index}: state {state.shape} / actions {actions.shape}, expected (T, 8), (T, 7)")
     for cam, img in images.items():
         if img.ndim != 4 or img.shape[0] != n or img.shape[-1] != 3:
@@ -96,45 +82,40 @@ def _demo_frames(demo: dict[str, Any], path: Path, index: int) -> tuple[dict[str
     return images, state, actions
 
 
-def export_lerobot(
-    src_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    out_root: str | os.PathLike[str],
-    repo_id: str = "local/libero_grids",
-    fps: int = 20,
-    *,
-    max_tasks: int | None = None,
-    max_demos_per_task: int | None = None,
-    robot_type: str = "panda",
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Write the demos of ``src_dir`` as a LeRobotDataset at ``out_root`` and return a summary.
+@dataclass
+class ExportConfig:
+    """What :func:`export_lerobot` writes (the fields of ``grids-vla data export-lerobot``)."""
 
-    Args:
-        src_dir: a ``*_demo.hdf5`` file, a folder of them, or a list of either.
-        out_root: dataset root (created; must not exist unless ``overwrite``).
-        repo_id: the dataset's id inside its metadata (nothing is uploaded).
-        fps: frame rate recorded in the metadata (LIBERO runs at 20 Hz).
-        max_tasks, max_demos_per_task: keep only the first tasks / demos (sorted by file name / index).
-        robot_type: recorded in the metadata.
-        overwrite: replace an existing ``out_root``.
-    """
-    from .data import read_demo
+    data: str | Sequence[str]  # a *_demo.hdf5 file, a folder of them, or a list of either
+    out: str  # dataset root (created; must not exist unless overwrite)
+    repo_id: str = "local/libero_grids"  # the dataset's id inside its metadata (nothing is uploaded)
+    fps: int = 20  # frame rate recorded in the metadata (LIBERO runs at 20 Hz)
+    max_tasks: int | None = None  # keep only the first task files (sorted by name)
+    max_demos_per_task: int | None = None  # and the first demos of each
+    robot_type: str = "panda"  # recorded in the metadata
+    overwrite: bool = False  # replace an existing out
 
+
+def export_lerobot(src_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                   out_root: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    """Write the demos of ``src_dir`` (a ``*_demo.hdf5`` file, a folder of them, or a list of either) as a
+    LeRobotDataset at ``out_root`` and return a summary; ``options`` are the other :class:`ExportConfig` fields."""
+    cfg = ExportConfig(src_dir, out_root, **options)
     lerobot_dataset = _import_lerobot_dataset()
-    files = find_demo_files(src_dir)[:max_tasks] if max_tasks else find_demo_files(src_dir)
-    out = Path(out_root)
-    if out.exists() and not overwrite:
+    files = find_demo_files(cfg.data)[:cfg.max_tasks] if cfg.max_tasks else find_demo_files(cfg.data)
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp = tmp_parent / "dataset"
-    summary: dict[str, Any] = {"root": str(out), "repo_id": repo_id, "fps": fps, "tasks": {}, "episodes": 0}
+    summary: dict[str, Any] = {"root": str(out), "repo_id": cfg.repo_id, "fps": cfg.fps, "tasks": {}, "episodes": 0}
     try:
         dataset = None
         for path in files:
             n_demos = _num_demos(path)
-            if max_demos_per_task is not None:
-                n_demos = min(n_demos, max_demos_per_task)
+            if cfg.max_demos_per_task is not None:
+                n_demos = min(n_demos, cfg.max_demos_per_task)
             frames_written = 0
             instruction = ""
             for i in range(n_demos):
@@ -144,11 +125,11 @@ def export_lerobot(
                 if dataset is None:
                     hw = images["image"].shape[1:3]
                     dataset = lerobot_dataset.create(
-                        repo_id=repo_id,
-                        fps=fps,
+                        repo_id=cfg.repo_id,
+                        fps=cfg.fps,
                         features=_features(hw),
                         root=tmp,
-                        robot_type=robot_type,
+                        robot_type=cfg.robot_type,
                         use_videos=False,
                         image_writer_threads=0,
                     )
@@ -168,9 +149,7 @@ def export_lerobot(
         staging = tmp / "images"  # LeRobot's PNG staging folder: emptied once frames are embedded in the parquet
         if staging.is_dir() and not any(p.is_file() for p in staging.rglob("*")):
             shutil.rmtree(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     summary["frames"] = sum(t["frames"] for t in summary["tasks"].values())

