@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from grids_vla import MultiCameraGridS
 from grids_vla.reducers.base import ReducerOutput
 from torch import Tensor, nn
@@ -135,28 +134,6 @@ def build_grids(
         grid_size=grid_size,
         allow_oversample=config.grids_allow_oversample,
     )
-
-
-def reduce_camera(
-    grids: MultiCameraGridS,
-    camera: str,
-    x: Tensor,
-    grid_size: tuple[int, int] | None = None,
-    cond: Tensor | None = None,
-    layout: str | None = None,
-) -> ReducerOutput:
-    """Resample one camera's tokens or map with ``grids`` (VLA code embeds one camera at a time)."""
-    camera = sampler_name(camera)
-    if camera not in grids.cameras:
-        raise KeyError(f"unknown camera {camera!r}; the GridS sampler was built for {grids.cameras}")
-    if not grids.shared:
-        return grids.samplers[camera](x, grid_size, cond=cond, layout=layout)
-    if not grids.sampler.accepts_cond:
-        return grids.sampler(x, grid_size, layout=layout)
-    ids = torch.full((x.shape[0],), grids.cameras.index(camera), dtype=torch.long, device=x.device)
-    cam_cond = grids.camera_embed(ids)
-    full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)
-    return grids.sampler(x, grid_size, cond=full, layout=layout)
 
 
 def square_grid(num_tokens: int, what: str) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from grids_vla.sampling import bilinear_sample
 from lerobot.policies.act.modeling_act import ACTPolicy
 from torch import Tensor, nn
 
-from .common import GridSPolicyMixin, as_grids_config, build_grids, reduce_camera, sampler_name
+from .common import GridSPolicyMixin, as_grids_config, build_grids, sampler_name
 from .configuration_act_grids import ACTGridsConfig
 
 RESNET_STRIDE = 32
@@ -66,9 +66,10 @@ class ACTGridsPolicy(GridSPolicyMixin, ACTPolicy):
             raise RuntimeError("ACT ran its backbone on more images than the config has cameras")
         camera = self._grids_queue.pop(0)
         fmap = output["feature_map"]
-        out = reduce_camera(self.grids, camera, fmap, layout="nchw")
+        name = sampler_name(camera)
+        out = self.grids.forward_camera(name, fmap, layout="nchw")
         self._grids_record(camera, out)
-        sampler = self.grids.sampler if self.grids.shared else self.grids.samplers[sampler_name(camera)]
+        sampler = self.grids.sampler if self.grids.shared else self.grids.samplers[name]
         self._grids_pending.append((out.coords, (fmap.shape[2], fmap.shape[3]), sampler.align_corners))
         resampled = out.tokens.transpose(1, 2).unsqueeze(2)  # (B, C, 1, K): ACT flattens it to K tokens
         return {**output, "feature_map": resampled}

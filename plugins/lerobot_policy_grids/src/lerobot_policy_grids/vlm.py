@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .common import GridSPolicyMixin, reduce_camera, square_grid
+from .common import GridSPolicyMixin, sampler_name, square_grid
 
 __all__ = ["wrap_embed_image", "masked_mean"]
 
@@ -83,7 +83,7 @@ def wrap_embed_image(
         if dense.ndim != 3:
             raise ValueError(f"embed_image returned shape {tuple(dense.shape)}, expected (B, N, C)")
         grid = grid_size or square_grid(dense.shape[1], f"camera {camera!r}")
-        out = reduce_camera(policy.grids, camera, dense, grid, cond=pending["cond"], layout="tokens")
+        out = policy.grids.forward_camera(sampler_name(camera), dense, grid, cond=pending["cond"], layout="tokens")
         policy._grids_record(camera, out)
         return out.tokens.to(dense.dtype)
 
