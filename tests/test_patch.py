@@ -5,6 +5,7 @@ transformers comes with the ``flops`` extra, which CI installs; it is imported d
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
 from pathlib import Path
@@ -369,6 +370,17 @@ def test_the_sampler_is_a_plain_grids_module():
     assert sampler.geometry_mode == "fourier"
     assert any(name.endswith("grids.sampler") and module is sampler for name, module in model.named_modules())
 
+
+
+def test_adapters_are_siblings_over_the_common_base():
+    """Each adapter module imports only the core and ``_common``, never another adapter."""
+    folder = Path(grids_vla.patch.__file__).parent
+    adapters = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+    assert {p.stem for p in adapters} >= {"hf_transformers", "timm"}
+    for path in adapters:
+        tree = ast.parse(path.read_text())
+        siblings = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert siblings <= {"_common"}, f"{path.name} imports {sorted(siblings)} from grids_vla.patch"
 
 # ---- the docs run as written ---------------------------------------------------------------------------
 

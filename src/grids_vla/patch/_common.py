@@ -1,4 +1,7 @@
-"""Host-independent parts of the adapters: the hook-owning module and ``unpatch``.
+"""Host-independent parts of the adapters: the base adapter module, the argument checks and ``unpatch``.
+
+Each host library has its own adapter module (``hf_transformers``, ``timm``); they are siblings over
+:class:`HookAdapter` and import only the core and this module, never each other.
 
 An adapter is an ``nn.Module`` registered inside the host model (so its sampler trains, moves with
 ``.to()`` and is saved in the host's ``state_dict``) whose bound methods are installed as forward hooks
@@ -10,6 +13,7 @@ sampler and can be unpatched independently of the original.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..grids import GridSampler
-from ..reducers.base import PrefixMode
+from ..reducers.base import PrefixMode, ReducerOutput
 
 __all__ = ["HookAdapter", "unpatch", "get_adapter", "load_grids", "ADAPTER_NAME"]
 
@@ -33,7 +37,47 @@ _HOOK_TABLES = {
 
 
 class HookAdapter(nn.Module):
-    """Base of every adapter: installs its own bound methods as hooks and removes exactly those."""
+    """Base of every adapter, registered as ``<host>.grids``: owns the sampler and the hooks it installs.
+
+    Holds what does not depend on the host library: the sampler call on ``(B, P + H*W, C)`` hidden states, the
+    patch grid of the current call, and the hooks inside the encoder (``after_layer``). A subclass adds the hooks
+    at the host's boundaries: where the grid is read off the input, and where the output is resampled or its
+    prefix dropped. After each forward, ``last_output`` holds the sampler's
+    :class:`~grids_vla.reducers.base.ReducerOutput` (its ``coords`` show where the K tokens looked;
+    ``aux["logits"]`` allows a loss on them).
+    """
+
+    def __init__(
+        self,
+        sampler: GridSampler,
+        *,
+        patch_size: tuple[int, int],
+        num_prefix_tokens: int,
+        prefix: PrefixMode,
+        after_layer: int | None,
+        grid_size: tuple[int, int] | None,
+    ) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.patch_size = patch_size
+        self.num_prefix_tokens = num_prefix_tokens
+        self.prefix = prefix
+        self.after_layer = after_layer
+        self.fixed_grid = grid_size
+        self.last_output: ReducerOutput | None = None
+        self._pixel_grid: tuple[int, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the last call's output carries an autograd graph, which cannot be deep-copied or pickled
+        return {**super().__getstate__(), "last_output": None, "_pixel_grid": None}
+
+    def extra_repr(self) -> str:
+        return (
+            f"after_layer={self.after_layer}, prefix={self.prefix!r}, num_prefix_tokens={self.num_prefix_tokens}, "
+            f"patch_size={self.patch_size}"
+        )
+
+    # ---- installing and removing the hooks ------------------------------------------------------
 
     def hook_pre(self, module: nn.Module, fn: Callable) -> None:
         """Install ``fn`` (a bound method of ``self``) as a forward pre-hook with kwargs on ``module``."""
@@ -42,6 +86,15 @@ class HookAdapter(nn.Module):
     def hook_post(self, module: nn.Module, fn: Callable) -> None:
         """Install ``fn`` (a bound method of ``self``) as a forward hook on ``module``."""
         module.register_forward_hook(fn)
+
+    def hook_layers(self, layers: Sequence[nn.Module]) -> None:
+        """Resample at the input of layer ``after_layer``, or at the last layer's output when it equals the depth."""
+        if self.after_layer is None:
+            return
+        if self.after_layer < len(layers):
+            self.hook_pre(layers[self.after_layer], self._on_layer_input)
+        else:
+            self.hook_post(layers[len(layers) - 1], self._on_last_layer_output)
 
     def remove_hooks(self, root: nn.Module) -> int:
         """Remove every hook under ``root`` that is a method of this adapter; returns how many."""
@@ -55,6 +108,70 @@ class HookAdapter(nn.Module):
                         getattr(module, flags).pop(key, None)
                     removed += 1
         return removed
+
+    # ---- hooks inside the encoder ---------------------------------------------------------------
+
+    def _on_layer_input(self, layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """``after_layer < depth``: resample the hidden states entering layer ``after_layer``."""
+        if args:
+            hidden, rest = args[0], args[1:]
+        else:
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        n = hidden.shape[1]
+        for value in (*rest, *kwargs.values()):
+            if isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == n:
+                raise ValueError(
+                    f"layer {self.after_layer} got a {tuple(value.shape)} mask over the {n} tokens; GridS inside the "
+                    "encoder cannot follow a token mask (drop the attention_mask, or use after_layer=None)"
+                )
+        reduced = self._reduce(hidden)
+        if args:
+            return (reduced, *rest), kwargs
+        return (), {**kwargs, "hidden_states": reduced}
+
+    def _on_last_layer_output(self, layer: nn.Module, args: tuple, output: Any) -> Any:
+        """``after_layer == depth``: resample the last layer's output, before the final norm."""
+        if isinstance(output, tuple):
+            return (self._reduce(output[0]), *output[1:])
+        return self._reduce(output)
+
+    # ---- the resampling -------------------------------------------------------------------------
+
+    def _use_grid(self, grid: tuple[int, int], source: str) -> None:
+        """Record the patch grid of this call; ``source`` names the input it was read from, for the error."""
+        if self.fixed_grid is not None and grid != self.fixed_grid:
+            raise ValueError(
+                f"the adapter was patched with grid_size={self.fixed_grid}, but {source} gives a "
+                f"{grid[0]}x{grid[1]} patch grid"
+            )
+        self._pixel_grid = grid
+
+    def _grid_for(self, n_tokens: int) -> tuple[int, int]:
+        if self._pixel_grid is not None:
+            return self._pixel_grid
+        if self.fixed_grid is not None:
+            return self.fixed_grid
+        spatial = n_tokens - self.num_prefix_tokens
+        side = math.isqrt(max(spatial, 0))
+        if spatial < 1 or side * side != spatial:
+            raise ValueError(
+                f"cannot infer the patch grid: {n_tokens} tokens minus {self.num_prefix_tokens} prefix tokens = "
+                f"{spatial} is not a square number; call the patched model with its image input (the grid is then "
+                "read from the image size) or patch with grid_size=(H, W)"
+            )
+        return side, side
+
+    def _reduce(self, hidden: Tensor) -> Tensor:
+        grid = self._grid_for(hidden.shape[1])
+        if hidden.shape[1] != self.num_prefix_tokens + grid[0] * grid[1]:
+            raise ValueError(
+                f"GridS expected {self.num_prefix_tokens} prefix + {grid[0]}x{grid[1]} patch tokens, got "
+                f"{hidden.shape[1]} tokens; token dropout (e.g. timm's patch_drop_rate > 0 in training) or a "
+                "resampled token sequence cannot be put back on the patch grid"
+            )
+        out = self.sampler(hidden, grid)
+        self.last_output = out
+        return out.tokens
 
 
 # ---- what every patch_* function checks and wires the same way -------------------------------------------------
@@ -75,6 +192,17 @@ def check_patch_args(host: nn.Module, api: str, prefix: str, grids_kwargs: Mappi
             raise ValueError(f"do not pass {key}= to {api}: {why}")
     if prefix not in ("drop", "keep"):
         raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
+
+
+def as_pair(value: Any, name: str) -> tuple[int, int]:
+    """``7`` -> ``(7, 7)``, ``(7, 5)`` -> ``(7, 5)``; ``name`` names the setting in the error."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value), int(value)
+    try:
+        a, b = value
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair, got {value!r}") from None
 
 
 def check_after_layer(after_layer: int | None, depth: int) -> None:
@@ -120,16 +248,6 @@ def build_sampler(
     if ref is not None:
         sampler.to(device=ref.device)
     return sampler
-
-
-def hook_after_layer(adapter: Any, layers: Sequence[nn.Module], after_layer: int | None) -> None:
-    """Resample at the input of layer ``after_layer``, or at the last layer's output when it equals the depth."""
-    if after_layer is None:
-        return
-    if after_layer < len(layers):
-        adapter.hook_pre(layers[after_layer], adapter._on_layer_input)
-    else:
-        adapter.hook_post(layers[len(layers) - 1], adapter._on_last_layer_output)
 
 
 def _adapters(model: nn.Module) -> list[tuple[nn.Module, HookAdapter]]:

@@ -20,20 +20,18 @@ towers are recognised by class name (their own or a base class's) and structure.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from ..grids import GridSampler
-from ..reducers.base import PrefixMode, ReducerOutput
+from ..reducers.base import PrefixMode
 from ._common import (
     ADAPTER_NAME,
     HookAdapter,
+    as_pair,
     build_sampler,
     check_after_layer,
     check_patch_args,
-    hook_after_layer,
     resolve_grid,
 )
 
@@ -94,55 +92,12 @@ def _get_path(root: nn.Module, path: str) -> Any:
     return obj
 
 
-def _pair(value: Any, name: str) -> tuple[int, int]:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value), int(value)
-    try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"config.{name} must be an int or a pair, got {value!r}") from None
-
-
 class TransformersGridS(HookAdapter):
-    """The module registered as ``<tower>.grids``: owns the sampler and the hooks of one patched tower.
+    """The module registered as ``<tower>.grids`` of a patched Hugging Face tower (see :class:`HookAdapter`).
 
-    After each forward, ``last_output`` holds the sampler's :class:`~grids_vla.reducers.base.ReducerOutput`
-    (its ``coords`` show where the K tokens looked; ``aux["logits"]`` allows a loss on them).
+    Reads the patch grid off ``pixel_values`` at the tower's input; at its output resamples ``last_hidden_state``
+    (``after_layer=None``) or drops the prefix tokens that travelled through the encoder.
     """
-
-    def __init__(
-        self,
-        sampler: GridSampler,
-        *,
-        patch_size: tuple[int, int],
-        num_prefix_tokens: int,
-        prefix: PrefixMode,
-        after_layer: int | None,
-        grid_size: tuple[int, int] | None,
-    ) -> None:
-        super().__init__()
-        self.sampler = sampler
-        self.patch_size = patch_size
-        self.num_prefix_tokens = num_prefix_tokens
-        self.prefix = prefix
-        self.after_layer = after_layer
-        self.fixed_grid = grid_size
-        self.last_output: ReducerOutput | None = None
-        self._pixel_grid: tuple[int, int] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the last call's output carries an autograd graph, which cannot be deep-copied or pickled
-        state = super().__getstate__()
-        return {**state, "last_output": None, "_pixel_grid": None}
-
-    def extra_repr(self) -> str:
-        return (
-            f"after_layer={self.after_layer}, prefix={self.prefix!r}, num_prefix_tokens={self.num_prefix_tokens}, "
-            f"patch_size={self.patch_size}"
-        )
-
-    # ---- hooks --------------------------------------------------------------------------------
 
     def _on_tower_start(self, tower: nn.Module, args: tuple, kwargs: dict) -> None:
         """Read the patch grid off ``pixel_values`` so the sampler knows ``(H, W)`` exactly."""
@@ -152,13 +107,8 @@ class TransformersGridS(HookAdapter):
         if isinstance(pixels, Tensor):
             if pixels.dim() != 4:
                 raise ValueError(f"pixel_values must be (B, C, H, W), got shape {tuple(pixels.shape)}")
-            grid = (pixels.shape[-2] // self.patch_size[0], pixels.shape[-1] // self.patch_size[1])
-            if self.fixed_grid is not None and grid != self.fixed_grid:
-                raise ValueError(
-                    f"the adapter was patched with grid_size={self.fixed_grid}, but a "
-                    f"{pixels.shape[-2]}x{pixels.shape[-1]} px image gives a {grid[0]}x{grid[1]} patch grid"
-                )
-            self._pixel_grid = grid
+            h, w = pixels.shape[-2:]
+            self._use_grid((h // self.patch_size[0], w // self.patch_size[1]), f"a {h}x{w} px image")
 
     def _on_tower_end(self, tower: nn.Module, args: tuple, output: Any) -> Any:
         """Resample the tower's output (default) or strip the prefix that travelled through the encoder."""
@@ -176,53 +126,6 @@ class TransformersGridS(HookAdapter):
             return output
         finally:
             self._pixel_grid = None
-
-    def _on_layer_input(self, layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        """``after_layer < num_layers``: resample the hidden states entering layer ``after_layer``."""
-        if args:
-            hidden, rest = args[0], args[1:]
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), ()
-        n = hidden.shape[1]
-        for value in (*rest, *kwargs.values()):
-            if isinstance(value, Tensor) and value.dim() >= 2 and value.shape[-1] == n:
-                raise ValueError(
-                    f"layer {self.after_layer} got a {tuple(value.shape)} mask over the {n} tokens; GridS inside the "
-                    "encoder cannot follow a token mask (drop the attention_mask, or use after_layer=None)"
-                )
-        reduced = self._reduce(hidden)
-        if args:
-            return (reduced, *rest), kwargs
-        return (), {**kwargs, "hidden_states": reduced}
-
-    def _on_last_layer_output(self, layer: nn.Module, args: tuple, output: Any) -> Any:
-        """``after_layer == num_layers``: resample the last layer's output, before the final norm."""
-        if isinstance(output, tuple):
-            return (self._reduce(output[0]), *output[1:])
-        return self._reduce(output)
-
-    # ---- the resampling -------------------------------------------------------------------------
-
-    def _grid_for(self, n_tokens: int) -> tuple[int, int]:
-        if self._pixel_grid is not None:
-            return self._pixel_grid
-        if self.fixed_grid is not None:
-            return self.fixed_grid
-        spatial = n_tokens - self.num_prefix_tokens
-        side = math.isqrt(max(spatial, 0))
-        if spatial < 1 or side * side != spatial:
-            raise ValueError(
-                f"cannot infer the patch grid: {n_tokens} tokens minus {self.num_prefix_tokens} prefix tokens = "
-                f"{spatial} is not a square number; call the patched model with pixel_values (the grid is then "
-                "read from the image size) or patch with grid_size=(H, W)"
-            )
-        return side, side
-
-    def _reduce(self, hidden: Tensor) -> Tensor:
-        grid = self._grid_for(hidden.shape[1])
-        out = self.sampler(hidden, grid)
-        self.last_output = out
-        return out.tokens
 
 
 def patch_transformers(
@@ -262,8 +165,8 @@ def patch_transformers(
 
     family = next(f for f in _PREFIX if cls_name.startswith(f))
     num_prefix = _PREFIX[family] + (int(config.num_register_tokens) if spec.register_tokens else 0)
-    patch = _pair(config.patch_size, "patch_size")
-    image = _pair(config.image_size, "image_size")
+    patch = as_pair(config.patch_size, "config.patch_size")
+    image = as_pair(config.image_size, "config.image_size")
     what = f"this {cls_name} (image_size={config.image_size}, patch_size={config.patch_size})"
     grid_size, anchor_grid = resolve_grid(k, grid_size, (image[0] // patch[0], image[1] // patch[1]),
                                           grids_kwargs.get("allow_oversample", False), what)
@@ -277,6 +180,6 @@ def patch_transformers(
     tower.add_module(ADAPTER_NAME, adapter)
     adapter.hook_pre(tower, adapter._on_tower_start)
     adapter.hook_post(tower, adapter._on_tower_end)
-    hook_after_layer(adapter, layers, after_layer)
+    adapter.hook_layers(layers)
     return model
 

@@ -28,8 +28,15 @@ from torch import Tensor, nn
 
 from ..grids import GridSampler
 from ..reducers.base import PrefixMode
-from ._common import ADAPTER_NAME, build_sampler, check_after_layer, check_patch_args, hook_after_layer, resolve_grid
-from .hf_transformers import TransformersGridS
+from ._common import (
+    ADAPTER_NAME,
+    HookAdapter,
+    as_pair,
+    build_sampler,
+    check_after_layer,
+    check_patch_args,
+    resolve_grid,
+)
 
 __all__ = ["patch_timm", "TimmGridS"]
 
@@ -44,19 +51,11 @@ def _is_timm_vit(model: nn.Module) -> bool:
     return named and all(hasattr(model, attr) for attr in _REQUIRED) and isinstance(model.blocks, nn.Sequential)
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    a, b = value
-    return int(a), int(b)
+class TimmGridS(HookAdapter):
+    """The module registered as ``model.grids`` of a patched timm ViT (see :class:`HookAdapter`).
 
-
-class TimmGridS(TransformersGridS):
-    """The module registered as ``model.grids`` of a patched timm ViT: owns the sampler and the hooks.
-
-    Shares the resampling (grid inference, the hooks inside the encoder) with the Hugging Face adapter; only where
-    the grid is read and where the prefix is dropped differ. After each forward, ``last_output`` holds the sampler's
-    :class:`~grids_vla.reducers.base.ReducerOutput` (``coords``; ``aux["logits"]`` for a loss on the points).
+    Reads the patch grid off the patch embedding's input; at the end of ``forward_features`` (the final ``norm``)
+    resamples (``after_layer=None``) and drops the prefix unless ``model(x)``'s head still needs it.
     """
 
     def __init__(self, sampler: GridSampler, **kwargs: Any) -> None:
@@ -90,12 +89,7 @@ class TimmGridS(TransformersGridS):
         else:
             self._pixel_grid = None
             return
-        if self.fixed_grid is not None and grid != self.fixed_grid:
-            raise ValueError(
-                f"the adapter was patched with grid_size={self.fixed_grid}, but this input gives a "
-                f"{grid[0]}x{grid[1]} patch grid"
-            )
-        self._pixel_grid = grid
+        self._use_grid(grid, "this input")
 
     def _on_norm_output(self, norm: nn.Module, args: tuple, output: Tensor) -> Tensor:
         """End of ``forward_features``: resample here (default), then drop the prefix unless the head needs it."""
@@ -107,19 +101,6 @@ class TimmGridS(TransformersGridS):
             return output
         finally:
             self._pixel_grid = None
-
-    # ---- the resampling -------------------------------------------------------------------------
-
-    def _reduce(self, hidden: Tensor) -> Tensor:
-        grid = self._grid_for(hidden.shape[1])
-        spatial = hidden.shape[1] - self.num_prefix_tokens
-        if spatial != grid[0] * grid[1]:
-            raise ValueError(
-                f"GridS expected {self.num_prefix_tokens} prefix + {grid[0]}x{grid[1]} patch tokens, got "
-                f"{hidden.shape[1]} tokens; token dropout (patch_drop_rate > 0 in training) or a resampled token "
-                "sequence cannot be put back on the patch grid"
-            )
-        return super()._reduce(hidden)
 
 
 def patch_timm(
@@ -161,8 +142,8 @@ def patch_timm(
     check_after_layer(after_layer, len(blocks))
     patch_embed = model.patch_embed
     try:
-        patch = _pair(patch_embed.patch_size)
-        default_grid = _pair(patch_embed.grid_size)
+        patch = as_pair(patch_embed.patch_size, "patch_embed.patch_size")
+        default_grid = as_pair(patch_embed.grid_size, "patch_embed.grid_size")
     except (AttributeError, TypeError, ValueError):
         raise TypeError(
             f"grids_vla.patch.timm needs a patch embedding with patch_size and grid_size; "
@@ -187,5 +168,5 @@ def patch_timm(
     model.register_forward_hook(adapter._on_model_end, always_call=True)
     adapter.hook_post(patch_embed, adapter._on_patch_embed)
     adapter.hook_post(model.norm, adapter._on_norm_output)
-    hook_after_layer(adapter, blocks, after_layer)
+    adapter.hook_layers(blocks)
     return model
