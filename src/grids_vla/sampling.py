@@ -115,7 +115,9 @@ def bilinear_sample(
     # Lower neighbour clamped to W - 2 (not the upper one to W - 1): at u = W - 1 the weight moves
     # entirely onto the last patch instead of vanishing.
     hi = uv.new_tensor([max(w - 2, 0), max(h - 2, 0)])
-    lo = torch.minimum(torch.floor(uv).detach(), hi)
+    # Indices from a NaN-free copy (uv is otherwise in [0, W - 1]): a NaN would cast to INT64_MIN, an
+    # out-of-range gather. The point's weights stay NaN, so its output is NaN on every grid and device.
+    lo = torch.minimum(torch.floor(uv.detach().nan_to_num(0.0)), hi)
     if snap:  # exact 0 / 1 forward value; the added zero carries the bilinear gradient
         frac = (torch.round(uv) - lo).detach() + (uv - uv.detach())
     else:

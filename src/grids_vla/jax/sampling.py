@@ -102,7 +102,8 @@ def bilinear_sample(
     uv = coords_to_index_space(coords.astype(pos_dtype), grid_size, align_corners)
     # Lower neighbour clamped to W - 2 so that u = W - 1 puts all the weight on the last patch.
     hi = jnp.asarray(np.array([max(w - 2, 0), max(h - 2, 0)]), dtype=pos_dtype)
-    lo = jnp.minimum(jnp.floor(jax.lax.stop_gradient(uv)), hi)
+    # Indices from a NaN-free copy, as in PyTorch: always in range; a NaN point's output is NaN.
+    lo = jnp.minimum(jnp.floor(jnp.nan_to_num(jax.lax.stop_gradient(uv), nan=0.0)), hi)
     if snap:  # exact 0 / 1 forward weights; the added zero carries the bilinear gradient
         frac = jax.lax.stop_gradient(jnp.round(uv) - lo) + (uv - jax.lax.stop_gradient(uv))
     else:
