@@ -1,9 +1,14 @@
-"""Every peer under the shared interface, plus one behavioural property each."""
+"""Every registered reducer under the shared interface, then what each one does that the others do not.
+
+The first block is parametrized over ``list_reducers()``, so a newly registered reducer is tested without
+editing this file.
+"""
 
 import pytest
 import torch
 from torch import nn
 
+import grids_vla
 from grids_vla.reducers import (
     DenseReducer,
     FastVPruner,
@@ -14,17 +19,38 @@ from grids_vla.reducers import (
     UniformPoolReducer,
     create_reducer,
     fastv_prune,
-    list_reducers,
+    get_reducer_class,
     pooling_grid,
     register_reducer,
 )
 from grids_vla.sampling import patch_centers
 
-PEERS = ["grids", "topk", "random", "pool", "tokenlearner", "perceiver", "tome"]
+REDUCERS = grids_vla.list_reducers()
+B, DIM, K, GRID = 3, 8, 6, (4, 6)  # a non-square grid, so a transposed layout cannot pass
 
 
-def test_registry_lists_every_peer():
-    assert set(PEERS + ["dense"]) <= set(list_reducers())
+def build(name: str, grid=GRID, **kwargs) -> TokenReducer:
+    """A reducer with non-zero weights everywhere; the identity ``dense`` needs ``k = H * W``."""
+    k = grid[0] * grid[1] if name == "dense" else K
+    torch.manual_seed(0)
+    reducer = create_reducer(name, DIM, k, grid_size=grid, **kwargs)
+    with torch.no_grad():  # zero-initialised layers (GridS's geometry MLP) would hide a part of the reducer
+        for p in reducer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return reducer
+
+
+def tokens(b: int = B, n: int = GRID[0] * GRID[1], seed: int = 1, **kwargs) -> torch.Tensor:
+    return torch.randn(b, n, DIM, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def call(reducer: TokenReducer, x: torch.Tensor, **kwargs):
+    torch.manual_seed(2)  # the same random draws on every call, for the reducers that draw
+    return reducer(x, **kwargs)
+
+
+def test_registry_lists_every_builtin_reducer():
+    assert {"dense", "grids", "topk", "random", "pool", "tokenlearner", "perceiver", "tome"} <= set(REDUCERS)
     with pytest.raises(ValueError, match="unknown reducer 'foo'; available: .*grids"):
         create_reducer("foo", 4, 2)
 
@@ -37,46 +63,86 @@ def test_registering_a_taken_name_fails():
             pass
 
 
-@pytest.mark.parametrize("name", PEERS)
-@pytest.mark.parametrize("layout", ["nchw", "tokens"])
-def test_shape_coords_and_gradient(name, layout):
-    torch.manual_seed(0)
-    r = create_reducer(name, 8, 6, grid_size=(5, 7))
-    fmap = torch.randn(3, 8, 5, 7, requires_grad=True)
-    x = fmap if layout == "nchw" else fmap.flatten(2).transpose(1, 2)
-    out = r(x)
-    assert out.tokens.shape == (3, 6, 8)
-    assert out.coords.shape == (3, 6, 2) and ((out.coords >= 0) & (out.coords <= 1 + 1e-6)).all()
-    out.tokens.square().sum().backward()
-    assert fmap.grad.abs().sum() > 0
-    for pname, p in r.named_parameters():
-        assert p.grad is not None, f"{name}.{pname} gets no gradient"
+@pytest.mark.parametrize("name", REDUCERS)
+def test_output_shape_and_coords(name):
+    r = build(name)
+    n_out = r.num_output_tokens(GRID)
+    assert n_out == (GRID[0] * GRID[1] if name == "dense" else K)
+    out = call(r, tokens())
+    assert out.tokens.shape == (B, n_out, DIM)
+    if out.coords is not None:
+        assert out.coords.shape == (B, n_out, 2) and ((out.coords >= 0) & (out.coords <= 1 + 1e-6)).all()
 
 
-@pytest.mark.parametrize("name", PEERS)
-def test_rejects_bad_input_the_same_way(name):
-    r = create_reducer(name, 8, 4, grid_size=(3, 3))
-    with pytest.raises(ValueError, match="C=5 channels"):
-        r(torch.randn(1, 9, 5))
-    with pytest.raises(ValueError, match="k=10 exceeds"):
-        create_reducer(name, 8, 10, grid_size=(3, 3))(torch.randn(1, 9, 8))
+@pytest.mark.parametrize("name", REDUCERS)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_feature_map_input_equals_token_input(name, layout):
+    r = build(name)
+    x = tokens()
+    fmap = x.view(B, *GRID, DIM)
+    fmap = fmap.permute(0, 3, 1, 2) if layout == "nchw" else fmap
+    torch.testing.assert_close(call(r, fmap, layout=layout).tokens, call(r, x).tokens)
 
 
-@pytest.mark.parametrize("name", ["topk", "random", "pool", "tokenlearner", "perceiver", "tome"])
-def test_peers_without_conditioning_reject_cond(name):
-    r = create_reducer(name, 4, 2, grid_size=(3, 3))
-    with pytest.raises(ValueError, match="takes no cond"):
-        r(torch.randn(1, 9, 4), cond=torch.randn(1, 3))
-    with pytest.raises(ValueError, match="cannot return more tokens"):
-        create_reducer(name, 4, 2, allow_oversample=True)
+@pytest.mark.parametrize("name", REDUCERS)
+def test_prefix_tokens_are_kept_in_front_or_dropped(name):
+    plain = build(name)
+    x = tokens()
+    with_prefix = torch.cat([torch.randn(B, 1, DIM), x], dim=1)
+    expected = call(plain, x).tokens
+    keep = build(name, num_prefix_tokens=1, prefix="keep")
+    out = call(keep, with_prefix).tokens
+    assert keep.num_output_tokens(GRID) == 1 + plain.num_output_tokens(GRID)
+    assert torch.equal(out[:, :1], with_prefix[:, :1])
+    torch.testing.assert_close(out[:, 1:], expected)
+    torch.testing.assert_close(call(build(name, num_prefix_tokens=1), with_prefix).tokens, expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", PEERS)
-def test_low_precision_dtype_preserved(name, dtype):
-    r = create_reducer(name, 8, 4, grid_size=(4, 4)).to(dtype)
-    out = r(torch.randn(2, 16, 8, dtype=dtype))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", REDUCERS)
+def test_dtype_is_preserved(name, dtype):
+    r = build(name).to(dtype)
+    out = call(r, tokens(dtype=dtype))
     assert out.tokens.dtype == dtype and torch.isfinite(out.tokens.float()).all()
+
+
+@pytest.mark.parametrize("name", REDUCERS)
+def test_gradient_reaches_the_input_and_every_parameter(name):
+    r = build(name)
+    x = tokens().requires_grad_()
+    out = call(r, x)
+    (out.tokens * torch.randn_like(out.tokens)).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in r.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}.{pname} gets no gradient"
+
+
+@pytest.mark.parametrize("name", REDUCERS)
+def test_samples_do_not_see_each_other(name):
+    r = build(name)
+    x = tokens()
+    changed = x.clone()
+    changed[0] = torch.randn(x.shape[1:])
+    a, b = call(r, x), call(r, changed)
+    assert not torch.allclose(a.tokens[0], b.tokens[0])
+    torch.testing.assert_close(a.tokens[1:], b.tokens[1:])
+    if a.coords is not None:
+        torch.testing.assert_close(a.coords[1:], b.coords[1:])
+
+
+@pytest.mark.parametrize("name", REDUCERS)
+def test_bad_input_is_rejected_the_same_way(name):
+    r = build(name)
+    with pytest.raises(ValueError, match="C=5 channels"):
+        r(torch.randn(1, GRID[0] * GRID[1], 5))
+    with pytest.raises(ValueError, match="takes no cond"):  # built without conditioning
+        r(tokens(), cond=torch.randn(B, 3))
+    if not r.allow_oversample:
+        with pytest.raises(ValueError, match="k=10 exceeds"):
+            create_reducer(name, DIM, 10, grid_size=(3, 3))(torch.randn(1, 9, DIM))
+    if not get_reducer_class(name).supports_oversample:
+        with pytest.raises(ValueError, match="cannot return more tokens"):
+            create_reducer(name, DIM, 10, allow_oversample=True)
 
 
 def test_dense_is_identity():
