@@ -143,6 +143,9 @@ def test_bad_input_is_rejected_the_same_way(name):
     if not get_reducer_class(name).supports_oversample:
         with pytest.raises(ValueError, match="cannot return more tokens"):
             create_reducer(name, DIM, 10, allow_oversample=True)
+    else:  # accepted; then a sampler really returns more tokens than the 3x3 grid has (dense's k must equal H*W)
+        r = create_reducer(name, DIM, 9 if name == "dense" else 10, allow_oversample=True, grid_size=(3, 3))
+        assert r(torch.randn(1, 9, DIM)).tokens.shape[1] == (9 if name == "dense" else 10)
 
 
 def test_dense_is_identity():

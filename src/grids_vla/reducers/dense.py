@@ -18,6 +18,7 @@ class DenseReducer(TokenReducer):
     supports_oversample = True  # k is a nominal 1 here; the output length is always H * W
 
     def __init__(self, dim: int, k: int | None = None, **kwargs: Any) -> None:
+        kwargs.pop("allow_oversample", None)  # meaningless here: k is nominal, so oversampling is always allowed
         super().__init__(dim, 1, allow_oversample=True, **kwargs)
         self.expected_k = k
 
