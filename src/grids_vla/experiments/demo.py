@@ -72,7 +72,8 @@ class DemoConfig:
 
 
 def _need_libero() -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    from ..envs.libero import _gl  # noqa: F401  (headless GL defaults, before libero loads the simulator)
+
     missing = []
     for module, extra in (("libero.libero", "libero"), ("h5py", "libero"), ("accelerate", "train")):
         try:
@@ -137,7 +138,7 @@ def _plot_losses(runs: dict[str, Path], path: Path) -> bool:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Generate or reuse demos, train GridS-K and dense, evaluate both, write ``<out>/report.md``; returns results."""
-    from ..envs.libero.data import generate
+    from ..envs.libero.generate import generate
     from ..policy.configuration_grids_vla import GridSVLAConfig
     from .evaluate import EvalConfig, evaluate
     from .train import TrainConfig, train

@@ -95,7 +95,7 @@ def _sha256(path: Path) -> str:
 
 def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the results dict also written to ``<out>/results.json``."""
-    from ..envs.libero.env import get_suite
+    from ..envs.libero.factory import get_suite
 
     log = sys.stderr if log is None else log
     ckpt = resolve_checkpoint(cfg.checkpoint)

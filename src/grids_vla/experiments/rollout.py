@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..envs.libero.suites import state_vector
+from ..envs.libero.suites import pro_suite, state_vector
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .report import VIDEO_FPS, save_visuals
 
@@ -25,7 +25,7 @@ NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 def parse_perturbation(spec: str | None, suite: str) -> tuple[str, list[Any]]:
     """``NAME[:SEVERITY]`` -> (suite to build, perturbation objects). ``pro:VARIANT`` selects a LIBERO-PRO suite,
     ``liberoplus:PATTERN`` the matching LIBERO-plus tasks (needs ``.venv-liberoplus``)."""
-    from ..envs.libero.perturb import make_perturbation, pro_suite
+    from ..envs.libero.perturb import make_perturbation
 
     if not spec:
         return suite, []
@@ -144,7 +144,7 @@ class EpisodeRunner:
         self.task: int | None = None
 
     def _env_for(self, t: int) -> Any:
-        from ..envs.libero.env import make_env
+        from ..envs.libero.factory import make_env
 
         if self.task != t:
             self.close()

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .._cli_fields import add_dataclass_fields
 from .._io import atomic_path, atomic_write_text
-from ..envs.libero.dataset import data_image_size, dataset_statistics, find_demo_files
+from ..envs.libero.dataset import LiberoDemoDataset, data_image_size, dataset_statistics, find_demo_files
 from ..policy.checkpoint import STATE_NAME, latest_checkpoint, save_checkpoint
 from ..policy.configuration_grids_vla import GridSVLAConfig, kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
@@ -219,8 +219,6 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     ``model_cfg`` is required for a fresh run (its ``instructions`` are filled from the data when empty and the
     language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it.
     """
-    from ..envs.libero.dataset import LiberoDemoDataset
-
     log = sys.stderr if log is None else log
     out = Path(cfg.out)
     files = find_demo_files(cfg.data) if cfg.data else None
