@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip install 'grids-vla[libero]'")
 
 from grids_vla.envs.libero.data import generate  # noqa: E402
+from grids_vla.policy.evaluation import mcnemar_exact, wilson_interval  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "libero"
 
@@ -41,19 +43,28 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     bench.main(args)
     res = json.loads((tmp_path / "out" / "success.json").read_text())["variants"]
     assert set(res) == {"dense", "grids-16"}
-    for r in res.values():
-        assert r["episodes"] == 1 and r["complete"] and 0 <= r["successes"] <= 1
+    won = {}
+    for v, r in res.items():  # the table is the evaluation's episodes, counted
+        (ep,) = [json.loads(line) for line in
+                 (tmp_path / "out" / "runs" / f"{v}_s0" / "eval" / "episodes.jsonl").read_text().splitlines()]
+        assert (ep["task_id"], ep["init_state"]) == (0, 0)
+        assert (ep["steps"] < 4) if ep["success"] else (ep["steps"] == 4)  # --max-steps 4
+        won[v] = ep["success"]
+        assert r["episodes"] == 1 and r["complete"] and r["successes"] == int(ep["success"])
+        assert r["ci95"] == list(wilson_interval(r["successes"], 1)) and r["seeds"]["0"]["successes"] == r["successes"]
     paired = json.loads((tmp_path / "out" / "success.json").read_text())["paired_vs_dense"]
     c = paired["grids-16"]
-    assert set(paired) == {"grids-16"} and c["seeds"] == [0] and 0 < c["p"] <= 1
-    assert c["both"] + c["only_a"] == res["grids-16"]["successes"]
-    assert c["both"] + c["only_b"] == res["dense"]["successes"]
-    assert c["both"] + c["only_a"] + c["only_b"] + c["neither"] == 1
+    assert set(paired) == {"grids-16"} and c["seeds"] == [0]
+    a, b = won["grids-16"], won["dense"]  # one episode pair: exactly one of the four counts is 1
+    assert (c["both"], c["only_a"], c["only_b"], c["neither"]) == (a and b, a and not b, b and not a, not (a or b))
+    assert c["p"] == mcnemar_exact(c["only_a"], c["only_b"])
     ckpt = tmp_path / "out" / "runs" / "grids-16_s0" / "checkpoints"
     stamp = {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()}
     bench.main(args)  # a finished run is neither retrained nor re-evaluated
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == stamp
-    assert "| grids-16 |" in (tmp_path / "out" / "success.md").read_text()
+    g = res["grids-16"]
+    row = f"| grids-16 | {g['successes']}/1 = {100 * g['rate']:.1f} % |"
+    assert row in (tmp_path / "out" / "success.md").read_text()
 
     # --archive keeps the small result files; with the run folders gone, the report is rebuilt from them alone
     archive = tmp_path / "archive"
@@ -105,10 +116,14 @@ def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_pa
     res = bench.main(["--data", str(demos), "--variants", "dense", "grids-16", "--steps", "5", "--skip", "1",
                       "--rounds", "2", "--batch-size", "2", "--num-workers", "0", "--threads", "1",
                       "--out", str(tmp_path)])
+    table = (tmp_path / "pipeline.md").read_text()
     for v in ("dense", "grids-16"):
-        assert len(res["step_s"][v]) == 2 * 3 and all(t > 0 for t in res["step_s"][v])  # 2 rounds x (5 - 1 - 1)
-        assert len(res["round_samples_per_s"][v]) == 2
-    assert "| grids-16 |" in (tmp_path / "pipeline.md").read_text()
+        steps, rounds = res["step_s"][v], res["round_samples_per_s"][v]
+        assert len(steps) == 2 * 3 and all(t > 0 for t in steps)  # 2 rounds x (5 - 1 - 1)
+        assert rounds == [2 * 3 / sum(steps[:3]), 2 * 3 / sum(steps[3:])]  # each round's speed from its own steps
+        med = statistics.median(steps)
+        assert f"| {v} | {1000 * med:.1f} | {2 / med:.1f} | {rounds[0]:.1f}, {rounds[1]:.1f} |" in table
+    assert json.loads((tmp_path / "pipeline.json").read_text())["step_s"] == res["step_s"]
     with pytest.raises(SystemExit, match="must exceed"):
         bench.main(["--data", str(demos), "--steps", "2", "--skip", "1"])
 
@@ -116,8 +131,12 @@ def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_pa
 def test_throughput_benchmark_times_each_preset_side_by_side(tmp_path) -> None:
     res = _load("throughput").main(["--variants", "dense", "grids-16", "--rounds", "2", "--warmup", "0",
                                     "--batch-size", "2", "--threads", "1", "--out", str(tmp_path)])
-    for v in ("dense", "grids-16"):
-        assert len(res["train_ms"][v]) == 2 and len(res["infer_ms"][v]) == 2 and min(res["infer_ms"][v]) > 0
     table = (tmp_path / "throughput.md").read_text()
-    assert "| dense | 512 |" in table and "| grids-16 | 32 |" in table
-    assert json.loads((tmp_path / "throughput.json").read_text())["args"]["batch_size"] == 2
+    med = {v: (statistics.median(res["train_ms"][v]), statistics.median(res["infer_ms"][v])) for v in res["train_ms"]}
+    for v, tokens in (("dense", 512), ("grids-16", 32)):
+        assert len(res["train_ms"][v]) == 2 and len(res["infer_ms"][v]) == 2
+        t, i = med[v]
+        assert f"| {v} | {tokens} | " in table and f"| {t:.1f} | {2 / t * 1000:.1f} | {med['dense'][0] / t:.2f}x | " \
+            f"{i:.2f} | {med['dense'][1] / i:.2f}x |" in table
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["args"]["batch_size"] == 2 and saved["train_ms"] == res["train_ms"]
