@@ -173,3 +173,19 @@ def test_factory_picks_the_env_by_suite_name(monkeypatch: pytest.MonkeyPatch) ->
     assert factory.make_env(plus, 3, image_size=64, render=False) == "plus env"
     assert calls == [(plus, 3, 64, ("agentview", "eye_in_hand"), False, False, False, ())]
     assert factory.get_suite(plus) == f"plus suite {plus}"
+
+
+def test_data_cli_flags_build_the_configs() -> None:
+    from grids_vla.cli import build_parser
+    from grids_vla.envs.libero.cli import config_values
+    from grids_vla.envs.libero.export_lerobot import ExportConfig
+    from grids_vla.envs.libero.generate import GenerateConfig
+
+    args = build_parser().parse_args(["data", "libero", "--suite", "libero_goal", "--demos-per-task", "2", "--out",
+                                      "runs/x", "--tasks", "3", "1", "--msaa", "--max-steps", "90"])
+    assert GenerateConfig(**config_values(args, GenerateConfig)) == GenerateConfig(
+        "libero_goal", 2, "runs/x", tasks=(3, 1), msaa=True, max_steps=90)
+    args = build_parser().parse_args(["data", "export-lerobot", "--data", "a", "b", "--out", "ds", "--fps", "10"])
+    assert ExportConfig(**config_values(args, ExportConfig)) == ExportConfig(["a", "b"], "ds", fps=10)
+    with pytest.raises(ValueError, match="unique"):
+        GenerateConfig("libero_goal", 1, "x", tasks=(0, 0))

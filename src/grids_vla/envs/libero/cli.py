@@ -7,8 +7,10 @@ Flags mirror the fields of :class:`~.generate.GenerateConfig` and :class:`~.expo
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
-from ..._cli_fields import add_dataclass_fields, picked_fields
+from ..._cli_fields import add_dataclass_fields
 from .export_lerobot import ExportConfig, export_lerobot
 from .generate import GenerateConfig, generate
 
@@ -56,8 +58,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_run_export_lerobot)
 
 
+def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The parsed flags that are fields of ``cls``, required ones included (unset optional flags are absent)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def _run_libero(args: argparse.Namespace) -> int:
-    summary = generate(**picked_fields(args, GenerateConfig))
+    summary = generate(**config_values(args, GenerateConfig))
     for name, st in summary["tasks"].items():
         print(f"{st['task_id']:2d} {st['demos']:4d} demos {st['attempts']:4d} attempts {st['seconds']:8.1f}s  {name}")
     short = [n for n, st in summary["tasks"].items() if st["demos"] < args.demos_per_task]
@@ -65,8 +73,8 @@ def _run_libero(args: argparse.Namespace) -> int:
 
 
 def _run_export_lerobot(args: argparse.Namespace) -> int:
-    fields = picked_fields(args, ExportConfig)
-    summary = export_lerobot(fields.pop("data"), fields.pop("out"), **fields)
+    values = config_values(args, ExportConfig)
+    summary = export_lerobot(values.pop("data"), values.pop("out"), **values)
     for name, st in summary["tasks"].items():
         print(f"{st['demos']:4d} demos {st['frames']:6d} frames  {name}")
     print(f"{summary['episodes']} episodes, {summary['frames']} frames -> {summary['root']}")
