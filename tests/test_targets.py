@@ -44,3 +44,24 @@ def test_projection_lands_on_the_segmented_object(env) -> None:
 def test_unknown_camera(env) -> None:
     with pytest.raises(ValueError, match="unknown camera 'wrist'"):
         target_pixels(env, "wrist")
+
+
+def test_points_on_demos_untrained_policy_sits_on_the_fixed_grid(tmp_path) -> None:
+    """An untrained GridS starts at its spread anchors: on demo frames its numbers equal the fixed-grid baseline's
+    exactly (the coordinate conversions agree) and its points do not move."""
+    from grids_vla.envs.libero.dataset import read_demo
+    from grids_vla.envs.libero.generate import generate
+    from grids_vla.experiments.points import points_on_demos
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    generate("libero_object", demos_per_task=1, out=tmp_path, image_size=64, seed=0, tasks=[0], max_attempts=3)
+    files = sorted(tmp_path.rglob("*_demo.hdf5"))
+    cfg = GridSVLAConfig(image_size=64, vision_depth=1, depth=1, instructions=(read_demo(files[0], 0)["instruction"],))
+    rep = points_on_demos(GridSVLAPolicy(cfg).eval(), tmp_path, demos_per_task=1, frames_per_demo=3)
+    for cam in cfg.cameras:
+        policy, fixed = rep[cam]["policy"], rep[cam]["fixed-grid"]
+        assert rep[cam]["frames"] == 3 and policy["within_episode"] == 0.0
+        assert {k: policy[k] for k in fixed} == fixed
+        assert 0.0 <= policy["on_mask"] <= 1.0 and rep[cam]["random"] != fixed
+    with pytest.raises(ValueError, match="dense policy"):
+        points_on_demos(GridSVLAPolicy(GridSVLAConfig(reducer="dense", image_size=64)), tmp_path)

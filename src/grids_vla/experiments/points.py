@@ -85,3 +85,70 @@ def points_report(episodes: list[dict[str, np.ndarray]], size: float, radius: fl
     for kind in ("fixed-grid", "random"):
         out[kind] = on_target(baseline_points(kind, k, len(points), size, seed, grid), targets, radius, masks)
     return out
+
+
+def _task_of(path: Any) -> tuple[str, int]:
+    """(suite, task id) of a generated ``<task>_demo.hdf5`` file, from the BDDL file it was made from."""
+    from pathlib import Path
+
+    import h5py
+
+    from ..envs.libero.factory import get_suite
+
+    with h5py.File(path, "r") as f:
+        bddl = Path(str(f["data"].attrs["bddl_file_name"]))
+    suite = get_suite(bddl.parent.name)
+    names = [suite.get_task(i).name for i in range(suite.get_num_tasks())]
+    if bddl.stem not in names:
+        raise ValueError(f"{path}: its task {bddl.stem!r} is not in suite {bddl.parent.name!r}")
+    return bddl.parent.name, names.index(bddl.stem)
+
+
+def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_demo: int = 8, radius: float = 12.0,
+                    tasks: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """:func:`points_report` per camera of ``policy`` (a GridS-like :class:`~grids_vla.policy.GridSVLAPolicy`) on
+    frames of generated demos: ``frames_per_demo`` evenly spaced frames of the first ``demos_per_task`` demos of each
+    task file under ``data`` (the first ``tasks`` files). Targets come from the demos' saved simulator states, so no
+    rollout is needed; each demo counts as one episode for mobility."""
+    import torch
+
+    from ..envs.libero.dataset import find_demo_files, read_demo
+    from ..envs.libero.factory import make_env
+    from ..envs.libero.suites import CAMERA_KEYS, state_vector
+    from ..envs.libero.targets import target_mask, target_pixels
+    from ..sampling import coords_to_image_fraction
+
+    c = policy.config
+    if c.reducer == "dense":
+        raise ValueError("a dense policy has no sampling points to measure")
+    align = next((bool(m.align_corners) for m in policy.reducer.modules() if hasattr(m, "align_corners")), True)
+    files = find_demo_files(data)[:tasks]
+    per_cam: dict[str, list[dict[str, np.ndarray]]] = {cam: [] for cam in c.cameras}
+    for path in files:
+        suite, task = _task_of(path)
+        env = make_env(suite, task, image_size=c.image_size, cameras=c.cameras)
+        try:
+            for i in range(demos_per_task):
+                demo = read_demo(path, i)
+                steps = np.linspace(0, len(demo["actions"]) - 1, frames_per_demo).round().astype(int)
+                images = {cam: torch.from_numpy(np.ascontiguousarray(demo[CAMERA_KEYS[cam]][steps])).permute(0, 3, 1, 2)
+                          for cam in c.cameras}
+                state = torch.from_numpy(state_vector(demo)[steps].astype(np.float32))
+                with torch.no_grad():
+                    coords = policy(images, state, [demo["instruction"]] * len(steps)).coords  # (T, cams, K, 2)
+                if coords is None:
+                    raise ValueError(f"reducer {c.reducer!r} reports no sampling points")
+                frac = coords_to_image_fraction(coords, c.grid, align).numpy()
+                targets = {cam: [] for cam in c.cameras}
+                masks = {cam: [] for cam in c.cameras}
+                for t in steps:
+                    env.set_state(demo["states"][t])
+                    for cam in c.cameras:
+                        targets[cam].append(target_pixels(env, cam))
+                        masks[cam].append(target_mask(env, cam))
+                for j, cam in enumerate(c.cameras):
+                    per_cam[cam].append({"points": frac[:, j].astype(np.float64) * c.image_size,
+                                         "targets": np.stack(targets[cam]), "masks": np.stack(masks[cam])})
+        finally:
+            env.close()
+    return {cam: points_report(eps, c.image_size, radius, seed, c.grid) for cam, eps in per_cam.items()}
