@@ -15,7 +15,10 @@ __all__ = ["add_dataclass_fields", "picked_fields"]
 
 
 def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    """The field's default, or ``dataclasses.MISSING`` for a required field."""
+    if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _scalar_type(annotation: str) -> type:
@@ -31,7 +34,8 @@ def add_dataclass_fields(parser: argparse.ArgumentParser | Any, cls: type, help:
                          skip: set[str] | frozenset[str] = frozenset(),
                          choices: dict[str, tuple[Any, ...]] | None = None) -> None:
     """Add ``--field-name`` for every field of ``cls``: bools get ``--x/--no-x``, tuples and lists take several values,
-    dicts take JSON, ``X | None`` fields take an ``X``; ``choices`` limits a field to the values given."""
+    dicts take JSON, ``X | None`` fields take an ``X``, a field without a default is a required flag; ``choices``
+    limits a field to the values given."""
     help = help or {}
     choices = choices or {}
     for f in dataclasses.fields(cls):
@@ -39,9 +43,10 @@ def add_dataclass_fields(parser: argparse.ArgumentParser | Any, cls: type, help:
             continue
         default = _default(f)
         text = help.get(f.name, f.name.replace("_", " "))
-        if "default" not in text:  # a help text may say what the default means instead of repeating it
+        if default is not dataclasses.MISSING and "default" not in text:  # help may say what the default means
             text = f"{text} (default: {default!r})"
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text,
+                              "required": default is dataclasses.MISSING}
         if f.name in choices:
             kw["choices"] = choices[f.name]
         flag = "--" + f.name.replace("_", "-")
@@ -61,6 +66,6 @@ def picked_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     out = {k: v for k, v in vars(args).items() if k in names}
     for f in dataclasses.fields(cls):  # nargs="+" gives a list; keep the field's container type
-        if f.name in out and isinstance(_default(f), tuple):
+        if f.name in out and (isinstance(_default(f), tuple) or str(f.type).startswith("tuple[")):
             out[f.name] = tuple(out[f.name])
     return out
