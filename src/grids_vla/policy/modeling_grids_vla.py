@@ -145,12 +145,24 @@ class VisionEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, cameras, 3, S, S)`` in ``[-1, 1]`` -> ``(B, cameras, H*W, vision_dim)``."""
+        return self.run(self.embed(images), 0)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Patch tokens with position and camera embeddings added: ``(B, cameras, H*W, vision_dim)``."""
         b, n = images.shape[:2]
         x = self.patch(images.flatten(0, 1)).flatten(2).transpose(1, 2)  # (B*n, HW, C)
-        x = (x.view(b, n, *x.shape[1:]) + self.pos.unsqueeze(0) + self.camera.unsqueeze(0)).flatten(0, 1)
-        for blk in self.blocks:
+        return x.view(b, n, *x.shape[1:]) + self.pos.unsqueeze(0) + self.camera.unsqueeze(0)
+
+    def run(self, x: Tensor, start: int, stop: int | None = None) -> Tensor:
+        """Blocks ``start..stop-1`` over ``(B, cameras, T, vision_dim)`` tokens of each camera (any ``T``); with
+        ``stop=None`` all remaining blocks and the final norm."""
+        b, n = x.shape[:2]
+        x = x.flatten(0, 1)
+        for blk in self.blocks[start:stop]:
             x, _ = blk(x)
-        return self.norm(x).view(b, n, *x.shape[1:])
+        if stop is None:
+            x = self.norm(x)
+        return x.view(b, n, *x.shape[1:])
 
 
 @lru_cache(maxsize=1)
@@ -197,11 +209,12 @@ class GridSVLAPolicy(nn.Module):
         self._instruction_index = {s: i for i, s in enumerate(c.instructions)}
         self._lang_cache: dict[str, Tensor] = {}
         kwargs = dict(c.reducer_kwargs)
+        width = c.dim if c.after_layer is None else c.vision_dim  # the reducer works at the width of what it reads
         if c.reducer == "grids":
-            self.reducer = MultiCameraGridS(c.cameras, c.dim, c.k, shared=True, predictor=c.predictor,
+            self.reducer = MultiCameraGridS(c.cameras, width, c.k, shared=True, predictor=c.predictor,
                                             cond_dim=c.dim if c.cond_on_language else None, grid_size=c.grid, **kwargs)
         else:
-            self.reducer = create_reducer(c.reducer, c.dim, None if c.reducer == "dense" else c.k, grid_size=c.grid,
+            self.reducer = create_reducer(c.reducer, width, None if c.reducer == "dense" else c.k, grid_size=c.grid,
                                           **kwargs)
         self.state_proj = nn.Sequential(nn.Linear(c.state_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
         self.camera_slot = nn.Parameter(torch.randn(len(c.cameras), 1, c.dim) * 0.02)
@@ -329,9 +342,26 @@ class GridSVLAPolicy(nn.Module):
             raise TypeError("instructions must be a sequence of strings (one per sample), not a single string")
         if len(instructions) != b:
             raise ValueError(f"got {len(instructions)} instructions for a batch of {b}")
-        feats = self.vision_proj(self.vision(x))  # (B, cams, HW, dim)
         lang = self.embed_language(instructions)
-        aux: dict[str, Any] = {}
+        if c.after_layer is None:  # reduce the encoder's output
+            visual, coords, aux = self._reduce(self.vision_proj(self.vision(x)), lang)
+        else:  # reduce the map entering ViT block L; the remaining blocks run on K tokens per camera
+            tokens = self.vision.run(self.vision.embed(x), 0, c.after_layer)
+            visual, coords, aux = self._reduce(tokens, lang)
+            visual = self.vision_proj(self.vision.run(visual, c.after_layer))
+        visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
+        state_tok = self.state_proj((state.to(lang) - self.state_mean) / self.state_std)
+        prefix = torch.cat([
+            (lang + self.type_embed[0]).unsqueeze(1),
+            visual + self.type_embed[1],
+            (state_tok + self.type_embed[2]).unsqueeze(1),
+        ], dim=1)
+        return prefix, coords, aux
+
+    def _reduce(self, feats: Tensor, lang: Tensor) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        """The reducer over ``(B, cams, H*W, C)`` -> tokens ``(B, cams, K, C)``, coordinates and aux."""
+        c = self.config
+        b = feats.shape[0]
         if isinstance(self.reducer, MultiCameraGridS):
             outs = self.reducer({cam: feats[:, i] for i, cam in enumerate(c.cameras)}, c.grid,
                                 cond=lang if c.cond_on_language else None)
@@ -343,14 +373,7 @@ class GridSVLAPolicy(nn.Module):
             visual = out.tokens.view(b, len(c.cameras), *out.tokens.shape[1:])
             coords = None if out.coords is None else out.coords.view(b, len(c.cameras), *out.coords.shape[1:])
             aux = {"all": out.aux}
-        visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
-        state_tok = self.state_proj((state.to(lang) - self.state_mean) / self.state_std)
-        prefix = torch.cat([
-            (lang + self.type_embed[0]).unsqueeze(1),
-            visual + self.type_embed[1],
-            (state_tok + self.type_embed[2]).unsqueeze(1),
-        ], dim=1)
-        return prefix, coords, aux
+        return visual, coords, aux
 
     def _l1_actions(self, prefix: Tensor) -> Tensor:
         """L1 head: one joint pass over prefix + learned action queries (full attention)."""
