@@ -7,8 +7,9 @@ With ``tensorboard`` set, the same per-step scalars as ``metrics.csv`` (loss, lr
 Hugging Face ``accelerate`` drives the loop when installed (``accelerate launch`` spreads it over GPUs unchanged);
 otherwise a plain single-process loop does the same. Exact resume rests on three choices: the batch order is a pure
 function of ``(seed, step)`` (a per-epoch permutation, sliced by step and process), augmentation draws from its own
-seed that is a function of ``(seed, step, process)`` on the training process (not in data workers), and every checkpoint
-stores optimizer, scheduler and RNG states.
+seed that is a function of ``(seed, step)`` on the training process (not in data workers), and every checkpoint
+stores optimizer, scheduler and RNG states. With several processes each one replays the draws of the whole global batch
+(augmentation, flow noise and times) and keeps its rows, so N processes x batch B train like one process at batch N*B.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +35,7 @@ from .._io import atomic_path, atomic_write_text
 from ..envs.libero.dataset import LiberoDemoDataset, data_image_size, dataset_statistics, find_demo_files
 from ..policy.checkpoint import STATE_NAME, latest_checkpoint, save_checkpoint
 from ..policy.configuration_grids_vla import GridSVLAConfig, kept_tokens
-from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
+from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config, sample_flow_time
 
 __all__ = ["TrainConfig", "train", "StepSampler", "augment", "lr_lambda", "split_config", "add_commands"]
 
@@ -133,17 +135,21 @@ class StepSampler:
             step += 1
 
 
-def augment(images: Tensor, gen: torch.Generator, shift: int, jitter: float) -> Tensor:
+def augment(images: Tensor, gen: torch.Generator, shift: int, jitter: float,
+            rows: tuple[int, int] | None = None) -> Tensor:
     """Random shift (replicate-pad by ``shift`` px, random crop back) and colour jitter (brightness, contrast,
-    saturation by up to ``±jitter``) of uint8 ``(B, 3, H, W)`` images; returns float in ``[0, 1]``."""
+    saturation by up to ``±jitter``) of uint8 ``(B, 3, H, W)`` images; returns float in ``[0, 1]``. ``rows = (first,
+    total)``: the images are rows ``first..first+B`` of a ``total``-sample batch, whose draws are made and sliced."""
     x = images.float() / 255.0
     b, _, h, w = x.shape
+    n, lo = (b, 0) if rows is None else (rows[1], rows[0])
     if shift > 0:
         padded = torch.nn.functional.pad(x, (shift,) * 4, mode="replicate")
-        off = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+        off = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)[lo:lo + b]
         x = torch.stack([padded[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off.tolist())])
     if jitter > 0:
-        f = 1 + (torch.rand(b, 3, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        f = 1 + (torch.rand(n, 3, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+        f = f[lo:lo + b]
         x = x * f[:, 0]
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * f[:, 1] + mean
@@ -231,6 +237,10 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             raise FileNotFoundError(f"no checkpoint to resume from ({cfg.resume!r}; looked in {out / 'checkpoints'})")
 
     acc = _accelerator()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != acc.num_processes:  # e.g. `accelerate launch --multi_gpu` on a machine without GPUs
+        raise ValueError(f"launched as {launched} processes but accelerate runs {acc.num_processes}; on CPUs set "
+                           "ACCELERATE_USE_CPU=1 (see docs/policy.md, Several machines)")
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
         state = torch.load(resume_from / STATE_NAME, map_location="cpu", weights_only=True)
@@ -246,7 +256,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         state = None
         start = 0
     ds = LiberoDemoDataset(files, chunk=(model.config if state else model_cfg).chunk)
-    note = _maybe_preload(ds, cfg.preload)
+    note = _maybe_preload(ds, cfg.preload, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if note and acc.is_main_process:
         print(note, file=log, flush=True)
     probe = ds[0]
@@ -304,6 +314,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
 
+    # this process's rows of the global batch, whose random draws every process replays (None: one process)
+    rows = (acc.process_index * cfg.batch_size, cfg.batch_size * acc.num_processes) if acc.num_processes > 1 else None
     losses: list[float] = []
     step, checkpoint = start, latest_checkpoint(out) if start else None
     t0 = t_log = time.perf_counter()
@@ -317,11 +329,11 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     try:
         while step < cfg.steps:
             batch = next(batches)
-            aug_gen.manual_seed(_aug_seed(cfg.seed, step, acc.process_index))
+            aug_gen.manual_seed(_aug_seed(cfg.seed, step))
             for cam in mc.cameras:
-                batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter).to(device)
+                batch[cam] = augment(batch[cam], aug_gen, cfg.shift, cfg.color_jitter, rows).to(device)
             batch["state"], batch["action"] = batch["state"].to(device), batch["action"].to(device)
-            loss = _loss(model, acc.unwrap_model(model), batch, aug_gen)
+            loss = _loss(model, acc.unwrap_model(model), batch, aug_gen, rows)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.nan
@@ -329,7 +341,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             sched.step()
             step += 1
             n_log += cfg.batch_size * acc.num_processes
-            loss = loss.detach()
+            loss = loss.detach() if rows is None else acc.reduce(loss.detach(), "mean")  # the global batch's
             losses.append(float(loss))
             now = time.perf_counter()
             if writer:
@@ -356,7 +368,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
                 if acc.is_main_process:
                     checkpoint = save_checkpoint(out, step, acc.unwrap_model(model), training_state(step))
             if cfg.stop_after is not None and step >= cfg.stop_after and step < cfg.steps:
-                print(f"stopping at step {step} (stop_after); resume with --resume", file=log, flush=True)
+                if acc.is_main_process:
+                    print(f"stopping at step {step} (stop_after); resume with --resume", file=log, flush=True)
                 break
     finally:
         if csv_file:
@@ -379,34 +392,43 @@ def _available_memory() -> int | None:
     return None
 
 
-def _maybe_preload(ds: Any, mode: str) -> str | None:
-    """Decode the demo images into memory (``yes``, or ``auto`` when they fit in a quarter of available memory);
-    returns what was done, for the log."""
+def _maybe_preload(ds: Any, mode: str, processes: int = 1) -> str | None:
+    """Decode the demo images into memory (``yes``, or ``auto`` when ``processes`` copies, one per training process
+    on this machine, fit in a quarter of available memory); returns what was done, for the log."""
     if mode == "no":
         return None
     need = ds.image_bytes()
     if mode == "auto":
         avail = _available_memory()
-        if avail is None or need > PRELOAD_AUTO_SHARE * avail:
+        if avail is None or need * processes > PRELOAD_AUTO_SHARE * avail:
             where = "unknown" if avail is None else f"{avail / 1e9:.1f} GB"
-            return (f"reading images from the files at every step: decoded they take {need / 1e9:.2f} GB, available "
-                    f"memory {where} (--preload yes loads them anyway)")
+            return (f"reading images from the files at every step: decoded they take {need / 1e9:.2f} GB "
+                    f"(x {processes} processes), available memory {where} (--preload yes loads them anyway)")
     t0 = time.perf_counter()
     ds.preload()
     return f"preloaded {need / 1e9:.2f} GB of decoded images in {time.perf_counter() - t0:.0f} s"
 
 
-def _aug_seed(seed: int, step: int, rank: int) -> int:
-    """Augmentation seed of one step on one process: a pure function, so resume needs no saved generator state."""
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % (2**63)
+def _aug_seed(seed: int, step: int) -> int:
+    """Augmentation seed of one step (the same on every process): a pure function, so resume needs no saved
+    generator state."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63)
 
 
-def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
+def _loss(model: Any, inner: GridSVLAPolicy, batch: dict[str, Any], generator: torch.Generator,
+          rows: tuple[int, int] | None = None) -> Tensor:
     """The policy's loss through the prepared model's forward (DDP all-reduce, accelerate's autocast), buffers from
-    ``inner``; ``generator`` (reseeded every step) draws the flow head's noise and times, so resume stays exact."""
+    ``inner``; ``generator`` (reseeded every step) draws the flow head's noise and times, so resume stays exact.
+    ``rows = (first, total)``: the flow draws are made for the whole global batch, as one process does, and sliced."""
     target = (batch["action"].to(inner.action_mean) - inner.action_mean) / inner.action_std
-    out = model({cam: batch[cam] for cam in inner.config.cameras}, batch["state"], batch["instruction"],
-                target=target, generator=generator)
+    c, draws = inner.config, {}
+    if rows is not None and c.action_head == "flow":
+        (lo, n), b = rows, target.shape[0]
+        noise = torch.randn((n, c.chunk, c.action_dim), generator=generator, device=generator.device)
+        t = sample_flow_time(n, generator, generator.device)
+        draws = {"noise": noise[lo:lo + b], "flow_time": t[lo:lo + b]}
+    out = model({cam: batch[cam] for cam in c.cameras}, batch["state"], batch["instruction"],
+                target=target, generator=generator, **draws)
     return out.loss
 
 
