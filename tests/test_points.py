@@ -44,3 +44,19 @@ def test_baselines_and_report():
     rep = points_report([{"points": targets.copy(), "targets": targets}], size=128, radius=4.0, grid=(16, 16))
     assert rep["policy"]["within_radius"] == 1.0 and rep["policy"]["within_episode"] > 0.1
     assert rep["fixed-grid"]["within_radius"] < 0.5 and rep["random"]["within_radius"] < 0.5
+
+
+def test_aggregate_over_episode_records():
+    from grids_vla.experiments.points import aggregate_points
+
+    def rec(frames, within, mean_x, share):
+        stats = {"within_radius": share, "mean_distance_px": 10.0, "on_mask": share}
+        return {"cam": {"frames": frames, "mean_px": [[mean_x, 0.0]],
+                        "policy": {"within_episode": within, **stats}, "fixed-grid": stats, "random": stats}}
+
+    agg = aggregate_points([rec(1, None, 0.0, 1.0), rec(3, 0.2, 20.0, 0.0), None], size=100)["cam"]
+    assert agg["episodes"] == 2 and agg["frames"] == 4
+    assert agg["within_episode"] == 0.2  # the one-call episode has no within-episode spread
+    assert agg["across_episodes"] == pytest.approx(0.05)  # mean x 0 vs 20 px: std 10 on x, 0 on y -> 5 px
+    assert agg["policy"]["within_radius"] == pytest.approx(0.25)  # frame-weighted: 1 of 4 calls
+    assert aggregate_points([None, {}], 100) is None

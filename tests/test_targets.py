@@ -65,3 +65,32 @@ def test_points_on_demos_untrained_policy_sits_on_the_fixed_grid(tmp_path) -> No
         assert 0.0 <= policy["on_mask"] <= 1.0 and rep[cam]["random"] != fixed
     with pytest.raises(ValueError, match="dense policy"):
         points_on_demos(GridSVLAPolicy(GridSVLAConfig(reducer="dense", image_size=64)), tmp_path)
+
+
+def test_evaluation_reports_where_the_points_looked(tmp_path) -> None:
+    import json
+
+    import torch
+
+    from grids_vla.cli import main as cli_main
+    from grids_vla.envs.libero.factory import get_suite
+    from grids_vla.experiments.rollout import task_instruction
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    torch.manual_seed(0)
+    cfg = GridSVLAConfig(image_size=64, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=1, heads=2, k=4,
+                         chunk=4, instructions=(task_instruction(get_suite("libero_object"), 0),))
+    ckpt = GridSVLAPolicy(cfg).save_pretrained(tmp_path / "policy")
+    out = tmp_path / "eval"
+    assert cli_main(["eval", "--checkpoint", str(ckpt), "--suite", "libero_object", "--tasks", "0",
+                     "--episodes-per-task", "1", "--max-steps", "12", "--execute", "4", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    (ep,) = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    calls = len(ep["latencies_ms"])
+    for cam in cfg.cameras:
+        agg, rec = res["points"][cam], ep["points"][cam]
+        assert agg["frames"] == rec["frames"] == calls == 3 and agg["episodes"] == 1
+        assert agg["within_episode"] == 0.0 and agg["across_episodes"] is None  # untrained: still on its anchors
+        assert agg["policy"] == pytest.approx(agg["fixed-grid"]) and agg["random"] != agg["fixed-grid"]
+        assert len(rec["mean_px"]) == 4
+    assert "Where the points looked" in (out / "results.md").read_text()

@@ -21,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["baseline_points", "mobility", "on_target", "points_report"]
+__all__ = ["RADIUS_FRACTION", "aggregate_points", "align_corners", "baseline_points", "episode_points", "mobility",
+           "on_target", "points_on_demos", "points_report", "policy_pixels"]
+
+#: The on-target radius as a fraction of the image side: 12 px on the 128 px images of the LIBERO benchmarks.
+RADIUS_FRACTION = 12 / 128
 
 
 def mobility(episodes: list[np.ndarray], size: float) -> dict[str, float]:
@@ -87,6 +91,58 @@ def points_report(episodes: list[dict[str, np.ndarray]], size: float, radius: fl
     return out
 
 
+def align_corners(policy: Any) -> bool:
+    """The coordinate convention of ``policy``'s reducer (``True`` when it has none)."""
+    return next((bool(m.align_corners) for m in policy.reducer.modules() if hasattr(m, "align_corners")), True)
+
+
+def policy_pixels(policy: Any, coords: Any) -> np.ndarray:
+    """``(..., K, 2)`` reducer coordinates of ``policy`` (a tensor) -> float64 pixel positions in its images."""
+    from ..sampling import coords_to_image_fraction
+
+    c = policy.config
+    return coords_to_image_fraction(coords.float(), c.grid, align_corners(policy)).double().numpy() * c.image_size
+
+
+def episode_points(points: dict[str, dict[str, np.ndarray]], config: Any, seed: int) -> dict[str, Any]:
+    """The compact per-camera summary of one episode kept in its ``episodes.jsonl`` record: :func:`points_report`
+    numbers, the frame count and each point's mean position (for mobility across episodes)."""
+    size = config.image_size
+    out = {}
+    for cam, ep in points.items():
+        rep = points_report([ep], size, RADIUS_FRACTION * size, seed, config.grid)
+        rep["policy"].pop("across_episodes")
+        out[cam] = {"frames": rep["frames"], "mean_px": np.round(ep["points"].mean(axis=0), 3).tolist(),
+                    **{kind: {k: None if np.isnan(v) else round(v, 6) for k, v in rep[kind].items()}
+                       for kind in ("policy", "fixed-grid", "random")}}  # None, not NaN: results stay valid JSON
+    return out
+
+
+def aggregate_points(records: list[dict[str, Any]], size: float) -> dict[str, Any] | None:
+    """Per camera over an evaluation's episode ``points`` summaries: mobility within episodes (mean over episodes
+    with more than one call) and across episodes (from each episode's mean point positions), and the frame-weighted
+    on-target numbers of the policy and the baselines. ``None`` when no episode has points."""
+    records = [r for r in records if r]
+    if not records:
+        return None
+    out: dict[str, Any] = {}
+    for cam in records[0]:
+        eps = [r[cam] for r in records]
+        frames = np.array([e["frames"] for e in eps], dtype=np.float64)
+        within = [e["policy"]["within_episode"] for e in eps if e["policy"]["within_episode"] is not None]
+        means = np.array([e["mean_px"] for e in eps])  # (E, K, 2)
+        agg = {"episodes": len(eps), "frames": int(frames.sum()),
+               "within_episode": float(np.mean(within)) if within else None,
+               "across_episodes": float(np.mean(means.std(axis=0))) / size if len(eps) > 1 else None}
+        for kind in ("policy", "fixed-grid", "random"):
+            agg[kind] = {}
+            for key in (k for k in eps[0][kind] if k != "within_episode"):
+                pairs = [(e[kind][key], f) for e, f in zip(eps, frames) if e[kind][key] is not None]
+                agg[kind][key] = sum(v * f for v, f in pairs) / sum(f for _, f in pairs) if pairs else None
+        out[cam] = agg
+    return out
+
+
 def _task_of(path: Any) -> tuple[str, int]:
     """(suite, task id) of a generated ``<task>_demo.hdf5`` file, from the BDDL file it was made from."""
     from pathlib import Path
@@ -116,12 +172,10 @@ def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_
     from ..envs.libero.factory import make_env
     from ..envs.libero.suites import CAMERA_KEYS, state_vector
     from ..envs.libero.targets import target_mask, target_pixels
-    from ..sampling import coords_to_image_fraction
 
     c = policy.config
     if c.reducer == "dense":
         raise ValueError("a dense policy has no sampling points to measure")
-    align = next((bool(m.align_corners) for m in policy.reducer.modules() if hasattr(m, "align_corners")), True)
     files = find_demo_files(data)[:tasks]
     per_cam: dict[str, list[dict[str, np.ndarray]]] = {cam: [] for cam in c.cameras}
     for path in files:
@@ -138,7 +192,7 @@ def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_
                     coords = policy(images, state, [demo["instruction"]] * len(steps)).coords  # (T, cams, K, 2)
                 if coords is None:
                     raise ValueError(f"reducer {c.reducer!r} reports no sampling points")
-                frac = coords_to_image_fraction(coords, c.grid, align).numpy()
+                pix = policy_pixels(policy, coords)
                 targets = {cam: [] for cam in c.cameras}
                 masks = {cam: [] for cam in c.cameras}
                 for t in steps:
@@ -147,7 +201,7 @@ def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_
                         targets[cam].append(target_pixels(env, cam))
                         masks[cam].append(target_mask(env, cam))
                 for j, cam in enumerate(c.cameras):
-                    per_cam[cam].append({"points": frac[:, j].astype(np.float64) * c.image_size,
+                    per_cam[cam].append({"points": pix[:, j],
                                          "targets": np.stack(targets[cam]), "masks": np.stack(masks[cam])})
         finally:
             env.close()

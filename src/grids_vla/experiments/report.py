@@ -15,6 +15,7 @@ import torch
 from .._io import atomic_path, atomic_write_text
 from ..policy.configuration_grids_vla import kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy
+from .points import RADIUS_FRACTION, aggregate_points, align_corners
 from .stats import wilson_interval
 
 __all__ = ["EPISODES_NAME", "RUN_NAME", "VIDEO_FPS", "summarize", "to_markdown", "write_results", "load_episodes",
@@ -49,6 +50,7 @@ def summarize(run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, 
         "latency_ms": {"median": statistics.median(lat) if lat else None, "calls": len(lat),
                        "batch_size": 1, "threads": run["threads"], "device": "cpu"},
         "tasks": tasks,
+        "points": aggregate_points([e.get("points") for e in episodes], run["image_size"]),
     }
 
 
@@ -80,6 +82,20 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {t['task_id']} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
                      f"{_fmt(100 * t['ci95'][0], '.0f')}-{_fmt(100 * t['ci95'][1], '.0f')} % | "
                      f"{_fmt(t['mean_episode_length'])} |")
+    if res.get("points"):
+        radius = RADIUS_FRACTION * run["image_size"]
+        lines += ["", f"Where the points looked, at every policy call: mobility (spread of a point within an episode "
+                  f"and of its mean across episodes, image fractions) and the share of points within {radius:g} px "
+                  f"of the object to move, the target or the gripper, or on their pixels, against the fixed-grid "
+                  f"anchors and uniform random points on the same frames.", "",
+                  "| camera | calls | moves within | moves across | within r | fixed grid | random | on target px "
+                  "| fixed grid | random |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for cam, a in res["points"].items():
+            p, f, u = a["policy"], a["fixed-grid"], a["random"]
+            lines.append(f"| {cam} | {a['frames']} | {_fmt(a['within_episode'], '.4f')} | "
+                         f"{_fmt(a['across_episodes'], '.4f')} | "
+                         + " | ".join(_fmt(d[k], ".3f") for k in ("within_radius", "on_mask") for d in (p, f, u))
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +185,7 @@ def save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPolic
     if not frames:
         return []
     cfg = policy.config
-    align = next((bool(m.align_corners) for m in policy.reducer.modules() if hasattr(m, "align_corners")), True)
+    align = align_corners(policy)
     picks = sorted({round(i * (len(frames) - 1) / max(n_frames - 1, 1)) for i in range(n_frames)})
     panels = []
     for i in picks:

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from ..envs.libero.suites import pro_suite, state_vector
+from ..envs.libero.targets import target_mask, target_pixels
 from ..policy.modeling_grids_vla import GridSVLAPolicy
+from .points import episode_points, policy_pixels
 from .report import VIDEO_FPS, save_visuals
 
 __all__ = ["NOOP_ACTION", "parse_perturbation", "task_instruction", "observation_to_batch",
@@ -88,7 +90,9 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     obs = env.reset(init_index)
     for _ in range(settle_steps):
         obs, _, _, _ = env.step(NOOP_ACTION)
-    probe = _CoordsProbe(policy) if record else None
+    measure = policy.config.reducer != "dense"  # where the points look, against the simulator's targets
+    probe = _CoordsProbe(policy) if record or measure else None
+    looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
     latencies: list[float] = []
     frames: list[dict[str, Any]] = []
@@ -104,7 +108,10 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
             t0 = time.perf_counter()
             chunk = policy.predict_action(batch, generator=noise_gen)[0]
             latencies.append(time.perf_counter() - t0)
-            if probe is not None:
+            if measure and probe.coords is not None:
+                looks.append((probe.coords[0], {c: target_pixels(env, c) for c in cams},
+                              {c: target_mask(env, c) for c in cams}))
+            if record:
                 frames.append(snap())
                 video.append(frames[-1])
             actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
@@ -113,14 +120,20 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
                 steps += 1
                 if success or steps >= max_steps:
                     break
-                if probe is not None and j < len(actions) - 1:  # the chunk's last obs goes to the next call
+                if record and j < len(actions) - 1:  # the chunk's last obs goes to the next call
                     video.append(snap())
-        if probe is not None and latencies:
+        if record and latencies:
             video.append(snap())  # the final observation
     finally:
         if probe is not None:
             probe.remove()
-    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video}
+    points = None
+    if looks:  # per camera: (calls, K, 2) pixel points, (calls, M, 2) target pixels, (calls, H, W) target masks
+        pix = policy_pixels(policy, torch.stack([c for c, _, _ in looks]))
+        points = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
+                        "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
+    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
+            "points": points}
 
 
 class EpisodeRunner:
@@ -164,6 +177,8 @@ class EpisodeRunner:
         ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record)
         rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
                "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
+        if ep["points"] is not None:
+            rec["points"] = episode_points(ep["points"], self.policy.config, seed=1000 * t + i)
         if record:
             rec["visuals"] = save_visuals(Path(s.out), f"task{t:02d}_ep{i:03d}", ep, self.policy, s.video_frames,
                                           VIDEO_FPS)
