@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv-lerobot312: Python 3.12 with lerobot 0.6.x, grids-vla and the lerobot_policy_grids plugin
-# in editable mode, plus pytest. Idempotent and non-interactive: a second run only re-checks the pins (seconds).
-# lerobot extras: `pi` (transformers 5.x + scipy: what PI0/PI05 need) and `training` (datasets, accelerate,
-# wandb, av, torchcodec: what `lerobot-train` imports, about 0.5 GB more); set LEROBOT_EXTRAS=pi for the minimum.
+# Create (or reuse) .venv-lerobot312: Python 3.12 with lerobot 0.6.x (the release LeRobot users install today),
+# grids-vla[train,libero] and the lerobot_policy_grids plugin with its test extra, in editable mode. What CI runs the
+# plugin's whole suite in (scripts/test_lerobot312_plugin.sh), beside lerobot 0.4.4 in .venv-lerobot.
+# Idempotent and non-interactive: a second run only re-checks the pins (seconds).
+# lerobot extras: `pi` (transformers 5.x + scipy: what PI0/PI05 need), `smolvla` (num2words, which the SmolVLM
+# processor imports) and `training` (datasets, accelerate, wandb, av, torchcodec: what `lerobot-train` imports);
+# grids-vla's `libero` extra brings the LIBERO simulator that LeRobot's own LIBERO env (`lerobot-eval`) imports.
 #
 # Why a second LeRobot environment: lerobot 0.4.4 (Python 3.11, .venv-lerobot) runs PI0/PI05 only with an
 # unpublished transformers fork; lerobot 0.5+ uses released transformers 5.x but requires Python >= 3.12 and
 # torch < 2.12. The newest torch it accepts is 2.11.x, whose PyPI Linux wheel is a CUDA build (it runs on CPU):
-# the first build downloads torch (~0.9 GB) plus its nvidia-* runtime wheels (several GB in all; measured here:
-# 266 s and 5.8 GB for the whole environment). Where PyTorch's own CPU wheel index is reachable, set
+# the first build downloads torch (~0.9 GB) plus its nvidia-* runtime wheels (several GB in all; about 6 GB for the
+# whole environment; build times are in .ci/run). Where PyTorch's own CPU wheel index is reachable, set
 # TORCH_INDEX_URL to it: torch/torchvision then come as the much smaller `+cpu` build (a local version label
 # sorts above the plain release, so pip prefers it; untested here, that index is not reachable from this machine).
 #
 # Environment overrides: PYTHON (a Python 3.12 interpreter), LEROBOT312_VENV, LEROBOT_SPEC, LEROBOT_EXTRAS,
-# TORCH_SPEC, TORCHVISION_SPEC, TORCH_INDEX_URL (an extra index for torch and torchvision only).
+# TORCH_SPEC, TORCHVISION_SPEC, TORCH_INDEX_URL (an extra index for torch and torchvision only), GRIDS_EXTRAS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 VENV="${LEROBOT312_VENV:-.venv-lerobot312}"
 LEROBOT_SPEC="${LEROBOT_SPEC:->=0.6,<0.7}"
-LEROBOT_EXTRAS="${LEROBOT_EXTRAS:-pi,training}"
+LEROBOT_EXTRAS="${LEROBOT_EXTRAS:-pi,smolvla,training}"
+GRIDS_EXTRAS="${GRIDS_EXTRAS:-train,libero}"
 TORCH_SPEC="${TORCH_SPEC:->=2.11,<2.12}"
 TORCHVISION_SPEC="${TORCHVISION_SPEC:->=0.26,<0.27}"
 
@@ -57,12 +61,7 @@ TORCH_INDEX=()
 if [ -n "${TORCH_INDEX_URL:-}" ]; then TORCH_INDEX=(--extra-index-url "$TORCH_INDEX_URL"); fi
 "${PIP[@]}" "${TORCH_INDEX[@]}" "torch$TORCH_SPEC" "torchvision$TORCHVISION_SPEC"
 "${PIP[@]}" "lerobot[$LEROBOT_EXTRAS]$LEROBOT_SPEC" "pytest>=8"
-"${PIP[@]}" -e .
-if [ -f plugins/lerobot_policy_grids/pyproject.toml ]; then
-  "${PIP[@]}" -e plugins/lerobot_policy_grids
-else
-  echo "note: plugins/lerobot_policy_grids not found; skipping the plugin install" >&2
-fi
+"${PIP[@]}" -e ".[$GRIDS_EXTRAS]" -e "plugins/lerobot_policy_grids[test]"
 
 "$VENV/bin/python" - <<'PY'
 import platform

@@ -11,7 +11,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _skipped.append(report.nodeid)
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a whole module skipped while it was imported
+        _skipped.append(report.nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _skipped and exitstatus == 0:
+    # 5: nothing was collected, which is what a skip of every module looks like; it must not pass either
+    if _skipped and exitstatus in (0, 5):
         print(f"\n{len(_skipped)} LIBERO-plus tests were skipped, e.g. {_skipped[:3]}")
         session.exitstatus = 1

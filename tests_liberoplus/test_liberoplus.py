@@ -172,28 +172,54 @@ def test_layout_variant_moves_objects(base) -> None:
         env.close()
 
 
-def test_grids_vla_eval_runs_a_liberoplus_episode(tmp_path) -> None:
-    """``grids-vla eval --perturbation liberoplus:camera`` end to end with a tiny random policy (one short episode)."""
-    import json
-
+@pytest.fixture(scope="module")
+def camera_checkpoint(tmp_path_factory):
+    """A tiny randomly initialised compact policy whose learned language knows the instruction of the first camera
+    variant of BASE (``grids-vla eval`` refuses tasks it does not know), with the Plus suite, the task id and the
+    instruction."""
     import torch
 
-    from grids_vla.cli import main as cli_main
     from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
 
     suite, _ = parse_perturbation("liberoplus:camera", SUITE)
     t = _first("camera")
+    instruction = task_instruction(get_suite(suite), t)
     torch.manual_seed(0)
     cfg = GridSVLAConfig(image_size=SIZE, patch_size=8, vision_dim=32, vision_depth=1, vision_heads=2, dim=32, depth=2,
-                         heads=2, mlp_ratio=2.0, k=4, chunk=4, instructions=(task_instruction(get_suite(suite), t),))
+                         heads=2, mlp_ratio=2.0, k=4, chunk=4, instructions=(instruction,))
     policy = GridSVLAPolicy(cfg)
     policy.set_normalization(torch.zeros(8), torch.ones(8), torch.zeros(7), torch.full((7,), 0.3))
-    ckpt = policy.save_pretrained(tmp_path / "policy")
-    out = tmp_path / "eval"
-    argv = ["eval", "--checkpoint", str(ckpt), "--suite", SUITE, "--perturbation", "liberoplus:camera",
-            "--episodes-per-task", "1", "--tasks", str(t), "--max-steps", "6", "--settle-steps", "1", "--execute", "3",
-            "--out", str(out)]
-    assert cli_main(argv) == 0
+    return policy.save_pretrained(tmp_path_factory.mktemp("ckpt") / "policy"), suite, t, instruction
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_grids_vla_eval_plays_a_liberoplus_camera_episode(camera_checkpoint, tmp_path, workers: int) -> None:
+    """``grids-vla eval --perturbation liberoplus:PATTERN`` end to end, in one process and with 2 worker processes
+    (two episodes then, so that the pool really plays them: with one job the evaluation stays in-process). The
+    episode runner once re-parsed the spec on the already resolved Plus suite name and failed on both paths."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ckpt, suite, t, instruction = camera_checkpoint
+    spec = "liberoplus:camera"
+    steps, out = 8, tmp_path / "eval"
+    cli = Path(sys.executable).with_name("grids-vla")
+    proc = subprocess.run(
+        [str(cli), "eval", "--checkpoint", str(ckpt), "--suite", SUITE, "--perturbation", spec, "--tasks", str(t),
+         "--episodes-per-task", str(workers), "--workers", str(workers), "--max-steps", str(steps),
+         "--settle-steps", "1", "--execute", "4", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads((out / "results.json").read_text())
-    assert res["complete"] and res["overall"]["episodes"] == 1
-    assert json.loads((out / "run.json").read_text())["suite"] == suite
+    run = res["run"]
+    assert suite.startswith(f"{SUITE}_liberoplus_") and run["suite"] == suite and run["perturbation"] == spec
+    assert run["workers"] == workers and run["instructions"] == {str(t): instruction}
+    assert res["complete"] and res["overall"]["episodes"] == workers and res["tasks"][str(t)]["episodes"] == workers
+    eps = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert sorted((e["task_id"], e["init_state"]) for e in eps) == [(t, i) for i in range(workers)]
+    # a success ends the episode early; a failure runs to the limit; 4 actions per policy call
+    assert all(e["steps"] < steps if e["success"] else e["steps"] == steps for e in eps)
+    assert all(len(e["latencies_ms"]) == -(-e["steps"] // 4) for e in eps)
+    assert (out / "results.md").read_text().startswith(f"# Evaluation: {suite} (complete)")

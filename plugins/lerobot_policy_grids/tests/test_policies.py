@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from conftest import CAMERAS, TINY_ACT, TINY_SMOLVLA, features, make_batch
+from conftest import CAMERAS, LEROBOT, TINY_ACT, TINY_SMOLVLA, features, make_batch
 
 
 def act_policy(k: int = 4, **overrides: Any) -> Any:
@@ -189,32 +191,88 @@ def test_mismatched_checkpoints_raise(tmp_path: Path) -> None:
         per_camera.load_state_dict(policy.state_dict())
 
 
-def test_torchvision_shim() -> None:
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter of this environment (its ``.pth`` hooks run, nothing is imported yet)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+_ARMED = "any(type(f).__name__ == '_TorchvisionSchemaFinder' for f in sys.meta_path)"
+_NMS = "torch.ops.torchvision.nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., .9], [2., 2., 3., 3.]]), " \
+    "torch.tensor([.9, .8, .7]), .5)"
+
+
+def test_torchvision_shim_is_armed_exactly_where_torchvision_needs_it() -> None:
+    """lerobot 0.4.4's venv holds CPU torch 2.13 beside torchvision 0.28, a CUDA-only build whose ops library does not
+    load: torchvision imports only because ``setup_lerobot_env.sh`` arms the shim from a ``.pth`` file. lerobot 0.6's
+    venv holds CUDA torch 2.11 and torchvision 0.26, whose ops load: no shim there (armed, it would define ``nms`` a
+    second time, which aborts the interpreter)."""
+    import torch
+
+    cpu_torch = torch.version.cuda is None
+    assert cpu_torch == (LEROBOT < (0, 5)), torch.__version__  # what each setup script installs
+    # a fresh interpreter: is the finder armed at start-up, and gone once torchvision is imported?
+    armed = _python(f"""
+import sys
+print({_ARMED})
+import torch, torchvision, torchvision.models
+resnet = torchvision.models.resnet18().eval()
+print({_ARMED}, hasattr(torch.ops.torchvision, "nms"), tuple(resnet(torch.rand(1, 3, 32, 32)).shape))
+try:
+    print({_NMS}.tolist())
+except NotImplementedError:
+    print("no nms kernel")
+""")
+    if not cpu_torch:  # torchvision's own ops: nothing armed, and the real NMS kernel runs (box 1 overlaps box 0)
+        assert armed.stdout.splitlines() == ["False", "False True (1, 1000)", "[0, 2]"], armed.stderr[-2000:]
+        return
+    # the shim defined the schema, then stepped aside; ResNet (what ACT uses) runs; NMS has no CPU kernel
+    assert armed.stdout.splitlines() == ["True", "False True (1, 1000)", "no nms kernel"], armed.stderr[-2000:]
+    by_hand = _python("""
+import grids_torchvision_shim as s
+s.uninstall()
+try:
     import torchvision
-    import torchvision.models  # noqa: F401
+except RuntimeError as exc:
+    print(exc)
+first, again = s.define_torchvision_schemas(), s.define_torchvision_schemas()
+import torchvision.models
+print(first, again)
+""")
+    # without the shim the import fails on the missing schema; defining them (once: the call is idempotent) fixes it
+    assert by_hand.stdout.splitlines() == ["operator torchvision::nms does not exist", "['nms', 'qnms'] []"], \
+        by_hand.stderr[-2000:]
 
-    import grids_torchvision_shim
 
-    assert "torchvision" in torchvision.__name__
-    assert grids_torchvision_shim.define_torchvision_schemas() == []  # already defined (or provided by torchvision)
-
-
-def test_pi_configs_register_when_upstream_imports() -> None:
+def test_pi_types_register_on_both_lerobot_versions() -> None:
+    """``pi0_grids`` / ``pi05_grids`` register on lerobot 0.4.4 too (its PI0 / PI0.5 modules import), but there
+    building a policy must fail at once with the message naming the 0.6 environment (0.4.4 needs openpi's unpublished
+    transformers fork); on 0.6 the same check lets construction through (``tests_py312`` builds and trains them)."""
+    from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class
+    from lerobot.policies.pi0.configuration_pi0 import PI0Config
+    from lerobot.policies.pi05.configuration_pi05 import PI05Config
 
     import lerobot_policy_grids
-
-    try:  # pi0_grids / pi05_grids register exactly when the upstream modules import (lerobot 0.4.4: they do not)
-        import lerobot.policies.pi0.modeling_pi0  # noqa: F401
-        import lerobot.policies.pi05.modeling_pi05  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        assert not {"pi0_grids", "pi05_grids"} & set(lerobot_policy_grids.AVAILABLE_TYPES)
-        return
-    assert {"pi0_grids", "pi05_grids"} <= set(lerobot_policy_grids.AVAILABLE_TYPES)
     from lerobot_policy_grids.configuration_pi0_grids import PI0GridsConfig
     from lerobot_policy_grids.configuration_pi05_grids import PI05GridsConfig
+    from lerobot_policy_grids.modeling_pi0_grids import PI0GridsPolicy, require_working_pi
+    from lerobot_policy_grids.modeling_pi05_grids import PI05GridsPolicy
 
-    assert PI0GridsConfig(grids_k=4).type == "pi0_grids" and PI05GridsConfig().grids_k == 16
-    assert get_policy_class("pi05_grids").name == "pi05_grids"
-    with pytest.raises(ValueError, match="grids_conditioning"):
-        PI0GridsConfig(grids_conditioning="vision")
+    pairs = {"pi0_grids": (PI0GridsConfig, PI0Config, PI0GridsPolicy),
+             "pi05_grids": (PI05GridsConfig, PI05Config, PI05GridsPolicy)}
+    assert set(pairs) <= set(lerobot_policy_grids.AVAILABLE_TYPES)
+    for name, (cfg_cls, upstream_cls, policy_cls) in pairs.items():
+        assert PreTrainedConfig.get_choice_class(name) is cfg_cls and issubclass(cfg_cls, upstream_cls)
+        assert get_policy_class(name) is policy_cls
+        cfg = cfg_cls(grids_k=4, grids_conditioning="language", device="cpu")
+        assert cfg.type == name and cfg.grids_k == 4 and cfg.grids_conditioning == "language"
+        with pytest.raises(ValueError, match="grids_conditioning"):
+            cfg_cls(grids_conditioning="vision")
+        with pytest.raises(ValueError, match="grids_k"):
+            cfg_cls(grids_k=0)
+        if LEROBOT < (0, 5):
+            hint = rf"{name}: lerobot 0\.4\.\d+ needs openpi.*setup_lerobot312_env\.sh"
+            with pytest.raises(RuntimeError, match=hint):
+                policy_cls(cfg)
+        else:
+            assert require_working_pi(name) is None
