@@ -193,7 +193,7 @@ def test_flow_head_checkpoint_evaluates_reproducibly(tmp_path: Path) -> None:
 
     def rollout(init: int, record: bool = False) -> tuple[dict, np.ndarray]:
         env.actions = []
-        ep = run_episode(env, policy, init, max_steps=10, execute=3, settle_steps=1, record=record)
+        ep = run_episode(env, policy, init, max_steps=10, execute=3, settle_steps=1, record=record, points=False)
         return ep, np.stack(env.actions)
 
     first, actions = rollout(3, record=True)

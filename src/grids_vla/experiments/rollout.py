@@ -81,16 +81,18 @@ class _CoordsProbe:
 
 
 def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
-                record: bool = False) -> dict[str, Any]:
+                record: bool = False, points: bool = True) -> dict[str, Any]:
     """Roll out one episode from init state ``init_index``; returns success, steps, per-call latencies (s) and, with
     ``record``, ``frames`` (the observation at each policy call with the reducer's coordinates) and ``video`` (every
     observation from the first policy call to the end, ``steps + 1`` of them, each with the coordinates of the call
-    whose action it was given to)."""
+    whose action it was given to). With ``points`` and a policy with sampling points (any reducer but dense), the
+    result's ``points`` holds per camera where they looked at each policy call and where the task's targets were
+    (see :mod:`.points`; needs a LIBERO env with its simulator)."""
     cams = policy.config.cameras
     obs = env.reset(init_index)
     for _ in range(settle_steps):
         obs, _, _, _ = env.step(NOOP_ACTION)
-    measure = policy.config.reducer != "dense"  # where the points look, against the simulator's targets
+    measure = points and policy.config.reducer != "dense"  # where the points look, against the simulator's targets
     probe = _CoordsProbe(policy) if record or measure else None
     looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
@@ -127,13 +129,13 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     finally:
         if probe is not None:
             probe.remove()
-    points = None
+    looked = None
     if looks:  # per camera: (calls, K, 2) pixel points, (calls, M, 2) target pixels, (calls, H, W) target masks
         pix = policy_pixels(policy, torch.stack([c for c, _, _ in looks]))
-        points = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
+        looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
                         "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
     return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
-            "points": points}
+            "points": looked}
 
 
 class EpisodeRunner:
