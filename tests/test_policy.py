@@ -647,3 +647,157 @@ def test_tensorboard_missing_is_a_clear_error_at_config_time(monkeypatch) -> Non
     with pytest.raises(ImportError, match="pip install tensorboard"):
         TrainConfig(data="anything", tensorboard=True)
     assert TrainConfig(data="anything").tensorboard is False
+
+
+# ------------------------------------------------------------------------------------------- run folder and resume
+
+
+def _small(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), steps=4, batch_size=4, lr=3e-3, warmup_steps=2, num_workers=0,
+                save_every=2, log_every=100, seed=1, preload="no")
+    return TrainConfig(**(base | kw))
+
+
+def _folder(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_never_goes_into_a_folder_holding_another(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(_small(data_dir, out), tiny(instructions=()))
+    before = _folder(out)
+    assert "checkpoints/step_0000004/model.safetensors" in before
+    # another config (or the same one) without --resume: refused, the folder untouched
+    for kw in ({"seed": 2, "steps": 2}, {}):
+        with pytest.raises(FileExistsError, match=r"already holds a training run .*last checkpoint step_0000004.*"
+                                                  r"--resume.*--overwrite"):
+            train(_small(data_dir, out, **kw), tiny(instructions=(), k=2))
+    assert _folder(out) == before
+    capsys.readouterr()
+    argv = ["train", "--data", str(data_dir), "--out", str(out), "--steps", "2", "--vision-dim", "16", "--dim", "16",
+            "--vision-heads", "1", "--heads", "1", "--k", "4", "--chunk", "2", "--num-workers", "0"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"--out {out} already holds a training run" in err[0], err
+    assert _folder(out) == before
+    # --overwrite: only the new run is left (no later checkpoint of the old one beside it)
+    res = train(_small(data_dir, out, seed=2, steps=2, overwrite=True), tiny(instructions=(), k=2))
+    assert res["checkpoint"].name == "step_0000002"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_0000002"]
+    assert [int(r["step"]) for r in _read_metrics(out)] == [1, 2]
+    assert json.loads((out / "train_config.json").read_text())["train"]["seed"] == 2
+    assert not list(tmp_path.glob(".old_*"))
+    # a run stopped part-way is a run too
+    stopped = tmp_path / "stopped"
+    train(_small(data_dir, stopped, stop_after=3), tiny(instructions=()))
+    with pytest.raises(FileExistsError, match="last checkpoint step_0000002"):
+        train(_small(data_dir, stopped), tiny(instructions=()))
+    # a folder of something else is never deleted; --overwrite and --resume exclude each other
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no training run \\(notes.txt\\)"):
+        train(_small(data_dir, other, overwrite=True), tiny(instructions=()))
+    assert (other / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="give one of them"):
+        _small(data_dir, out, overwrite=True, resume="latest")
+
+
+def test_overwrite_killed_while_deleting_leaves_the_old_run_whole_or_gone(data_dir, tmp_path, monkeypatch) -> None:
+    import grids_vla.experiments.train as train_module
+
+    out = tmp_path / "run"
+    train(_small(data_dir, out), tiny(instructions=()))
+    before = _folder(out)
+    real_rmtree = train_module.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        if not ignore_errors:  # the delete of the renamed old run
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(train_module.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_small(data_dir, out, seed=2, overwrite=True), tiny(instructions=()))
+    assert not out.exists() and _folder(tmp_path / ".old_run") == before  # moved aside whole, nothing new in --out
+    monkeypatch.setattr(train_module.shutil, "rmtree", real_rmtree)
+    train(_small(data_dir, out, seed=2, overwrite=True), tiny(instructions=()))
+    assert json.loads((out / "train_config.json").read_text())["train"]["seed"] == 2
+
+
+def test_resume_checks_the_data_by_fingerprint_not_by_path(data_dir, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    cfg = tiny(instructions=())
+    full = train(_small(data_dir, tmp_path / "full"), cfg)
+    part = tmp_path / "part"
+    train(_small(data_dir, part, stop_after=2), cfg)
+    legacy = tmp_path / "legacy"  # a checkpoint written before fingerprints: compared by resolved path
+    shutil.copytree(part, legacy)
+    state_path = latest_checkpoint(legacy) / "training_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["data_fingerprint"], state["schedule_steps"]
+    torch.save(state, state_path)
+
+    changed = tmp_path / "changed"  # one demo more: other data
+    shutil.copytree(data_dir, changed)
+    _write_task(changed / "task9_demo.hdf5", INSTRUCTIONS[0], demos=1, steps=12, rng=np.random.default_rng(1))
+    with pytest.raises(ValueError, match=rf"--data {changed} is not the data this run was trained on"):
+        train(_small(changed, tmp_path / "elsewhere", resume=str(latest_checkpoint(legacy))))
+
+    monkeypatch.chdir(data_dir.parent)
+    relative = os.path.join(".", data_dir.name)  # the same folder by another spelling
+    resumed = train(_small(relative, part, resume="latest"))
+    assert resumed["losses"] == full["losses"][2:]
+    assert train(_small(relative, legacy, resume="latest"))["losses"] == full["losses"][2:]
+
+    copy = tmp_path / "copy"  # the same demos elsewhere: same fingerprint
+    shutil.copytree(data_dir, copy)
+    again = tmp_path / "again"
+    train(_small(data_dir, again, stop_after=2), cfg)
+    assert train(_small(copy, again, resume="latest"))["losses"] == full["losses"][2:]
+
+    three = tmp_path / "three"
+    train(_small(data_dir, three, stop_after=2), cfg)
+    with pytest.raises(ValueError, match=rf"--data {changed} holds other demos than the run was trained on "
+                                         r"\(3 files / 5 demos / 60 frames vs 2 files / 4 demos / 48 frames"):
+        train(_small(changed, three, resume="latest"))
+
+
+def test_resume_with_more_steps_extends_the_run_at_the_lr_floor(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(_small(data_dir, out, min_lr_ratio=0.25), tiny(instructions=()))
+    rows = _read_metrics(out)
+    argv = ["train", "--data", str(data_dir), "--out", str(out), "--resume", "--steps", "7", "--log-every", "1"]
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "steps 4->7" in err and "cosine to 0.25 x that at step 4, then held there to step 7" in err
+    longer = _read_metrics(out)
+    assert longer[:4] == rows and [int(r["step"]) for r in longer] == list(range(1, 8))
+    assert [r["lr"] for r in longer[4:]] == [f"{3e-3 * 0.25:.3e}"] * 3  # the planned cosine ended at step 4
+    assert float(longer[2]["lr"]) > float(longer[3]["lr"])  # it did decay before
+    assert latest_checkpoint(out).name == "step_0000007"
+    state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
+    assert state["schedule_steps"] == 4 and state["train_config"]["steps"] == 7
+    train(_small(data_dir, out, min_lr_ratio=0.25, steps=8, resume="latest"))  # the planned length is kept
+    assert _read_metrics(out)[-1]["lr"] == f"{3e-3 * 0.25:.3e}"
+    with pytest.raises(ValueError, match="--steps 5 ends before the checkpoint's step 8"):
+        train(_small(data_dir, out, min_lr_ratio=0.25, steps=5, resume="latest"))
+
+
+def test_a_chunk_longer_than_the_shortest_demo_is_refused(data_dir, tmp_path, capsys) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    short = data / "task5_demo.hdf5"
+    _write_task(short, INSTRUCTIONS[0], demos=2, steps=5, rng=np.random.default_rng(2))
+    with pytest.raises(ValueError, match=rf"--chunk 6 is longer than the shortest demo \({short} demo_0: 5 steps\); "
+                                         r"use --chunk 5 or less"):
+        train(_small(data, tmp_path / "a"), tiny(instructions=(), chunk=6))
+    assert not (tmp_path / "a").exists()
+    capsys.readouterr()
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--chunk", "6"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"({short} demo_0: 5 steps)" in err[0], err
+    assert train(_small(data, tmp_path / "c", steps=1), tiny(instructions=(), chunk=5))["step"] == 1

@@ -34,7 +34,7 @@ from .._cli_fields import add_dataclass_fields, picked_fields
 from .._io import atomic_write_text
 from ..envs.libero.suites import step_limit
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
-from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config
+from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, write_results
 from .rollout import EpisodeRunner, parse_perturbation, task_instruction, worker_init, worker_play
 
@@ -99,8 +99,14 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
 
     log = sys.stderr if log is None else log
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    mcfg = load_config(ckpt)
-    suite, scene = parse_perturbation(cfg.perturbation, cfg.suite)  # fails early on a bad spec
+    # Loaded before the simulator starts (and logs), so a bad checkpoint or spec fails first, with its own error; the
+    # episode workers load their own copies.
+    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
+    mcfg = policy.config
+    try:
+        suite, scene = parse_perturbation(cfg.perturbation, cfg.suite)
+    except ValueError as e:
+        raise ValueError(f"--perturbation {cfg.perturbation}: {e}") from None
     bench = get_suite(suite)
     n_tasks = bench.get_num_tasks()
     tasks = list(cfg.tasks) if cfg.tasks is not None else list(range(n_tasks))
@@ -120,8 +126,6 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
                              f"of {suite} task {t}")
     max_steps = cfg.max_steps or step_limit(suite)
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
-    # Loaded here even when workers load their own copies: a bad checkpoint fails now, with its own error.
-    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
     run = {"checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME), "suite": suite,
            "perturbation": cfg.perturbation, "tasks": tasks, "instructions": instructions,
            "episodes_per_task": cfg.episodes_per_task, "max_steps": max_steps, "execute": execute,

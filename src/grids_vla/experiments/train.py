@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import pickle
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -30,19 +33,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._cli_fields import add_dataclass_fields
+from .._cli_fields import add_dataclass_fields, picked_fields
 from .._io import atomic_path, atomic_write_text
 from ..envs.libero.dataset import LiberoDemoDataset, data_image_size, dataset_statistics, find_demo_files
-from ..policy.checkpoint import STATE_NAME, latest_checkpoint, save_checkpoint
-from ..policy.configuration_grids_vla import GridSVLAConfig, kept_tokens
+from ..policy.checkpoint import CHECKPOINTS_DIR, STATE_NAME, latest_checkpoint, save_checkpoint
+from ..policy.configuration_grids_vla import GridSVLAConfig, check_field_types, kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config, sample_flow_time
 
-__all__ = ["TrainConfig", "train", "StepSampler", "augment", "lr_lambda", "split_config", "add_commands"]
+__all__ = ["TrainConfig", "train", "StepSampler", "augment", "data_fingerprint", "lr_lambda", "split_config",
+           "add_commands"]
 
 METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
-# Fields that shape the optimisation; a resume that changes one of them would not continue the same run.
-RUN_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed",
-              "shift", "color_jitter")
+# Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
+# checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
+RUN_FIELDS = ("batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed", "shift",
+              "color_jitter")
+# What a training run writes into its folder; a folder holding any of them holds a run.
+RUN_ENTRIES = ("train_config.json", "metrics.csv", CHECKPOINTS_DIR, "tb")
 # "auto" decodes the images into memory when they take at most this share of the memory available.
 PRELOAD_MODES = ("auto", "yes", "no")
 PRELOAD_AUTO_SHARE = 0.25
@@ -69,10 +76,12 @@ class TrainConfig:
     shift: int = 4
     color_jitter: float = 0.1
     resume: str | None = None
+    overwrite: bool = False
     stop_after: int | None = None
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(type(self), vars(self))
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -85,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"preload must be one of {PRELOAD_MODES}, got {self.preload!r}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one of them")
         if self.tensorboard:
             _summary_writer_class()  # fail now, not after the data is loaded
 
@@ -216,6 +227,78 @@ def _truncate_metrics(path: Path, step: int) -> None:
         w.writerows(rows)
 
 
+# ------------------------------------------------------------------------------------------------------ run folder
+
+
+def _check_run_folder(cfg: TrainConfig, resume_from: Path | None) -> None:
+    """A run goes into an absent or empty ``--out``, or one that holds a run it resumes or (``--overwrite``) replaces;
+    anything else raises FileExistsError saying what is there and what to do, so two runs never share a folder."""
+    out = Path(cfg.out)
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held or (resume_from is not None and resume_from.resolve().parent.parent == out.resolve()):
+        return
+    if not set(held) & set(RUN_ENTRIES):
+        raise FileExistsError(f"--out {out} is not empty and holds no training run ({', '.join(held[:5])}); "
+                              f"choose a new or empty --out")
+    if cfg.overwrite:
+        return
+    latest = latest_checkpoint(out)
+    raise FileExistsError(f"--out {out} already holds a training run ({', '.join(held)}; last checkpoint "
+                          f"{latest.name if latest else 'none'}); continue it with --resume, or start again with "
+                          f"--overwrite (deletes it first)")
+
+
+def _remove_run(out: Path) -> None:
+    """Delete the run folder ``out``: renamed aside in one step first, so a kill leaves the old run whole or gone,
+    never half of it beside a new one."""
+    old = out.resolve().with_name(f".old_{out.resolve().name}")
+    shutil.rmtree(old, ignore_errors=True)  # left by a kill during an earlier delete
+    os.replace(out, old)
+    shutil.rmtree(old)
+
+
+def _load_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's training state (optimizer, scheduler, RNG, settings), or a ValueError naming the file."""
+    path = Path(checkpoint) / STATE_NAME
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable training state ({e}); expected the file a training checkpoint "
+                         f"holds (a truncated copy?)") from None
+
+
+def data_fingerprint(ds: LiberoDemoDataset) -> dict[str, Any]:
+    """What identifies a run's demos wherever they lie: counts and a SHA-256 of each file's name and size and every
+    demo's length, in training order (another path to the same files gives the same; added or regenerated demos do
+    not)."""
+    layout = [[Path(p).name, os.path.getsize(p)] for p in ds.paths] + list(ds.lengths.items())
+    return {"files": len(ds.paths), "demos": len(ds.lengths), "frames": len(ds),
+            "sha256": hashlib.sha256(json.dumps(layout).encode()).hexdigest()}
+
+
+def _check_same_data(cfg: TrainConfig, ds: LiberoDemoDataset, state: dict[str, Any]) -> None:
+    """A resume must read the demos the run was trained on: same fingerprint (checkpoints written before fingerprints
+    existed: the same folder, paths resolved)."""
+    saved = state.get("data_fingerprint")
+    if saved is not None:
+        now = data_fingerprint(ds)
+        if now["sha256"] != saved["sha256"]:
+            count = "{files} files / {demos} demos / {frames} frames"
+            raise ValueError(f"--data {cfg.data} holds other demos than the run was trained on ({count.format(**now)} "
+                             f"vs {count.format(**saved)}; fingerprints differ); resume needs the same demos")
+    elif Path(state["train_config"]["data"]).resolve() != Path(cfg.data).resolve():
+        raise ValueError(f"--data {cfg.data} is not the data this run was trained on "
+                         f"({state['train_config']['data']}); resume needs the same demos")
+
+
+def _check_chunk(ds: LiberoDemoDataset) -> None:
+    """An action chunk must fit in every demo: a longer one would train mostly on padding."""
+    (fi, di), shortest = min(ds.lengths.items(), key=lambda item: item[1])
+    if ds.chunk > shortest:
+        raise ValueError(f"--chunk {ds.chunk} is longer than the shortest demo ({ds.paths[fi]} demo_{di}: "
+                         f"{shortest} steps); use --chunk {shortest} or less")
+
+
 # ------------------------------------------------------------------------------------------------------------ train
 
 
@@ -223,7 +306,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     """Train (or resume) a policy; returns ``{"step", "loss", "losses", "checkpoint", "out"}``.
 
     ``model_cfg`` is required for a fresh run (its ``instructions`` are filled from the data when empty and the
-    language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it.
+    language is learned); on resume the checkpoint's config is used and a given ``model_cfg`` must equal it. A fresh
+    run needs an empty ``cfg.out`` (or ``cfg.overwrite``, which deletes the run there). A resume may raise
+    ``cfg.steps``: the learning-rate schedule keeps the length it was planned with and stays at its floor after it.
     """
     log = sys.stderr if log is None else log
     out = Path(cfg.out)
@@ -235,6 +320,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         resume_from = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
         if resume_from is None or not (resume_from / STATE_NAME).is_file():
             raise FileNotFoundError(f"no checkpoint to resume from ({cfg.resume!r}; looked in {out / 'checkpoints'})")
+    _check_run_folder(cfg, resume_from)
 
     acc = _accelerator()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -243,19 +329,25 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
                            "ACCELERATE_USE_CPU=1 (see docs/policy.md, Several machines)")
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
-        state = torch.load(resume_from / STATE_NAME, map_location="cpu", weights_only=True)
+        state = _load_state(resume_from)
         saved = state["train_config"]
         changed = {k: (saved[k], getattr(cfg, k)) for k in RUN_FIELDS if saved[k] != getattr(cfg, k)}
         if changed:
             raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
-        model = GridSVLAPolicy.from_pretrained(resume_from, expected_config=model_cfg)
         start = int(state["step"])
+        if cfg.steps < start:
+            raise ValueError(f"--steps {cfg.steps} ends before the checkpoint's step {start}; give --steps {start} or "
+                             f"more (the run's total; more extends it)")
+        model = GridSVLAPolicy.from_pretrained(resume_from, expected_config=model_cfg)
     else:
         if model_cfg is None:
             raise ValueError("model_cfg is required for a fresh run")
         state = None
         start = 0
     ds = LiberoDemoDataset(files, chunk=(model.config if state else model_cfg).chunk)
+    _check_chunk(ds)
+    if state is not None:
+        _check_same_data(cfg, ds, state)
     note = _maybe_preload(ds, cfg.preload, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if note and acc.is_main_process:
         print(note, file=log, flush=True)
@@ -280,8 +372,10 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    # The cosine keeps the length of the run it was planned for; a resume that extends the run holds it at its floor.
+    planned = cfg.steps if state is None else int(state.get("schedule_steps", state["train_config"]["steps"]))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+        opt, lambda s: lr_lambda(s, cfg.warmup_steps, planned, cfg.min_lr_ratio))
     aug_gen = torch.Generator()
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -294,12 +388,13 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0)
     metrics = out / "metrics.csv"
+    fingerprint = data_fingerprint(ds)
     if acc.is_main_process:
+        if cfg.overwrite and out.exists():
+            _remove_run(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_config.json", json.dumps(
-            {"train": cfg.to_dict(), "model": mc.to_dict()}, indent=2))
-        if start == 0 and metrics.exists():
-            metrics.unlink()
+            {"train": cfg.to_dict(), "model": mc.to_dict(), "data_fingerprint": fingerprint}, indent=2))
         _truncate_metrics(metrics, start)
     # TensorBoard: steps after the checkpoint that a killed run already logged are purged on read (purge_step), so
     # the resumed curve replaces them instead of doubling back.
@@ -312,7 +407,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
 
     def training_state(step: int) -> dict[str, Any]:
         return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict()}
+                "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict(), "schedule_steps": planned,
+                "data_fingerprint": fingerprint}
 
     # this process's rows of the global batch, whose random draws every process replays (None: one process)
     rows = (acc.process_index * cfg.batch_size, cfg.batch_size * acc.num_processes) if acc.num_processes > 1 else None
@@ -326,6 +422,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         print(f"training {mc.reducer} ({kept_tokens(mc.reducer, mc.k)}) on {len(files)} files, {len(ds)} frames; "
               f"steps {start}->{cfg.steps}, batch {cfg.batch_size} x {acc.num_processes}, device {device}",
               file=log, flush=True)
+        held = f", then held there to step {cfg.steps}" if cfg.steps > planned else ""
+        print(f"lr schedule: warm-up {cfg.warmup_steps} steps to {cfg.lr:g}, cosine to {cfg.min_lr_ratio:g} x that "
+              f"at step {planned}{held}", file=log, flush=True)
     try:
         while step < cfg.steps:
             batch = next(batches)
@@ -452,7 +551,10 @@ _HELP = {
                    "tensorboard package)",
     "stop_after": "stop after this many steps without a final checkpoint (like a kill; for testing resume)",
     "save_every": "checkpoint every N steps (and at the end)",
-    "steps": "optimizer steps in the whole run (sets the cosine schedule's length)",
+    "steps": "optimizer steps in the whole run (sets the cosine schedule's length); with --resume a larger N extends "
+             "the run, the schedule keeping its planned length and its floor after it",
+    "overwrite": "delete the training run already in --out before starting (without it, a non-empty --out is refused "
+                 "unless --resume)",
     "batch_size": "samples per step and process",
     "lr": "AdamW peak learning rate",
     "warmup_steps": "linear warm-up steps before the cosine decay",
@@ -511,15 +613,22 @@ def split_config(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
             {k: v for k, v in values.items() if k in model_fields})
 
 
+def _read_config(path: str) -> dict[str, Any]:
+    """A ``--config`` file: a flat JSON object of train and model fields, each of its field's type."""
+    try:
+        values = json.loads(Path(path).read_text())
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object of {{field: value}}, got {type(values).__name__}")
+        for cls, kw in zip((TrainConfig, GridSVLAConfig), split_config(values)):
+            check_field_types(cls, kw)
+    except ValueError as e:  # json's errors are ValueErrors too
+        raise ValueError(f"--config {path}: {e}") from None
+    return values
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    values: dict[str, Any] = {}
-    if args.config:
-        with open(args.config) as f:
-            loaded = json.load(f)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config} must hold a JSON object of {{field: value}}")
-        values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k not in ("config", "func", "command")})
+    values = _read_config(args.config) if args.config else {}
+    values.update(picked_fields(args, TrainConfig) | picked_fields(args, GridSVLAConfig))
     train_kw, model_kw = split_config(values)
     cfg = TrainConfig(**train_kw)
     if cfg.resume:
@@ -527,8 +636,8 @@ def _run_train(args: argparse.Namespace) -> int:
         ckpt = latest_checkpoint(cfg.out) if cfg.resume == "latest" else cfg.resume
         model_cfg = None
         if ckpt is not None and (Path(ckpt) / STATE_NAME).is_file():
-            saved = torch.load(Path(ckpt) / STATE_NAME, map_location="cpu", weights_only=True)["train_config"]
-            saved = {k: v for k, v in saved.items() if k not in ("resume", "stop_after", "out")}
+            saved = _load_state(ckpt)["train_config"]
+            saved = {k: v for k, v in saved.items() if k not in ("resume", "overwrite", "stop_after", "out")}
             cfg = TrainConfig(**(saved | train_kw))
             if model_kw:
                 model_cfg = dataclasses.replace(load_config(ckpt), **model_kw)

@@ -7,6 +7,7 @@ a new field (and its help line).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -89,19 +90,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_bench)
 
 
+def _need_transformers() -> None:
+    """The architectures are built from Hugging Face ``transformers`` classes: say which extra brings it."""
+    if importlib.util.find_spec("transformers") is None:
+        raise ImportError("this command builds the VLAs from the transformers package, which is not installed: "
+                          "pip install 'grids-vla[flops]'")
+
+
 def _flops(args: argparse.Namespace) -> int:
     from .counter import flops_table, format_table
 
     cfg = FlopsCommand(**picked_fields(args, FlopsCommand))
     models = list(MODEL_CHOICES) if cfg.model == ("all",) else list(cfg.model)
-    try:
-        tables = [
-            flops_table(m, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens, accounting=cfg.accounting)
-            for m in models
-        ]
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    _need_transformers()
+    tables = [
+        flops_table(m, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens, accounting=cfg.accounting)
+        for m in models
+    ]
     if cfg.json:
         print(json.dumps(tables[0] if len(tables) == 1 else tables, indent=2))
     else:
@@ -119,16 +124,13 @@ def _bench(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = cfg.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    try:
-        result = bench_latency(
-            cfg.model, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens,
-            vision_layers=cfg.vision_layers or None, llm_layers=cfg.llm_layers or None, steps=cfg.steps,
-            repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads, device=device, dtype=dtype,
-            seed=cfg.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        )  # fmt: skip
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    _need_transformers()
+    result = bench_latency(
+        cfg.model, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens,
+        vision_layers=cfg.vision_layers or None, llm_layers=cfg.llm_layers or None, steps=cfg.steps,
+        repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads, device=device, dtype=dtype,
+        seed=cfg.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )  # fmt: skip
     print(format_latency(result))
     if cfg.json:
         atomic_write_text(cfg.json, json.dumps(result, indent=2))

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "kept_tokens"]
+__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_field_types", "kept_tokens"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
@@ -26,6 +26,40 @@ PRESETS: dict[str, dict[str, Any]] = {
 def kept_tokens(reducer: str, k: int) -> str:
     """What a reducer keeps per camera, for logs and reports: dense ignores ``k``."""
     return "all tokens" if reducer == "dense" else f"k={k}"
+
+
+def _is(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits one alternative of a field annotation (``int``, ``float``, ``str``, ``bool``, ``None``,
+    ``dict[...]``, ``tuple[T, ...]`` / ``list[T]`` taking a JSON list)."""
+    if annotation == "None":
+        return value is None
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation in ("int", "float"):
+        return not isinstance(value, bool) and isinstance(value, int if annotation == "int" else int | float)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith("dict["):
+        return isinstance(value, dict)
+    if annotation.startswith(("tuple[", "list[")):
+        return isinstance(value, list | tuple) and all(_is(v, _item(annotation)) for v in value)
+    return True  # an annotation this check does not know (e.g. Any) takes anything
+
+
+def _item(annotation: str) -> str:
+    """The item type of ``tuple[T, ...]`` or ``list[T]``."""
+    return annotation.split("[", 1)[1].split(",")[0].rstrip("]")
+
+
+def check_field_types(cls: type, values: dict[str, Any]) -> None:
+    """Raise ValueError naming the first of ``values`` whose type does not fit its ``cls`` field's annotation, e.g.
+    ``"cameras": "agentview"`` for ``tuple[str, ...]`` (a string would otherwise become a tuple of letters)."""
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value, kinds = values[f.name], str(f.type).split(" | ")
+            if not any(_is(value, kind) for kind in kinds):
+                wanted = [f"a list of {_item(k)}" if k.startswith(("tuple[", "list[")) else k for k in kinds]
+                raise ValueError(f"{f.name} must be {' or '.join(wanted)}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -75,6 +109,7 @@ class GridSVLAConfig:
     flow_steps: int = 10
 
     def __post_init__(self) -> None:
+        check_field_types(type(self), vars(self))
         self.cameras = tuple(self.cameras)
         self.instructions = tuple(self.instructions)
         self.reducer_kwargs = dict(self.reducer_kwargs)

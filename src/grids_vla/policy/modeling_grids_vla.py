@@ -457,7 +457,7 @@ class GridSVLAPolicy(nn.Module):
         Raises a clear error for a missing file, another checkpoint type, a config that differs from
         ``expected_config`` (if given), and weights whose names or shapes do not match the config.
         """
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -471,11 +471,15 @@ class GridSVLAPolicy(nn.Module):
         weights = d / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{d} has no {WEIGHTS_NAME}")
-        with safe_open(str(weights), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                meta = f.metadata() or {}
+            state = load_file(str(weights), device=str(map_location))
+        except SafetensorError as e:
+            raise ValueError(f"{weights} is not a complete safetensors file ({e}); expected what save_pretrained "
+                             f"writes (a truncated copy?)") from e
         if meta.get("model_type") != MODEL_TYPE:
             raise ValueError(f"{weights} is not a {MODEL_TYPE} weights file (model_type={meta.get('model_type')!r})")
-        state = load_file(str(weights), device=str(map_location))
         model = cls(config)
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
@@ -506,5 +510,8 @@ def load_config(directory: str | os.PathLike[str]) -> GridSVLAConfig:
         raise ValueError(f"{path} is not a {MODEL_TYPE} checkpoint (model_type={found!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {meta.get('format_version')!r}; this code reads {FORMAT_VERSION}")
-    return GridSVLAConfig.from_dict(meta["config"])
+    try:
+        return GridSVLAConfig.from_dict(meta.get("config"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
 

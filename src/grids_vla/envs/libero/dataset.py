@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = ["LiberoDemoDataset", "data_image_size", "dataset_statistics", "find_demo_files", "read_demo"]
+
+
+@contextmanager
+def _reading(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise what h5py (or a missing key, or bad JSON) raises while reading ``path`` as one OSError naming it."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError) as e:
+        reason = e.args[0] if e.args else type(e).__name__
+        raise OSError(f"{path} is not a readable LIBERO-layout demo file ({reason}); expected HDF5 with "
+                      f"data/demo_N/{{actions, obs}} as `grids-vla data libero` writes") from e
 
 
 def find_demo_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -46,7 +58,8 @@ def data_image_size(data: str | os.PathLike[str]) -> int:
     """Image side in px of the demos under ``data`` (the first file's first demo)."""
     import h5py
 
-    with h5py.File(find_demo_files(data)[0], "r") as f:
+    path = find_demo_files(data)[0]
+    with _reading(path), h5py.File(path, "r") as f:
         obs = f["data"]["demo_0"]["obs"]
         key = CAMERA_KEYS["agentview"] if CAMERA_KEYS["agentview"] in obs else CAMERA_KEYS["eye_in_hand"]
         return int(obs[key].shape[1])
@@ -60,7 +73,7 @@ def dataset_statistics(files: Sequence[str | os.PathLike[str]]) -> dict[str, Ten
 
     states, actions = [], []
     for p in files:
-        with h5py.File(p, "r") as f:
+        with _reading(p), h5py.File(p, "r") as f:
             for d in f["data"].values():
                 states.append(state_vector(d["obs"]))
                 actions.append(d["actions"][()])
@@ -74,7 +87,7 @@ def read_demo(path: str | os.PathLike[str], index: int, upright: bool = True) ->
     """One demo of a LIBERO-layout file as numpy arrays (images upright unless ``upright=False``)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with _reading(path), h5py.File(path, "r") as f:
         data = f["data"]
         key = f"demo_{index}"
         if key not in data:
@@ -112,7 +125,7 @@ class LiberoDemoDataset:
         self.lengths: dict[tuple[int, int], int] = {}
         self.instructions: list[str] = []
         for fi, p in enumerate(self.paths):
-            with h5py.File(p, "r") as f:
+            with _reading(p), h5py.File(p, "r") as f:
                 data = f["data"]
                 self.instructions.append(json.loads(data.attrs["problem_info"])["language_instruction"])
                 for key in sorted(data.keys(), key=lambda k: int(k.split("_")[1])):
@@ -133,7 +146,7 @@ class LiberoDemoDataset:
 
         total = 0
         for fi, p in enumerate(self.paths):
-            with h5py.File(p, "r") as f:
+            with _reading(p), h5py.File(p, "r") as f:
                 for (file, di), _ in self.lengths.items():
                     if file == fi:
                         o = f["data"][f"demo_{di}"]["obs"]
@@ -146,10 +159,11 @@ class LiberoDemoDataset:
         Call it before the DataLoader starts its workers: forked workers share the arrays instead of each decoding
         the files again."""
         for fi, di in self.lengths:
-            o = self._file(fi)["data"][f"demo_{di}"]["obs"]
-            for key in CAMERA_KEYS.values():
-                if key in o:
-                    self._images[(fi, di, key)] = o[key][()]
+            with _reading(self.paths[fi]):
+                o = self._file(fi)["data"][f"demo_{di}"]["obs"]
+                for key in CAMERA_KEYS.values():
+                    if key in o:
+                        self._images[(fi, di, key)] = o[key][()]
         self._handles = {}  # no open handle crosses a fork
 
     def _frame(self, fi: int, di: int, key: str, t: int, obs: Any) -> np.ndarray:
