@@ -251,7 +251,7 @@ def _check_run_folder(cfg: TrainConfig, resume_from: Path | None) -> None:
 def _remove_run(out: Path) -> None:
     """Delete the run folder ``out``: renamed aside in one step first, so a kill leaves the old run whole or gone,
     never half of it beside a new one."""
-    old = out.resolve().with_name(f".old_{out.resolve().name}")
+    old = out.absolute().with_name(f".old_{out.absolute().name}")
     shutil.rmtree(old, ignore_errors=True)  # left by a kill during an earlier delete
     os.replace(out, old)
     shutil.rmtree(old)
