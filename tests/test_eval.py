@@ -121,9 +121,11 @@ def test_worker_processes_play_the_same_episodes(checkpoint: Path, tmp_path: Pat
     assert "visuals" not in by_ep[1] and "visuals" not in by_ep[2]
     seq_eps = {json.loads(line)["episode"]: json.loads(line)
                for line in (tmp_path / "seq" / "episodes.jsonl").read_text().splitlines()}
-    for i in range(3):
+    for i in range(3):  # the same actions, step for step, whichever process played the episode after which other
         assert (by_ep[i]["success"], by_ep[i]["steps"]) == (seq_eps[i]["success"], seq_eps[i]["steps"])
+        assert by_ep[i]["actions_sha256"] == seq_eps[i]["actions_sha256"], f"episode {i}"
         assert len(by_ep[i]["latencies_ms"]) == len(seq_eps[i]["latencies_ms"])
+    assert len({r["actions_sha256"] for r in records}) == 3  # the digest tells episodes apart
     assert "2 worker processes" in (out / "results.md").read_text()
     assert seq["overall"]["successes"] == par["overall"]["successes"]
     # resuming with another number of workers reuses the finished episodes

@@ -243,3 +243,25 @@ def test_expert_picks_a_leaning_bowl() -> None:
         assert object_tilt(env, "akita_black_bowl_1") > TILT_LIMIT  # the case this branch exists for
     finally:
         env.close()
+
+
+def test_an_episode_does_not_depend_on_the_one_before() -> None:
+    """A soft reset to an init state gives the same rollout whether the env is fresh or has just closed its gripper
+    in another episode (robosuite keeps the gripper's accumulated command across soft resets)."""
+    close = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+
+    def play(env) -> np.ndarray:
+        env.reset(1)
+        for _ in range(3):
+            env.step(close)
+        return env.get_state()
+
+    fresh, used = make_env(SUITE, TASK, render=False), make_env(SUITE, TASK, render=False)
+    try:
+        used.reset(0)
+        for _ in range(5):
+            used.step(close)
+        np.testing.assert_array_equal(play(used), play(fresh))
+    finally:
+        fresh.close()
+        used.close()

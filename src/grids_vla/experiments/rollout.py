@@ -3,6 +3,7 @@ task's environment open between episodes (in-process, or in evaluation worker pr
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     frames: list[dict[str, Any]] = []
     video: list[dict[str, Any]] = []
     steps, success = 0, False
+    digest = hashlib.sha256()  # of every executed action: two plays of an episode agree iff they acted the same
 
     def snap() -> dict[str, Any]:
         return {"step": steps, "images": {c: obs[c].copy() for c in cams}, "coords": probe.coords}
@@ -118,6 +120,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
                 video.append(frames[-1])
             actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
             for j, a in enumerate(actions):
+                digest.update(a.tobytes())
                 obs, _, success, _ = env.step(a)
                 steps += 1
                 if success or steps >= max_steps:
@@ -135,7 +138,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
         looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
                         "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
     return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
-            "points": looked}
+            "points": looked, "actions_sha256": digest.hexdigest()}
 
 
 class EpisodeRunner:
@@ -178,7 +181,7 @@ class EpisodeRunner:
         s = self.setup
         ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record)
         rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
-               "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
+               "actions_sha256": ep["actions_sha256"], "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
         if ep["points"] is not None:
             rec["points"] = episode_points(ep["points"], self.policy.config, seed=1000 * t + i)
         if record:

@@ -110,6 +110,10 @@ class LiberoTaskEnv:
     def reset(self, init_state: int | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Reset to an official init state (index or flat sim state) or, with ``None``, to a fresh random layout."""
         self.raw.reset()
+        # A soft reset keeps the gripper's accumulated command (robosuite resets it only when the model is rebuilt),
+        # so an episode would start from whatever gripper command the previous one ended with.
+        for robot in self.env.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
         m = self.sim.model._model
         for key, value in self.model_originals.items():  # undo last episode's perturbations first
             getattr(m, key)[:] = value
