@@ -32,6 +32,13 @@ from grids_vla.policy.evaluation import (  # noqa: E402
 SUITE, TASK, SIZE, STEPS = "libero_object", 0, 64, 12
 
 
+@pytest.fixture(autouse=True)
+def _raise_errors(monkeypatch) -> None:
+    """The CLI turns expected errors into one line and exit code 2 (tests/test_errors.py); here they propagate, so
+    each test can match the exception it expects."""
+    monkeypatch.setenv("GRIDS_DEBUG", "1")
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)

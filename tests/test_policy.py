@@ -347,9 +347,9 @@ def test_cli_train_with_config_file_and_workers(data_dir, tmp_path, capsys) -> N
     assert [int(r["step"]) for r in _read_metrics(out)] == [1, 2, 3]
     with pytest.raises(ValueError, match="unknown config fields"):
         conf.write_text(json.dumps({"depht": 2}))
-        cli_main(["train", "--config", str(conf), "--data", str(data_dir), "--out", str(out)])
+        cli_main(["--debug", "train", "--config", str(conf), "--data", str(data_dir), "--out", str(out)])
     with pytest.raises(ValueError, match="does not match the expected config"):
-        cli_main(["train", "--data", str(data_dir), "--out", str(out), "--resume", "--k", "8"])
+        cli_main(["--debug", "train", "--data", str(data_dir), "--out", str(out), "--resume", "--k", "8"])
 
 
 def _logged_rows(out: Path) -> dict[int, dict]:
@@ -801,3 +801,14 @@ def test_a_chunk_longer_than_the_shortest_demo_is_refused(data_dir, tmp_path, ca
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and f"({short} demo_0: 5 steps)" in err[0], err
     assert train(_small(data, tmp_path / "c", steps=1), tiny(instructions=(), chunk=5))["step"] == 1
+
+
+def test_resume_is_exact_with_dropout(data_dir, tmp_path) -> None:
+    """The global RNG (dropout) continues exactly where the checkpoint left it."""
+    cfg = tiny(reducer="grids", instructions=(), dropout=0.2)
+    common = dict(data=str(data_dir), steps=8, batch_size=8, lr=3e-3, warmup_steps=2, num_workers=0, save_every=3,
+                  log_every=4, seed=1)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **common), cfg)
+    train(TrainConfig(out=str(tmp_path / "part"), stop_after=5, **common), cfg)
+    resumed = train(TrainConfig(out=str(tmp_path / "part"), resume="latest", **common))
+    assert resumed["losses"] == full["losses"][3:]

@@ -53,7 +53,8 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
         return done
     cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
-                      save_every=args.save_every, log_every=50, resume="latest" if done is not None else None)
+                      save_every=args.save_every, log_every=50, resume="latest" if done is not None else None,
+                      overwrite=done is None)  # a run killed before its first checkpoint starts over
     model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data))
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 

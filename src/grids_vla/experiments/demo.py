@@ -173,7 +173,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         t0 = time.time()
         tcfg = TrainConfig(data=str(data), out=str(run_dir), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                            warmup_steps=min(50, cfg.steps // 10), seed=cfg.seed, num_workers=1,
-                           save_every=cfg.steps, log_every=max(10, cfg.steps // 10))
+                           save_every=cfg.steps, log_every=max(10, cfg.steps // 10), overwrite=True)  # a rerun retrains
         trained = train(tcfg, GridSVLAConfig(image_size=cfg.image_size, k=cfg.k, **kw), log=sys.stdout)
         metrics[label] = run_dir / "metrics.csv"
         results["models"][label] = {

@@ -385,8 +385,11 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     device = acc.device
 
     sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes)
+    # The loader's own generator: creating its iterator would otherwise draw from the global RNG, one draw that a
+    # resumed run (global RNG restored above) makes again, so dropout masks would shift against an uninterrupted run.
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         persistent_workers=cfg.num_workers > 0)
+                                         persistent_workers=cfg.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     metrics = out / "metrics.csv"
     fingerprint = data_fingerprint(ds)
     if acc.is_main_process:
