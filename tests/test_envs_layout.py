@@ -176,16 +176,16 @@ def test_factory_picks_the_env_by_suite_name(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_data_cli_flags_build_the_configs() -> None:
+    from grids_vla._cli_fields import picked_fields
     from grids_vla.cli import build_parser
-    from grids_vla.envs.libero.cli import config_values
     from grids_vla.envs.libero.export_lerobot import ExportConfig
     from grids_vla.envs.libero.generate import GenerateConfig
 
     args = build_parser().parse_args(["data", "libero", "--suite", "libero_goal", "--demos-per-task", "2", "--out",
                                       "runs/x", "--tasks", "3", "1", "--msaa", "--max-steps", "90"])
-    assert GenerateConfig(**config_values(args, GenerateConfig)) == GenerateConfig(
+    assert GenerateConfig(**picked_fields(args, GenerateConfig)) == GenerateConfig(
         "libero_goal", 2, "runs/x", tasks=(3, 1), msaa=True, max_steps=90)
     args = build_parser().parse_args(["data", "export-lerobot", "--data", "a", "b", "--out", "ds", "--fps", "10"])
-    assert ExportConfig(**config_values(args, ExportConfig)) == ExportConfig(["a", "b"], "ds", fps=10)
+    assert ExportConfig(**picked_fields(args, ExportConfig)) == ExportConfig(["a", "b"], "ds", fps=10)
     with pytest.raises(ValueError, match="unique"):
         GenerateConfig("libero_goal", 1, "x", tasks=(0, 0))

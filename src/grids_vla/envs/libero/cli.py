@@ -7,10 +7,8 @@ Flags mirror the fields of :class:`~.generate.GenerateConfig` and :class:`~.expo
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from typing import Any
 
-from ..._cli_fields import add_dataclass_fields
+from ..._cli_fields import add_dataclass_fields, picked_fields
 from .export_lerobot import ExportConfig, export_lerobot
 from .generate import GenerateConfig, generate
 
@@ -42,10 +40,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="generate training data")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
     p = sub.add_parser("libero", help="scripted-expert LIBERO demos in the official HDF5 layout (resumable)")
-    p.add_argument("--suite", required=True, help=_HELP["suite"])
-    p.add_argument("--demos-per-task", dest="demos_per_task", type=int, required=True, help=_HELP["demos_per_task"])
-    p.add_argument("--out", required=True, help=_HELP["out"])
-    add_dataclass_fields(p, GenerateConfig, help=_HELP, skip={"suite", "demos_per_task", "out"})
+    add_dataclass_fields(p, GenerateConfig, help=_HELP)
     p.set_defaults(func=_run_libero)
 
     e = sub.add_parser(
@@ -58,14 +53,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_run_export_lerobot)
 
 
-def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The parsed flags that are fields of ``cls``, required ones included (unset optional flags are absent)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(args).items() if k in names}
-
-
 def _run_libero(args: argparse.Namespace) -> int:
-    summary = generate(**config_values(args, GenerateConfig))
+    summary = generate(**picked_fields(args, GenerateConfig))
     for name, st in summary["tasks"].items():
         print(f"{st['task_id']:2d} {st['demos']:4d} demos {st['attempts']:4d} attempts {st['seconds']:8.1f}s  {name}")
     short = [n for n, st in summary["tasks"].items() if st["demos"] < args.demos_per_task]
@@ -73,7 +62,7 @@ def _run_libero(args: argparse.Namespace) -> int:
 
 
 def _run_export_lerobot(args: argparse.Namespace) -> int:
-    values = config_values(args, ExportConfig)
+    values = picked_fields(args, ExportConfig)
     summary = export_lerobot(values.pop("data"), values.pop("out"), **values)
     for name, st in summary["tasks"].items():
         print(f"{st['demos']:4d} demos {st['frames']:6d} frames  {name}")
