@@ -353,3 +353,23 @@ def test_property_shapes_and_ranges(h, w, k, b, mode, sampling, align, dtype, pr
     assert out.coords.shape == (b, k, 2)
     assert ((out.coords >= 0) & (out.coords <= 1)).all()
     assert torch.isfinite(out.tokens).all()
+
+
+def test_attention_grad_changes_only_the_backward_pass():
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8, requires_grad=True)
+    plain = GridSampler(8, 4, predictor="attention", grid_size=(8, 8))
+    routed = GridSampler(8, 4, predictor="attention", attention_grad=True, grid_size=(8, 8))
+    with torch.no_grad():
+        plain.point_attn.queries.normal_()
+    routed.load_state_dict(plain.state_dict())
+    a, b = plain(x), routed(x)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.coords, b.coords)  # the forward value, to the bit
+    ga = torch.autograd.grad(a.tokens.square().sum(), plain.point_attn.queries)[0]
+    gb = torch.autograd.grad(b.tokens.square().sum(), routed.point_attn.queries, retain_graph=True)[0]
+    # the extra term: d tokens / d attention = the features, times d attention / d queries
+    attn = b.aux["attention"]
+    extra = torch.autograd.grad((attn @ x.detach()), routed.point_attn.queries, grad_outputs=2 * b.tokens.detach())[0]
+    torch.testing.assert_close(gb, ga + extra)
+    with pytest.raises(ValueError, match="attention_grad needs predictor='attention'"):
+        GridSampler(8, 4, attention_grad=True)

@@ -35,6 +35,11 @@ VARIANTS: dict[str, dict] = {
     "attention-lang-l0": {"predictor": "attention", "after_layer": 0, "cond_on_language": True},
     "pooled-lang-l0": {"after_layer": 0, "cond_on_language": True},
     "attention-l1": {"predictor": "attention", "after_layer": 1},
+    # the attention maps also get the gradient of the attention-pooled features (straight-through)
+    "attention-ag": {"predictor": "attention", "reducer_kwargs": {"attention_grad": True}},
+    "attention-ag-l0": {"predictor": "attention", "after_layer": 0, "reducer_kwargs": {"attention_grad": True}},
+    "attention-ag-lang-l0": {"predictor": "attention", "after_layer": 0, "cond_on_language": True,
+                             "reducer_kwargs": {"attention_grad": True}},
 }
 ARCHIVED = ("points.json", "metrics.csv", "train_config.json")
 

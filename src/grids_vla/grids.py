@@ -139,6 +139,10 @@ class GridSampler(TokenReducer):
         cond_dim: size of an optional conditioning vector (language embedding, camera id, ...);
             ``None`` for none (the paper's setting).
         cond_mode: ``"film"`` (scale and shift of the pooled feature; zero-initialised) or ``"concat"``.
+        attention_grad: with ``predictor="attention"``, also hand each point's attention map the gradient of its
+            token as if the token were the attention-weighted mean of the features (straight-through: the forward
+            value is the bilinear sample, unchanged to the bit). The bilinear gradient alone only sees the four
+            patches around a point; this one reaches every token the point could move to.
         grid_size, num_prefix_tokens, prefix, allow_oversample, check_finite, align_corners: see
             :class:`~grids_vla.reducers.base.TokenReducer`. ``grid_size`` given here also makes the
             anchor initialisation exact for non-square grids.
@@ -161,6 +165,7 @@ class GridSampler(TokenReducer):
         fourier_bands: int = 8,
         cond_dim: int | None = None,
         cond_mode: Literal["film", "concat"] = "film",
+        attention_grad: bool = False,
         grid_size: tuple[int, int] | None = None,
         num_prefix_tokens: int = 0,
         prefix: PrefixMode = "drop",
@@ -195,6 +200,10 @@ class GridSampler(TokenReducer):
         self.cond_dim = cond_dim
         self.cond_mode = cond_mode
         self.predictor = predictor if coords == "predicted" else None
+        if attention_grad and self.predictor != "attention":
+            raise ValueError("attention_grad needs predictor='attention' and coords='predicted' (it routes gradient "
+                             "through the attention maps)")
+        self.attention_grad = bool(attention_grad)
         self.accepts_cond = coords == "predicted" and cond_dim is not None
 
         if self.predictor == "attention":
@@ -265,6 +274,9 @@ class GridSampler(TokenReducer):
         coords, aux = self.predict_coords(tokens, grid_size, cond)
         nearest = self.sampling == "nearest"
         out = bilinear_sample(tokens, grid_size, coords, self.align_corners, snap=nearest)
+        if self.attention_grad:  # exactly zero forward; backward: d token / d attention = the features
+            pooled = aux["attention"].to(tokens.dtype) @ tokens
+            out = out + (pooled - pooled.detach())
         if nearest:  # report (and embed) the patch centres actually read, with a straight-through gradient
             coords = snap_to_patch_centers(coords, grid_size, self.align_corners)
         if self.geometry is not None:
@@ -275,7 +287,7 @@ class GridSampler(TokenReducer):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, coords={self.coord_mode!r}, predictor={self.predictor!r}, "
-            f"sampling={self.sampling!r}, "
+            f"sampling={self.sampling!r}, attention_grad={self.attention_grad}, "
             f"geometry={self.geometry_mode!r}, cond_dim={self.cond_dim}, align_corners={self.align_corners}"
         )
 
