@@ -6,7 +6,15 @@ Needs the optional ``transformers`` dependency (``pip install grids-vla[flops]``
 """
 
 from .arch import MODELS, DecoderSpec, ViTSpec, VLAConfig, VLAModules, get_config
-from .counter import COMPONENTS, FlopBreakdown, count_flops, flops_table, format_table, model_flops
+from .counter import (
+    COMPONENTS,
+    FlopBreakdown,
+    bound_flops,
+    count_flops,
+    flops_table,
+    format_table,
+    model_flops,
+)
 
 __all__ = [
     "COMPONENTS",
@@ -16,6 +24,7 @@ __all__ = [
     "VLAConfig",
     "VLAModules",
     "ViTSpec",
+    "bound_flops",
     "count_flops",
     "flops_table",
     "format_table",

@@ -31,6 +31,8 @@ _HELP = {
     "device": "cpu, cuda or auto (cuda when available)",
     "dtype": "float32 (CPU default) or bfloat16 (CUDA default)",
     "seed": "seed of the random weights and inputs",
+    "after_layer": "put GridS inside the vision encoder, before layer L (0 .. encoder depth; one row per L and K); "
+    "default: none, GridS after the projector",
 }
 
 
@@ -43,6 +45,7 @@ class FlopsCommand:
     cameras: int | None = None
     prompt_tokens: int | None = None
     accounting: str = "full"
+    after_layer: tuple[int, ...] = ()
     json: bool = False
 
 
@@ -63,6 +66,7 @@ class LatencyCommand:
     device: str = "cpu"
     dtype: str | None = None
     seed: int = 0
+    after_layer: tuple[int, ...] = ()
     json: str | None = None
 
 
@@ -97,14 +101,28 @@ def _need_transformers() -> None:
                           "pip install 'grids-vla[flops]'")
 
 
+def _check_placement_flags(models: list[str], ks: tuple[int, ...], layers: tuple[int, ...]) -> None:
+    """``--after-layer`` and ``--k`` against each model's encoder depth and patch grid, naming the flags."""
+    from .arch import get_config
+    from .counter import check_placement
+
+    for name in models:
+        cfg = get_config(name)
+        for layer in layers:
+            for k in ks:
+                check_placement(cfg, k, layer, k_name="--k", layer_name="--after-layer")
+
+
 def _flops(args: argparse.Namespace) -> int:
     from .counter import flops_table, format_table
 
     cfg = FlopsCommand(**picked_fields(args, FlopsCommand))
     models = list(MODEL_CHOICES) if cfg.model == ("all",) else list(cfg.model)
     _need_transformers()
+    _check_placement_flags(models, cfg.k, cfg.after_layer)
     tables = [
-        flops_table(m, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens, accounting=cfg.accounting)
+        flops_table(m, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens, accounting=cfg.accounting,
+                    after_layers=cfg.after_layer or None)
         for m in models
     ]
     if cfg.json:
@@ -125,11 +143,12 @@ def _bench(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = cfg.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     _need_transformers()
+    _check_placement_flags([cfg.model], cfg.k, cfg.after_layer)
     result = bench_latency(
         cfg.model, cfg.k, cameras=cfg.cameras, prompt_tokens=cfg.prompt_tokens,
         vision_layers=cfg.vision_layers or None, llm_layers=cfg.llm_layers or None, steps=cfg.steps,
         repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads, device=device, dtype=dtype,
-        seed=cfg.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        seed=cfg.seed, progress=lambda msg: print(msg, file=sys.stderr, flush=True), after_layers=cfg.after_layer,
     )  # fmt: skip
     print(format_latency(result))
     if cfg.json:
