@@ -48,6 +48,10 @@ class GridSConfigFields:
         grids_hidden: width of the coordinate predictor (paper: 512).
         grids_camera_dim: size of the camera embedding of the shared sampler.
         grids_allow_oversample: allow ``grids_k`` above the number of dense tokens (sub-patch resampling).
+        grids_after_layer: ``None`` (default): GridS resamples the vision tower's output (after SmolVLA's
+            connector / PaliGemma's projector). ``L``: the token map entering vision layer ``L`` is resampled
+            (``L`` = the tower's depth: its last layer's output, before the final norm), so the remaining vision
+            layers run on the resampled tokens (:mod:`lerobot_policy_grids.encoder`). VLA types only.
     """
 
     grids_k: int = 16
@@ -59,9 +63,13 @@ class GridSConfigFields:
     grids_hidden: int = 512
     grids_camera_dim: int = 16
     grids_allow_oversample: bool = False
+    grids_after_layer: int | None = None
 
-    def validate_grids(self, supports_language: bool = True) -> None:
-        """Raise ``ValueError`` for an invalid GridS option."""
+    def validate_grids(self, supports_language: bool = True, after_layer_note: str | None = None) -> None:
+        """Raise ``ValueError`` for an invalid GridS option.
+
+        ``after_layer_note``: why this policy type has no ``grids_after_layer`` (``None``: it has one).
+        """
         if not isinstance(self.grids_k, int) or isinstance(self.grids_k, bool) or self.grids_k < 1:
             raise ValueError(f"grids_k must be a positive int, got {self.grids_k!r}")
         for name, value, allowed in (
@@ -79,6 +87,13 @@ class GridSConfigFields:
             raise ValueError("grids_conditioning='language' only applies to grids_mode='predicted'")
         if self.grids_hidden < 1 or self.grids_camera_dim < 1:
             raise ValueError("grids_hidden and grids_camera_dim must be positive")
+        layer = self.grids_after_layer
+        if layer is not None and after_layer_note is not None:
+            raise ValueError(f"grids_after_layer must be None for {type(self).__name__}: {after_layer_note}; "
+                             f"got {layer!r}")
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+            raise ValueError(f"grids_after_layer must be None or an int in [0, depth of the vision tower], "
+                             f"got {layer!r}")
 
 
 def as_grids_config(config: Any, grids_cls: type) -> Any:
@@ -165,7 +180,11 @@ class GridSPolicyMixin:
     grids: MultiCameraGridS
 
     def grids_last_output(self) -> dict[str, ReducerOutput]:
-        """The GridS output (tokens, coords, aux) of every camera in the last forward pass, detached."""
+        """The GridS output (tokens, coords, aux) of every camera in the last forward pass, detached.
+
+        With ``grids_after_layer`` the tokens are the vision-width samples handed to the remaining vision layers
+        (SmolVLA: ``K * s * s`` of them, each point's neighbourhood); ``coords`` are the ``K`` points either way.
+        """
         return dict(getattr(self, "_grids_last", {}))
 
     def _grids_record(self, camera: str, out: ReducerOutput) -> None:

@@ -78,10 +78,13 @@ def _tokenizer(vocab_size: int) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=dict(_EXTRA), **_SPECIAL)
 
 
-def write_local_smolvlm(out_dir: str | os.PathLike[str], size: str = "tiny", overwrite: bool = False) -> Path:
+def write_local_smolvlm(
+    out_dir: str | os.PathLike[str], size: str = "tiny", overwrite: bool = False, vision_layers: int | None = None
+) -> Path:
     """Write a SmolVLM config, tokenizer and processor to ``out_dir`` (atomically) and return the folder.
 
-    An existing folder with a config is reused unless ``overwrite``.
+    An existing folder with a config is reused unless ``overwrite``. ``vision_layers`` replaces the size's number
+    of vision-encoder layers (e.g. a few for tests of ``grids_after_layer``).
     """
     from transformers import SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
@@ -90,9 +93,14 @@ def write_local_smolvlm(out_dir: str | os.PathLike[str], size: str = "tiny", ove
     out = Path(out_dir)
     if (out / "config.json").exists() and not overwrite:
         return out
+    if vision_layers is not None and (isinstance(vision_layers, bool) or not isinstance(vision_layers, int)
+                                      or vision_layers < 1):
+        raise ValueError(f"vision_layers must be None or a positive int, got {vision_layers!r}")
     spec = SMOLVLM_SIZES[size]
     tokenizer = _tokenizer(spec["text"]["vocab_size"])
-    vision = spec["vision"]
+    vision = dict(spec["vision"])
+    if vision_layers is not None:
+        vision["num_hidden_layers"] = vision_layers
     tokens_side = vision["image_size"] // vision["patch_size"] // spec["scale_factor"]
     config = SmolVLMConfig(
         vision_config=dict(vision, model_type="smolvlm_vision"),

@@ -8,17 +8,23 @@ transformer K tokens per camera: no upstream code is copied or edited, and param
 * the ``embed_prefix`` wrapper arms a per-call queue of camera names (and, with language conditioning, the
   masked mean of the instruction's token embeddings), then calls the original;
 * the ``embed_image`` wrapper calls the original (vision encoder + connector/projector), then resamples its
-  ``(B, H*W, C)`` output to ``(B, K, C)`` with the next camera's sampler.
+  ``(B, H*W, C)`` output to ``(B, K, C)`` with the next camera's sampler;
+* with ``grids_after_layer=L`` (an :class:`~lerobot_policy_grids.encoder.EncoderGridS` given as ``encoder``) the
+  ``embed_image`` wrapper instead arms that adapter with the camera (and the language condition) and calls the
+  original, which then resamples inside the vision tower and returns ``K`` tokens itself; anything else is an error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from .common import GridSPolicyMixin, sampler_name, square_grid
+
+if TYPE_CHECKING:
+    from .encoder import EncoderGridS
 
 __all__ = ["wrap_embed_image", "masked_mean"]
 
@@ -39,8 +45,9 @@ def wrap_embed_image(
     grid_size: tuple[int, int] | None = None,
     language: bool = False,
     embed_language: Callable[[Tensor], Tensor] | None = None,
+    encoder: EncoderGridS | None = None,
 ) -> None:
-    """Insert ``policy.grids`` after ``vlm.embed_image``, driven by ``flow_model.embed_prefix``.
+    """Insert ``policy.grids`` after ``vlm.embed_image`` (or inside it), driven by ``flow_model.embed_prefix``.
 
     Args:
         policy: the ``*_grids`` policy (owns ``grids`` and records the last coordinates).
@@ -52,6 +59,8 @@ def wrap_embed_image(
         grid_size: the dense token grid; ``None`` infers a square grid from the token count.
         language: condition the points on the instruction (needs ``embed_language``).
         embed_language: token ids ``(B, T)`` -> embeddings ``(B, T, C)``; defaults to ``vlm.embed_language_tokens``.
+        encoder: the adapter that resamples inside the vision tower (``grids_after_layer``), or ``None`` to resample
+            ``embed_image``'s output.
     """
     if getattr(vlm, "_grids_wrapped", False):
         raise RuntimeError("embed_image is already wrapped with GridS")
@@ -79,6 +88,8 @@ def wrap_embed_image(
         if not pending["cameras"]:
             raise RuntimeError("GridS embed_image was called outside embed_prefix, so the camera is unknown")
         camera = pending["cameras"].pop(0)
+        if encoder is not None:
+            return embed_image_in_encoder(camera, image)
         dense = dense_embed_image(image)
         if dense.ndim != 3:
             raise ValueError(f"embed_image returned shape {tuple(dense.shape)}, expected (B, N, C)")
@@ -86,6 +97,18 @@ def wrap_embed_image(
         out = policy.grids.forward_camera(sampler_name(camera), dense, grid, cond=pending["cond"], layout="tokens")
         policy._grids_record(camera, out)
         return out.tokens.to(dense.dtype)
+
+    def embed_image_in_encoder(camera: str, image: Tensor) -> Tensor:
+        with encoder.armed(sampler_name(camera), pending["cond"]):
+            tokens = dense_embed_image(image)
+            out = encoder.last_output
+        k = policy.grids.sampler.k if policy.grids.shared else policy.grids.samplers[sampler_name(camera)].k
+        if out is None or tokens.ndim != 3 or tokens.shape[1] != k:
+            got = "no resampling ran" if out is None else f"embed_image returned shape {tuple(tokens.shape)}"
+            raise RuntimeError(f"grids_after_layer={encoder.after_layer}: expected {k} tokens per image from inside "
+                               f"the vision tower, but {got}")
+        policy._grids_record(camera, out)
+        return tokens
 
     flow_model.embed_prefix = embed_prefix
     vlm.embed_image = embed_image
@@ -95,7 +118,9 @@ def wrap_embed_image(
 def install_paligemma_grids(policy: Any, camera_order: Callable[[], Sequence[str]]) -> None:
     """Give a PI0 / PI0.5 policy (``policy.model.paligemma_with_expert``) a GridS sampler and wrap its embed_image.
 
-    The dense grid is ``image_resolution / patch_size`` (224 / 14 = 16 x 16 = 256 tokens x 2048 per camera).
+    The dense grid is ``image_resolution / patch_size`` (224 / 14 = 16 x 16 = 256 tokens x 2048 per camera). With
+    ``grids_after_layer=L`` the sampler works at SigLIP's width on the patch grid entering vision layer ``L``
+    (:mod:`lerobot_policy_grids.encoder`), and the rest of SigLIP and the projector run on ``K`` tokens.
     """
     from .common import build_grids
 
@@ -106,7 +131,22 @@ def install_paligemma_grids(policy: Any, camera_order: Callable[[], Sequence[str
     res = tuple(policy.config.image_resolution)
     grid = (res[0] // patch, res[1] // patch) if res[0] % patch == 0 and res[1] % patch == 0 else None
     cameras = list(policy.config.image_features)
-    policy.grids = build_grids(policy.config, dim, cameras, grid, cond_dim=dim)
+    after_layer = policy.config.grids_after_layer
+    encoder = None
+    if after_layer is None:
+        policy.grids = build_grids(policy.config, dim, cameras, grid, cond_dim=dim)
+    else:
+        from .encoder import install_encoder_grids
+
+        tower = pwe.paligemma.model.vision_tower
+        tower = getattr(tower, "vision_model", tower)  # SiglipVisionModel wraps the SiglipVisionTransformer
+        vision_dim = int(pg_config.vision_config.hidden_size)
+        anchor = grid or (res[0] // patch, res[1] // patch)
+        policy.grids = build_grids(policy.config, vision_dim, cameras, anchor, cond_dim=dim)
+        encoder = install_encoder_grids(
+            policy, tower, tower.encoder.layers, policy_type=policy.name, after_layer=after_layer,
+            anchor_grid=anchor, fixed_grid=grid, patch_size=(patch, patch),
+        )
     wrap_embed_image(
         policy,
         policy.model,
@@ -114,6 +154,7 @@ def install_paligemma_grids(policy: Any, camera_order: Callable[[], Sequence[str
         cameras=camera_order,
         grid_size=grid,
         language=policy.config.grids_conditioning == "language",
+        encoder=encoder,
     )
 
 
