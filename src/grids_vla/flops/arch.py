@@ -11,9 +11,11 @@ pi0 and SmolVLA implementations do too (the action expert attends to the VLM's k
 and it keeps attention an explicit ``matmul`` so ``FlopCounterMode`` counts it (``attention="eager"``),
 or a fused ``scaled_dot_product_attention`` for latency (``attention="sdpa"``).
 
-Placement of GridS: after the projector, on the tokens the language model sees (pi0's
-``embed_image`` output, 256 x 2048 per 224 px image). The vision encoder and projector therefore
-always run at full cost; only the language model and the action head see fewer tokens.
+Placement of GridS: by default after the projector, on the tokens the language model sees (pi0's
+``embed_image`` output, 256 x 2048 per 224 px image); the vision encoder and projector then run at
+full cost and only the language model and the action head see fewer tokens. The counter and the
+latency benchmark can also put it inside the encoder (``after_layer``), by patching these encoders
+with ``grids_vla.patch.transformers``.
 """
 
 from __future__ import annotations
