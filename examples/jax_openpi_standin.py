@@ -345,11 +345,11 @@ def load_with_grids_in_siglip(
     transformer = split_scanned_blocks(params["img"]["Transformer"], after_layer)
     params["img"]["Transformer"] = {**transformer, "grids": dict(grids_params)}
     graphdef, state = nnx.split(abstract)
-    want = jax.tree.map(lambda v: tuple(v.shape), state.to_pure_dict())
+    want = jax.tree.map(lambda v: tuple(v.shape), nnx.to_pure_dict(state))
     got = jax.tree.map(lambda v: tuple(np.shape(v)), params)
     if want != got:
         raise ValueError(f"the converted params do not fit the model: expected {want}, got {got}")
-    state.replace_by_pure_dict(params)
+    nnx.replace_by_pure_dict(state, params)
     return nnx.merge(graphdef, state)
 
 
@@ -379,7 +379,7 @@ def main() -> None:
     # GridS inside SigLIP, before block L. The "checkpoint" is the model above without its GridS: its SigLIP
     # weights go into the split encoder unchanged; GridS's parameters are new (a fresh init here).
     after = 1
-    checkpoint = nnx.state(model, nnx.Param).to_pure_dict()
+    checkpoint = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     del checkpoint["grids"]  # the released checkpoints have no GridS
     abstract = nnx.eval_shape(lambda: StandInPi0(k, nnx.Rngs(0), batch=2, after_layer=after))
     sampler = GridSampler(VIT_WIDTH, k, grid_size=GRID)  # the one Encoder builds: SigLIP width, 16 x 16 grid
