@@ -70,6 +70,11 @@ def test_demo_generates_trains_evaluates_and_reports(tmp_path, monkeypatch) -> N
     assert models["dense"]["gflops_per_call"] > models["grids-16"]["gflops_per_call"]  # 128 vs 32 visual tokens
     assert (tmp_path / "xdg" / "grids-vla" / "libero" / "libero_object").is_dir()  # demos went to the cache
     assert "Small scale" in report
+    # where GridS looked, from its evaluation's points summary (dense has none)
+    pts = models["grids-16"]["points"]
+    assert pts == json.loads((out / "grids-16" / "eval" / "results.json").read_text())["points"]
+    assert models["dense"]["points"] is None and "grids-16: Where the points looked" in report
+    assert f"| agentview | {pts['agentview']['frames']} | " in report
     assert (out / "grids-16" / "eval" / "videos" / "task00_ep000.mp4").stat().st_size > 0
     assert not (out / "dense" / "eval" / "videos").exists()
     # a second run reuses the cached demos: nothing is generated again

@@ -192,7 +192,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         o = res["overall"]
         r.update(successes=o["successes"], episodes=o["episodes"], ci95=o["ci95"],
                  mean_episode_length=o["mean_episode_length"], latency_ms=res["latency_ms"]["median"],
-                 max_steps=res["run"]["max_steps"])
+                 max_steps=res["run"]["max_steps"], points=res["points"])
     _stage("4/4 report", began)
     results["seconds"] = round(time.time() - began, 1)
     results["load_average_1min"] = round(os.getloadavg()[0], 2)
@@ -209,6 +209,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _report(cfg: DemoConfig, results: dict[str, Any], out: Path, loss_plot: bool) -> str:
+    from .report import points_markdown
+
     models = results["models"]
     dense = models["dense"]
     first = next(iter(models.values()))
@@ -248,6 +250,9 @@ def _report(cfg: DemoConfig, results: dict[str, Any], out: Path, loss_plot: bool
         lines += ["", "![training loss](loss.png)"]
     grids_label = next(label for label, r in models.items() if r["reducer"] != "dense")
     sheets = sorted((out / grids_label / "eval" / "videos").glob("*.png"))
+    if models[grids_label].get("points"):
+        lines += ["", f"{grids_label}: " + points_markdown(models[grids_label]["points"], cfg.image_size)[0], "",
+                  *points_markdown(models[grids_label]["points"], cfg.image_size)[2:]]
     if sheets:
         rel = sheets[0].relative_to(out)
         lines += ["", f"Where {grids_label} looked during its first evaluation episode ({cfg.k} points per camera, "

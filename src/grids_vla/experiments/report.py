@@ -83,20 +83,25 @@ def to_markdown(res: dict[str, Any]) -> str:
                      f"{_fmt(100 * t['ci95'][0], '.0f')}-{_fmt(100 * t['ci95'][1], '.0f')} % | "
                      f"{_fmt(t['mean_episode_length'])} |")
     if res.get("points"):
-        radius = RADIUS_FRACTION * run["image_size"]
-        lines += ["", f"Where the points looked, at every policy call: mobility (spread of a point within an episode "
-                  f"and of its mean across episodes, image fractions) and the share of points within {radius:g} px "
-                  f"of the object to move, the target or the gripper, or on their pixels, against the fixed-grid "
-                  f"anchors and uniform random points on the same frames.", "",
-                  "| camera | calls | moves within | moves across | within r | fixed grid | random | on target px "
-                  "| fixed grid | random |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for cam, a in res["points"].items():
-            p, f, u = a["policy"], a["fixed-grid"], a["random"]
-            lines.append(f"| {cam} | {a['frames']} | {_fmt(a['within_episode'], '.4f')} | "
-                         f"{_fmt(a['across_episodes'], '.4f')} | "
-                         + " | ".join(_fmt(d[k], ".3f") for k in ("within_radius", "on_mask") for d in (p, f, u))
-                         + " |")
+        lines += ["", *points_markdown(res["points"], run["image_size"])]
     return "\n".join(lines) + "\n"
+
+
+def points_markdown(points: dict[str, Any], image_size: int) -> list[str]:
+    """Lines of a markdown paragraph and table: where the points looked (an evaluation's ``points`` summary)."""
+    radius = RADIUS_FRACTION * image_size
+    lines = [f"Where the points looked, at every policy call: mobility (spread of a point within an episode and of "
+             f"its mean across episodes, image fractions) and the share of points within {radius:g} px of the object "
+             f"to move, the target or the gripper, or on their pixels, against the fixed-grid anchors and uniform "
+             f"random points on the same frames.", "",
+             "| camera | calls | moves within | moves across | within r | fixed grid | random | on target px "
+             "| fixed grid | random |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for cam, a in points.items():
+        p, f, u = a["policy"], a["fixed-grid"], a["random"]
+        lines.append(f"| {cam} | {a['frames']} | {_fmt(a['within_episode'], '.4f')} | "
+                     f"{_fmt(a['across_episodes'], '.4f')} | "
+                     + " | ".join(_fmt(d[k], ".3f") for k in ("within_radius", "on_mask") for d in (p, f, u)) + " |")
+    return lines
 
 
 def _pct(x: float | None) -> float | None:
