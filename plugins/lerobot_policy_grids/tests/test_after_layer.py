@@ -191,6 +191,7 @@ def test_none_is_the_post_connector_path_bit_for_bit(vlm3: Path) -> None:
 
 
 def test_round_trip_keeps_the_placement(vlm3: Path, tmp_path: Path) -> None:
+    from lerobot_policy_grids.configuration_smolvla_grids import SmolVLAGridsConfig
     from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
 
     p = policy(vlm3, grids_k=9, grids_after_layer=2)
@@ -205,6 +206,9 @@ def test_round_trip_keeps_the_placement(vlm3: Path, tmp_path: Path) -> None:
     batch = make_batch(language=True)
     with torch.no_grad():
         assert torch.equal(prefix(p, batch), prefix(loaded, batch))
+    # the other placement's sampler works at the text width: the checkpoint does not fit it, and the error says so
+    with pytest.raises(RuntimeError, match="checkpoint does not fit .*grids_after_layer"):
+        SmolVLAGridsPolicy.from_pretrained(tmp_path, config=SmolVLAGridsConfig(**kwargs(vlm3, grids_k=9)))
 
 
 @pytest.mark.parametrize(

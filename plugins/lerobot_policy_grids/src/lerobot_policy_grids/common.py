@@ -202,7 +202,7 @@ class GridSPolicyMixin:
         except RuntimeError as exc:
             raise RuntimeError(
                 f"checkpoint does not fit {type(self).__name__} (different model size, grids_k, grids_per_camera, "
-                f"cameras or GridS options than it was trained with?): {exc}"
+                f"grids_after_layer, cameras or GridS options than it was trained with?): {exc}"
             ) from exc
         missing = set(result.missing_keys)
         unexpected = list(result.unexpected_keys)
