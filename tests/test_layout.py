@@ -1,10 +1,12 @@
 """The package layout as executable rules, checked on the source with ``ast`` (no package import, so it is fast).
 
-Two tiers. The library: core (GridS, sampling, reducers, jax, flops, viz and the shared ``_``-modules), adapters
-(``patch/``), environments (``envs/``) and the policy (``policy/``: configuration, modeling, checkpoint). What runs
-experiments: ``experiments/`` and the root ``cli.py``. The rules:
+Two tiers. The library: core (GridS, sampling, reducers, jax, viz and the shared ``_``-modules), adapters
+(``patch/``), the FLOPs / latency tool (``flops/``: it places GridS in real VLAs through the adapters), environments
+(``envs/``) and the policy (``policy/``: configuration, modeling, checkpoint). What runs experiments:
+``experiments/`` and the root ``cli.py``. The rules:
 
-1. a core module imports no adapter, env, policy, experiments or CLI module;
+1. a core module imports no adapter, tool, env, policy, experiments or CLI module; the tool (``flops/``) imports
+   core and adapters only (no env, policy or experiments);
 2. an env imports no policy or experiments module;
 3. an adapter imports no other adapter (their shared code lives in ``patch/_common.py``);
 4. nothing in the library imports ``experiments`` (only ``experiments/`` itself and the root ``cli.py`` do);
@@ -49,11 +51,11 @@ def package_modules(src: Path = SRC) -> dict[str, Path]:
 
 
 def tags(module: str) -> set[str]:
-    """What a module is: core, adapter, env, policy, experiments, and/or cli."""
+    """What a module is: core, adapter, tool, env, policy, experiments, and/or cli."""
     parts = module.split(".")
     found = {"cli"} if parts[-1] in ("cli", "_cli_fields") else set()
     area = parts[1] if len(parts) > 1 else ""
-    found |= {"patch": {"adapter"}, "envs": {"env"}, "policy": {"policy"},
+    found |= {"patch": {"adapter"}, "flops": {"tool"}, "envs": {"env"}, "policy": {"policy"},
               "experiments": {"experiments"}}.get(area, set())
     return found or {"core"}
 
@@ -121,8 +123,10 @@ def violations(module: str, source: str, modules: set[str], is_package: bool = F
             out.append(f"{module} imports private {target}.{attr}")
         if module in COMPAT_SHIMS or target == module:
             continue
-        if "core" in mine and theirs & {"adapter", "env", "policy", "experiments", "cli"}:
+        if "core" in mine and theirs & {"adapter", "tool", "env", "policy", "experiments", "cli"}:
             out.append(f"core module {module} imports {target} ({', '.join(sorted(theirs))})")
+        if "tool" in mine and theirs & {"env", "policy", "experiments"}:
+            out.append(f"tool module {module} imports {target} ({', '.join(sorted(theirs))})")
         if "env" in mine and theirs & {"policy", "experiments"}:
             out.append(f"env module {module} imports {target} ({', '.join(sorted(theirs))})")
         if is_concrete_adapter(module) and is_concrete_adapter(target):
@@ -210,11 +214,21 @@ def check(module: str, source: str) -> list[str]:
     ("from .experiments import train", "experiments"),
     ("from ._cli_fields import add_dataclass_fields", "cli"),
     ("from .flops.cli import add_commands", "cli"),
+    ("from .flops.counter import model_flops", "tool"),
 ])
 def test_rule_core_imports_nothing_above_it(source: str, kind: str) -> None:
     found = check("grids_vla.grids", source)
-    assert any(f.startswith("core module grids_vla.grids imports") and f"({kind})" in f for f in found), found
+    assert any(f.startswith("core module grids_vla.grids imports") and kind in f.rpartition("(")[2] for f in found), \
+        found
     assert check("grids_vla.flops.counter", "from ..grids import GridSampler\nfrom .._io import atomic_path") == []
+
+
+def test_rule_the_tool_builds_on_core_and_adapters_only() -> None:
+    assert check("grids_vla.flops.counter", "from ..patch import timm\nfrom ..grids import GridSampler") == []
+    assert check("grids_vla.flops.counter", "from ..policy import GridSVLAPolicy") == [
+        "tool module grids_vla.flops.counter imports grids_vla.policy (policy)"]
+    assert check("grids_vla.flops.counter", "from ..envs.libero.env import make_env") == [
+        "tool module grids_vla.flops.counter imports grids_vla.envs.libero.env (env)"]
 
 
 def test_rule_env_imports_no_policy_or_experiments() -> None:
@@ -238,7 +252,8 @@ def test_rule_only_experiments_and_the_root_cli_import_experiments() -> None:
     assert check("grids_vla.policy.modeling_grids_vla", src) == [
         "library module grids_vla.policy.modeling_grids_vla imports grids_vla.experiments.train (experiments)"]
     assert check("grids_vla.flops.cli", "from ..experiments import train") == [
-        "library module grids_vla.flops.cli imports grids_vla.experiments.train (experiments)"]
+        "library module grids_vla.flops.cli imports grids_vla.experiments.train (experiments)",
+        "tool module grids_vla.flops.cli imports grids_vla.experiments.train (experiments)"]
     assert check("grids_vla.experiments.train", "from . import train\nfrom ..policy import x") == []
     assert check("grids_vla.cli", "import grids_vla.experiments.train") == []
     assert check("grids_vla.demo", "from .experiments import train") == []  # a listed compat shim
