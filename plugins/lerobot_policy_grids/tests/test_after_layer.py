@@ -78,7 +78,8 @@ def tokens_per_layer(p: Any) -> list[int]:
 
 
 @pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
-                                                      (DEPTH, {"grids_per_camera": True})])
+                                                      (DEPTH, {"grids_per_camera": True})],
+                         ids=["L1-language", "L3-per_camera"])
 def test_forward_loss_backward_and_later_layers_see_the_neighbourhoods(
     vlm3: Path, after_layer: int, options: dict[str, Any]
 ) -> None:
@@ -221,6 +222,7 @@ def test_round_trip_keeps_the_placement(vlm3: Path, tmp_path: Path) -> None:
         ({"grids_after_layer": 1, "grids_k": 65}, r"grids_k must be in \[1, 64\] with grids_after_layer=1 .*"
                                                   r"2x2 neighbourhoods of the 16x16 token map.*got grids_k=65"),
     ],
+    ids=["layer_above_depth", "negative_layer", "bool_layer", "k_above_blocks"],
 )
 def test_bad_after_layer_or_k_is_a_one_line_error(vlm3: Path, overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:

@@ -58,7 +58,8 @@ def prefix(policy: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @pytest.mark.parametrize("v", VARIANTS, ids=IDS)
 @pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
-                                                      (DEPTH, {"grids_per_camera": True, "dtype": "bfloat16"})])
+                                                      (DEPTH, {"grids_per_camera": True, "dtype": "bfloat16"})],
+                         ids=["L1-language", "L3-per_camera-bfloat16"])
 def test_forward_loss_backward_and_later_layers_see_k_tokens(
     v: pi_checks.Variant, after_layer: int, options: dict[str, Any]
 ) -> None:
@@ -175,6 +176,7 @@ def test_gradient_checkpointing_matches_plain_training(v: pi_checks.Variant) -> 
          rf"grids_k must be in \[1, {DENSE_TOKENS}\] with grids_after_layer=0 .*16x16 token map entering vision "
          rf"layer 0; got grids_k={DENSE_TOKENS + 1}"),
     ],
+    ids=["layer_above_depth", "negative_layer", "k_above_grid"],
 )
 def test_bad_after_layer_or_k_is_a_one_line_error(
     v: pi_checks.Variant, overrides: dict[str, Any], message: str
