@@ -67,20 +67,23 @@ PAPER: dict[str, Any] = {
 }
 
 # ------------------------------------------------------------------------------------------------ the plan
-# Variants of the study (issue 16) and the seeds each should get; "extra" ones run as compute allows.
+# Variants of the study (issue 16, as benchmarks/libero/study.json stages them) and the seeds each should get;
+# "extra" ones run as compute allows.
 PLAN: dict[str, dict[str, tuple[int, bool]]] = {
     "libero_object": {
-        "dense": (5, False), "grids-16": (5, False), "grids-16-l0": (3, False), "grids-1": (3, False),
-        "grids-4": (3, False), "grids-16-random": (3, False), "grids-16-nogeom": (3, False),
-        "grids-16-nearest": (3, False), "grids-16-fixed": (3, False), "topk-16": (3, False),
-        "tokenlearner-16": (3, False), "perceiver-16": (3, False), "grids-64": (3, True), "pool-16": (3, True),
-        "tome-16": (3, True), "random-16": (3, True), "fastv-50": (3, True), "grids-16-film": (3, True),
-        "grids-16-attn": (3, True),
+        "dense": (5, False), "grids-16": (5, False), "grids-16-l0": (5, False), "grids-4": (3, False),
+        "grids-1": (3, False), "grids-16-fixed": (3, False), "grids-16-random": (3, False),
+        "grids-16-nogeom": (3, False), "grids-16-nearest": (3, False), "topk-16": (3, False),
+        "tokenlearner-16": (3, False), "perceiver-16": (3, False), "grids-16-attn": (3, False),
+        "grids-16-film": (3, False), "grids-64": (3, True), "pool-16": (3, True), "tome-16": (3, True),
+        "random-16": (3, True), "fastv-50": (3, True),
     },
     "libero_spatial": {"dense": (3, False), "grids-16": (3, False)},
 }
-OOD_PLANNED = ("LIBERO-plus camera, sensor noise and layout; LIBERO-PRO swap; the project's lighting, camera_shift, "
-               "table_color and distractors perturbations; 5 episodes per task on the in-distribution checkpoints")
+OOD_PLANNED = ("lighting:0.8, camera_shift:1.0, table_color:0.8, distractors:1.0 (the project's perturbations), "
+               "pro:swap (LIBERO-PRO), liberoplus:camera, liberoplus:noise, liberoplus:layout (LIBERO-plus) on "
+               "dense, GridS-16 and GridS-16 at L=0, seeds 0-2, 5 episodes per task on the in-distribution "
+               "checkpoints")
 #: Keys read, where present, from a run's files to say when and on what it ran.
 RECORDED = ("date", "started", "finished", "hardware", "machine", "cpu", "gpu", "device", "torch", "python")
 FIGURES = ("success_vs_k.png", "success_vs_flops.png", "ablations.png", "peers.png", "ood_heatmap.png")
@@ -467,16 +470,17 @@ class Report:
         self.study, self.archive, self.fig, self.n_boot = study, archive, figures, n_boot
         self.study_shown, self.archive_shown = study_shown, archive_shown
         self.suites = sorted({r.suite for r in study} | set(PLAN), key=lambda s: (s != MAIN_SUITE, s))
-        self.variants = {s: self._variants([r for r in study if r.suite == s]) for s in self.suites}
+        self.variants = {s: self._variants([r for r in study if r.suite == s], PLAN.get(s, {})) for s in self.suites}
         self._cache: dict[str, Comparison | None] = {}
 
     @staticmethod
-    def _variants(runs: list[Run]) -> dict[str, Variant]:
+    def _variants(runs: list[Run], plan: dict[str, Any]) -> dict[str, Variant]:
+        """Complete runs by variant, variants in the plan's order (then the presets', then by name)."""
         out: dict[str, Variant] = {}
         for r in sorted(runs, key=lambda r: (r.variant, r.seed)):
             if r.complete:
                 out.setdefault(r.variant, Variant(r.variant, [])).runs.append(r)
-        return out
+        return {n: out[n] for n in _order(set(out), plan)}
 
     def cmp(self, suite: str, a: str, b: str, perturbation: str | None = None) -> Comparison | None:
         tag = f"{suite}|{a}|{b}|{perturbation or ''}"
@@ -905,7 +909,7 @@ class Report:
                  f"`{self.archive_shown}/`: libero_object runs of 2026-12-01 whose evaluation predates the fix that "
                  "resets the gripper command between episodes. They are shown as a record only and are never pooled "
                  "with the study's runs above.", ""]
-        variants = self._variants(self.archive)
+        variants = self._variants(self.archive, {})
         if not variants:
             return lines + [f"No archived runs: {NOT_YET}.", ""]
         dense = next((n for n, v in variants.items() if role(v.model)[0] == "dense"), None)

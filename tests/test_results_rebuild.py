@@ -1,0 +1,186 @@
+"""``benchmarks/results.py``: the study's report is what its script makes of the committed run folders.
+
+(a) A small synthetic study (built here: variants made clearly better, equal and clearly worse than dense, an
+out-of-distribution evaluation, a run still in progress, missing sections) comes out with the right numbers, verdicts
+and plots. (b) Rebuilding from the committed ``benchmarks/libero/study`` and archive gives the committed
+``benchmarks/RESULTS.md`` byte for byte, so a stale report fails. Needs no simulator: the script only reads files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from grids_vla.experiments.report import summarize
+from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
+from grids_vla.policy.evaluation import mcnemar_exact
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTRUCTIONS = ("pick the milk and place it in the basket", "pick the butter and place it in the basket")
+
+
+def _load():
+    """benchmarks/results.py as a module (registered first: its dataclasses look their module up)."""
+    if "results_rebuild" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("results_rebuild", ROOT / "benchmarks" / "results.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["results_rebuild"]
+
+
+def _write_eval(folder: Path, variant: str, outcome, inits: int, perturbation: str | None = None,
+                complete: bool = True, points: dict | None = None) -> None:
+    """An evaluation folder as ``grids-vla eval`` writes it: 2 tasks x ``inits`` init states, success given by
+    ``outcome(task, init)``."""
+    cfg = GridSVLAConfig.preset(variant)
+    run = {"checkpoint": "final", "weights_sha256": "0" * 64, "suite": "libero_object", "perturbation": perturbation,
+           "tasks": [0, 1], "instructions": {"0": INSTRUCTIONS[0], "1": INSTRUCTIONS[1]}, "episodes_per_task": inits,
+           "max_steps": 280, "execute": 8, "chunk": 8, "settle_steps": 10, "threads": 1, "image_size": 128,
+           "reducer": cfg.reducer, "k": cfg.k, "cameras": ["agentview", "eye_in_hand"], "msaa": False, "workers": 2}
+    episodes = [{"task_id": t, "episode": i, "init_state": i, "success": bool(outcome(t, i)),
+                 "steps": 120 if outcome(t, i) else 280, "latencies_ms": [10.0 if cfg.reducer == "dense" else 5.0]}
+                for t in (0, 1) for i in range(inits)]
+    if not complete:
+        episodes = episodes[:3]
+    res = summarize(run, episodes)
+    if points:
+        res["points"] = points
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(res, indent=2))
+    (folder / "results.md").write_text("# an evaluation\n")
+    (folder / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+
+
+def _write_run(root: Path, variant: str, seed: int, outcome, ood: dict | None = None, **kw) -> Path:
+    folder = root / "libero_object" / f"{variant}_s{seed}"
+    model = GridSVLAConfig.preset(variant, instructions=INSTRUCTIONS).to_dict()
+    folder.mkdir(parents=True)
+    (folder / "train_config.json").write_text(json.dumps({"train": {"steps": 3000, "batch_size": 32, "lr": 3e-4,
+                                                                    "warmup_steps": 100, "seed": seed, "shift": 4,
+                                                                    "color_jitter": 0.1}, "model": model}))
+    (folder / "data.json").write_text(json.dumps({"data": "runs/libero/data/libero_object", "demos": 40,
+                                                  "frames": 5000, "actions_sha256": "ab" * 32}))
+    (folder / "metrics.csv").write_text("step,loss,lr,grad_norm,samples_per_s,elapsed_s\r\n")
+    _write_eval(folder, variant, outcome, 10, **kw)
+    for name, fn in (ood or {}).items():
+        _write_eval(folder / "ood" / name.replace(":", "-"), variant, fn, 5, perturbation=name)
+    return folder
+
+
+POINTS = {"agentview": {"episodes": 20, "frames": 400, "within_episode": 0.001, "across_episodes": 0.002,
+                        "policy": {"within_radius": 0.25, "mean_distance_px": 20.0, "on_mask": 0.2},
+                        "fixed-grid": {"within_radius": 0.05, "mean_distance_px": 40.0, "on_mask": 0.04},
+                        "random": {"within_radius": 0.06, "mean_distance_px": 41.0, "on_mask": 0.05}}}
+
+
+def _row(md: str, first: str, after: str = "") -> list[str]:
+    """Cells of the first table row starting with ``first`` after the line containing ``after``."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line)
+    for line in lines[start:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} after {after!r}")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, str, Path]:
+    root = tmp_path_factory.mktemp("study")
+    study = root / "study"
+    # dense: half the episodes (even init states); GridS-16: all but one per seed; GridS-4: dense with one success
+    # and one failure swapped per seed (equal); GridS-1: 2 of 20 (clearly worse).
+    for seed in (0, 1, 2):
+        _write_run(study, "dense", seed, lambda t, i: i % 2 == 0,
+                   ood={"lighting:0.8": lambda t, i: i == 0} if seed < 2 else None)
+        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS,
+                   ood={"lighting:0.8": lambda t, i: i < 4} if seed < 2 else None)
+        _write_run(study, "grids-4", seed, lambda t, i, s=seed: (i % 2 == 0) != ((t, i) in ((0, 2 * s), (1, 1))))
+        _write_run(study, "grids-1", seed, lambda t, i: i == 0)
+    _write_run(study, "topk-16", 0, lambda t, i: True, complete=False)  # still running: left out of the tables
+    figures = root / "out" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "ablations.png").write_bytes(b"stale")  # no ablation data: the old plot must go
+    out = root / "out" / "RESULTS.md"
+    bench = _load()
+    text = bench.rebuild(study, root / "no_archive", out, figures, n_boot=500)
+    assert out.read_text() == text
+    return study, text, figures
+
+
+def test_rebuild_tables_and_verdicts(synthetic) -> None:
+    _, md, _ = synthetic
+    main = "## libero_object: success per variant"
+    dense = _row(md, "dense", main)
+    assert dense[1:5] == ["256", "3/5", "30/60 = 50.0 %", "38-62 %"] and dense[-1] == "reference"
+    g16 = _row(md, "grids-16", main)
+    assert g16[1:4] == ["16", "3/5", "57/60 = 95.0 %"] and g16[5] == "s0: 19/20, s1: 19/20, s2: 19/20"
+    assert g16[6].startswith("+45.0 [") and g16[-1] == "better than dense"
+    assert g16[7] == "<0.001" and mcnemar_exact(30, 3) < 0.001  # per seed 10 pairs for GridS-16, 1 for dense
+    assert _row(md, "grids-4", main)[-1] == "no detectable difference"
+    assert _row(md, "grids-4", main)[6].startswith("+0.0 [")
+    assert _row(md, "grids-1", main)[-1] == "worse than dense"
+    assert _row(md, "topk-16", main)[3] == "not yet measured"  # its only run is incomplete
+    assert "still running or incomplete: topk-16_s0" in md
+    assert "steps 3000 (all 13 runs)" in md and "init states 0-9 (12 runs), 0-2 (1 run)" in md
+    assert "no date or hardware recorded in these run files" in md
+    # paired counts seed by seed and pooled
+    assert _row(md, "grids-16", "Paired episodes against dense")[1:] == ["s0", "9", "10", "1", "0", "0.012"]
+    assert "| grids-16 | pooled | 27 | 30 | 3 | 0 | <0.001 |" in md
+    assert "| grids-4 | pooled | 27 | 3 | 3 | 27 | 1.000 |" in md
+
+
+def test_rebuild_sections_k_flops_peers_ood_points(synthetic) -> None:
+    _, md, figures = synthetic
+    assert _row(md, "1", "## Success vs K")[1] == "grids-1" and _row(md, "16", "## Success vs K")[1] == "grids-16"
+    flops = {n: _row(md, n, "## Success vs end-to-end FLOPs") for n in ("dense", "grids-16")}
+    assert float(flops["grids-16"][1]) < float(flops["dense"][1]) and flops["dense"][2] == "1.00x"
+    assert _row(md, "grids-16", "## Peers at equal tokens")[5] == "reference"
+    ood = _row(md, "lighting:0.8", "## Out of distribution")  # dense comes first in the variant order
+    assert ood[1:4] == ["dense", "2", "4/20 = 20.0 %"] and ood[4].startswith("-40.0 [")
+    g16 = next(r for r in md.splitlines() if r.startswith("| lighting:0.8 | grids-16 |"))
+    assert "16/20 = 80.0 %" in g16 and "| -10.0 [" in g16 and g16.endswith("| better than dense |")
+    pts = _row(md, "grids-16", "## Where the points look")
+    assert pts[1:5] == ["agentview", "3", "95.0 %", "0.0010"] and pts[6:9] == ["0.250", "0.050", "0.060"]
+    for name in ("success_vs_k.png", "success_vs_flops.png", "peers.png", "ood_heatmap.png"):
+        assert (figures / name).stat().st_size > 1000 and f"![{name}](figures/{name})" in md
+    assert not (figures / "ablations.png").exists()  # removed: no data for it
+    assert "Plot `ablations.png` skipped: no ablation compared yet." in md
+
+
+def test_rebuild_missing_sections_say_not_yet_measured(synthetic) -> None:
+    _, md, _ = synthetic
+    assert _row(md, "random coordinates", "## Ablations")[4] == "not yet measured"
+    assert "No complete evaluation on libero_spatial yet: not yet measured." in md
+    assert "No archived runs: not yet measured." in md
+    claims = "## The paper's claims beside ours"
+    assert _row(md, "GridS-16 keeps dense success on LIBERO-Object", claims)[-1].startswith("reproduced")
+    assert _row(md, "GridS-1 keeps dense success on LIBERO-Object", claims)[-1].startswith("not reproduced")
+    assert _row(md, "GridS-16 keeps dense success on LIBERO-Spatial", claims)[-1] == "not yet measured"
+    assert _row(md, "Real-robot success gain (SO100, SmolVLA)", claims)[-1].startswith("not testable here")
+    assert "/tmp" not in md and str(ROOT) not in md  # no local paths
+
+
+def test_rebuild_is_deterministic(synthetic, tmp_path) -> None:
+    study, md, _ = synthetic
+    again = _load().rebuild(study, tmp_path / "no_archive", tmp_path / "RESULTS.md", tmp_path / "figures",
+                            n_boot=500)
+    assert again == md
+
+
+def test_committed_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
+    """The committed report is what the script makes of the committed runs: rerun `python benchmarks/results.py`
+    and commit benchmarks/RESULTS.md (and benchmarks/figures/) when this fails."""
+    bench = _load()
+    out, figures = tmp_path / "RESULTS.md", tmp_path / "figures"
+    bench.rebuild(ROOT / "benchmarks" / "libero" / "study", ROOT / "benchmarks" / "libero" / "success", out, figures)
+    committed = (ROOT / "benchmarks" / "RESULTS.md").read_bytes()
+    assert out.read_bytes() == committed, "benchmarks/RESULTS.md is stale: run python benchmarks/results.py"
+    made = sorted(p.name for p in figures.glob("*.png")) if figures.is_dir() else []
+    kept = sorted(p.name for p in (ROOT / "benchmarks" / "figures").glob("*.png"))
+    assert made == kept, "benchmarks/figures/ does not match the plots the report links to"
