@@ -844,7 +844,7 @@ class Report:
             return lines + [self.fig.skipped("ood_heatmap.png", ""), ""]
         plt = self.fig.plt
         grid = [[float("nan") if drops.get((n, p)) is None else 100 * drops[(n, p)] for p in perts] for n in names]
-        fig, ax = plt.subplots(figsize=(1.1 * len(perts) + 2.5, 0.45 * len(names) + 1.8))
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(perts) + 2.5), 0.45 * len(names) + 1.8))
         span = max([abs(x) for row in grid for x in row if not math.isnan(x)] + [1.0])
         im = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
         for i, row in enumerate(grid):
@@ -852,8 +852,8 @@ class Report:
                 ax.text(j, i, "-" if math.isnan(x) else f"{x:+.0f}", ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(perts)), perts, rotation=30, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
-        fig.colorbar(im, ax=ax, label="drop from in-distribution (pp)")
-        ax.set_title(f"{suite}: success under perturbation minus in-distribution", fontsize=9)
+        fig.colorbar(im, ax=ax, label="pp")
+        ax.set_title(f"{suite}: drop from in-distribution success", fontsize=9)
         return lines + [self.fig.save(fig, "ood_heatmap.png"), ""]
 
     def points(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -102,10 +103,14 @@ def synthetic(tmp_path_factory) -> tuple[Path, str, Path]:
                    ood={"lighting:0.8": lambda t, i: i < 4} if seed < 2 else None)
         _write_run(study, "grids-4", seed, lambda t, i, s=seed: (i % 2 == 0) != ((t, i) in ((0, 2 * s), (1, 1))))
         _write_run(study, "grids-1", seed, lambda t, i: i == 0)
+    for seed in (0, 1, 2):  # an ablation as good as dense (clearly below GridS-16), a peer equal to GridS-16
+        _write_run(study, "grids-16-random", seed, lambda t, i: i % 2 == 0)
+    for seed in (0, 1):
+        _write_run(study, "tokenlearner-16", seed, lambda t, i: (t, i) != (0, 0))
     _write_run(study, "topk-16", 0, lambda t, i: True, complete=False)  # still running: left out of the tables
     figures = root / "out" / "figures"
     figures.mkdir(parents=True)
-    (figures / "ablations.png").write_bytes(b"stale")  # no ablation data: the old plot must go
+    (figures / "ablations.png").write_bytes(b"stale")  # overwritten
     out = root / "out" / "RESULTS.md"
     bench = _load()
     text = bench.rebuild(study, root / "no_archive", out, figures, n_boot=500)
@@ -127,7 +132,7 @@ def test_rebuild_tables_and_verdicts(synthetic) -> None:
     assert _row(md, "grids-1", main)[-1] == "worse than dense"
     assert _row(md, "topk-16", main)[3] == "not yet measured"  # its only run is incomplete
     assert "still running or incomplete: topk-16_s0" in md
-    assert "steps 3000 (all 13 runs)" in md and "init states 0-9 (12 runs), 0-2 (1 run)" in md
+    assert "steps 3000 (all 18 runs)" in md and "init states 0-9 (17 runs), 0-2 (1 run)" in md
     assert "no date or hardware recorded in these run files" in md
     # paired counts seed by seed and pooled
     assert _row(md, "grids-16", "Paired episodes against dense")[1:] == ["s0", "9", "10", "1", "0", "0.012"]
@@ -147,21 +152,46 @@ def test_rebuild_sections_k_flops_peers_ood_points(synthetic) -> None:
     assert "16/20 = 80.0 %" in g16 and "| -10.0 [" in g16 and g16.endswith("| better than dense |")
     pts = _row(md, "grids-16", "## Where the points look")
     assert pts[1:5] == ["agentview", "3", "95.0 %", "0.0010"] and pts[6:9] == ["0.250", "0.050", "0.060"]
-    for name in ("success_vs_k.png", "success_vs_flops.png", "peers.png", "ood_heatmap.png"):
+    for name in ("success_vs_k.png", "success_vs_flops.png", "ablations.png", "peers.png", "ood_heatmap.png"):
         assert (figures / name).stat().st_size > 1000 and f"![{name}](figures/{name})" in md
-    assert not (figures / "ablations.png").exists()  # removed: no data for it
+    abl = _row(md, "random coordinates", "## Ablations")
+    assert abl[1:4] == ["grids-16-random", "3", "30/60 = 50.0 %"] and abl[4].startswith("-45.0 [")
+    assert abl[5:] == ["worse than GridS-16", "-15.3", "no"]
+    peer = _row(md, "tokenlearner-16", "## Peers at equal tokens")
+    assert peer[1:4] == ["tokenlearner", "2", "38/40 = 95.0 %"] and peer[6] == "no detectable difference"
+    assert _row(md, "grids-16", "## Peers at equal tokens")[5] == "reference"
+
+
+def test_rebuild_skips_plots_without_data_and_removes_stale_ones(synthetic, tmp_path) -> None:
+    study, _, _ = synthetic
+    only = tmp_path / "study" / "libero_object"
+    only.mkdir(parents=True)
+    for name in ("dense_s0", "grids-16_s0"):
+        shutil.copytree(study / "libero_object" / name, only / name, ignore=shutil.ignore_patterns("ood"))
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "ood_heatmap.png").write_bytes(b"stale")
+    (figures / "notes.txt").write_text("not ours")
+    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    assert "Plot `ood_heatmap.png` skipped: no data." in md and "No out-of-distribution evaluation yet" in md
     assert "Plot `ablations.png` skipped: no ablation compared yet." in md
+    assert sorted(p.name for p in figures.iterdir()) == ["notes.txt", "peers.png", "success_vs_flops.png",
+                                                         "success_vs_k.png"]
+    one_seed = "better than dense (1 seed: seed-to-seed spread not captured)"
+    assert _row(md, "grids-16", "## libero_object")[-1] == one_seed
 
 
 def test_rebuild_missing_sections_say_not_yet_measured(synthetic) -> None:
     _, md, _ = synthetic
-    assert _row(md, "random coordinates", "## Ablations")[4] == "not yet measured"
+    assert _row(md, "no geometry injection", "## Ablations")[4] == "not yet measured"
     assert "No complete evaluation on libero_spatial yet: not yet measured." in md
     assert "No archived runs: not yet measured." in md
     claims = "## The paper's claims beside ours"
     assert _row(md, "GridS-16 keeps dense success on LIBERO-Object", claims)[-1].startswith("reproduced")
     assert _row(md, "GridS-1 keeps dense success on LIBERO-Object", claims)[-1].startswith("not reproduced")
     assert _row(md, "GridS-16 keeps dense success on LIBERO-Spatial", claims)[-1] == "not yet measured"
+    ablation = "Ablation: random coordinates costs success (K=16; paper on a real robot, ours on libero_object)"
+    assert _row(md, ablation, claims)[-1] == "reproduced (the direction; the paper's size lies outside)"
     assert _row(md, "Real-robot success gain (SO100, SmolVLA)", claims)[-1].startswith("not testable here")
     assert "/tmp" not in md and str(ROOT) not in md  # no local paths
 
