@@ -125,6 +125,30 @@ class Run:
     data: dict[str, Any] | None
     recorded: dict[str, str]
     ood: dict[str, Evaluation] = field(default_factory=dict)
+    train_speed: float | None = None  # samples/s over the logged steps of metrics.csv
+
+
+def _train_speed(metrics: Path, batch_size: Any, skip: int = 20) -> float | None:
+    """Samples/s between consecutive logged steps, leaving out the first ``skip`` logs after each (re)start
+    (``elapsed_s`` starts again from 0 when a run resumes)."""
+    if not metrics.is_file() or not isinstance(batch_size, int):
+        return None
+    steps = seconds = 0.0
+    since, prev = 0, None
+    for line in metrics.read_text().splitlines()[1:]:
+        cells = line.split(",")
+        try:
+            step, elapsed = int(cells[0]), float(cells[5])
+        except (IndexError, ValueError):
+            continue
+        if prev is not None and elapsed > prev[1] and step > prev[0]:
+            since += 1
+            if since > skip:
+                steps, seconds = steps + (step - prev[0]), seconds + (elapsed - prev[1])
+        else:
+            since = 0
+        prev = (step, elapsed)
+    return steps * batch_size / seconds if seconds > 0 else None
 
 
 def _json(path: Path) -> Any:
@@ -179,7 +203,8 @@ def _run(folder: Path, suite: str | None, shown: str) -> Run | None:
     complete = bool(ind and res.get("complete") and ind.n == res.get("overall", {}).get("episodes"))
     run = Run(suite=suite, variant=m["variant"], seed=int(m["seed"]), folder=shown, ind=ind, complete=complete,
               train=cfg.get("train"), model=cfg.get("model"), data=data,
-              recorded=_recorded(res.get("run"), res, cfg, cfg.get("train"), data))
+              recorded=_recorded(res.get("run"), res, cfg, cfg.get("train"), data),
+              train_speed=_train_speed(folder / "metrics.csv", (cfg.get("train") or {}).get("batch_size")))
     ood_root = folder / "ood"
     if ood_root.is_dir():
         for sub in sorted(p for p in ood_root.iterdir() if p.is_dir()):
@@ -629,7 +654,23 @@ class Report:
         if unpaired:
             lines += [f"Compared unpaired (no seed of theirs holds the same episodes as dense's): "
                       f"{', '.join(unpaired)}.", ""]
-        return lines
+        rows = []
+        for v in variants.values():
+            for r in v.runs:
+                o = r.ind.results.get("overall", {})
+                lat = (r.ind.results.get("latency_ms") or {}).get("median")
+                speed = r.train_speed
+                rows.append([v.name, f"s{r.seed}", success_cell(r.ind.successes, r.ind.n),
+                             wilson_cell(r.ind.successes, r.ind.n),
+                             "-" if o.get("mean_episode_length") is None else f"{o['mean_episode_length']:.0f}",
+                             "-" if lat is None else f"{lat:.2f}", "-" if speed is None else f"{speed:.1f}",
+                             f"`{r.folder}`"])
+        lines += ["<details><summary>Every run: success with its 95 % Wilson interval, mean episode length, median "
+                  "policy latency (batch 1, during evaluation) and training samples/s (whole pipeline, from "
+                  "metrics.csv)</summary>", ""]
+        lines += table(["variant", "seed", "success", "95 % Wilson", "mean length", "latency ms", "train samples/s",
+                        "folder"], rows, "llrrrrrl")
+        return lines + ["", "</details>", ""]
 
     def vs_k(self) -> list[str]:
         suite = MAIN_SUITE
@@ -713,12 +754,16 @@ class Report:
             lo, hi = wilson_interval(v.successes, v.n)
             ax.errorbar(flops[n], y, yerr=[[y - 100 * lo], [100 * hi - y]], marker="o", capsize=3,
                         color="k" if n == dense else "tab:blue")
-            ax.annotate(n, (flops[n], y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(n, (flops[n], y), fontsize=6, xytext=(4, 4 if counted.index(n) % 2 else -10),
+                        textcoords="offset points")
         if dense:
             d = variants[dense]
             ax.axhline(100 * d.successes / d.n, color="k", linestyle="--", label="dense success")
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:.2g}"))
+        ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda x, _: f"{x:.2g}"))
+        ax.tick_params(axis="x", which="both", labelsize=7)
         ax.set(xlabel="GFLOPs per policy call (batch 1)", ylabel="success % (pooled, 95 % Wilson)", ylim=(0, 100),
                title=f"{suite}: success vs FLOPs")
         return lines + [self.fig.save(fig, "success_vs_flops.png"), ""]
@@ -761,6 +806,7 @@ class Report:
         ax.bar([x + 0.2 for x in xs], [p if p is not None else 0 for _, _, p in bars], width=0.4,
                label="paper (real robot)", color="white", edgecolor="tab:red", hatch="//")
         ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xlim(-0.8, len(bars) - 0.2)
         ax.set_xticks(xs, [label for label, _, _ in bars], fontsize=7)
         ax.set(ylabel="Δ success vs GridS-16 (pp)", title="Ablations at K=16")
         ax.legend(fontsize=7)
@@ -817,8 +863,9 @@ class Report:
                             self.fig.skipped("ood_heatmap.png", "no data"), ""]
         dense = self.find(suite, "dense")
         lines += ["*Drop*: success under the perturbation minus in-distribution success of the same checkpoints, "
-                  "on the same episodes (task, init state) when the perturbed suite has them, else against all "
-                  "in-distribution episodes; *Δ vs dense*: both under the same perturbation.", ""]
+                  "paired on the same episodes (task, init state) when the perturbation keeps the suite (scene "
+                  "perturbations), else against all in-distribution episodes (LIBERO-PRO / LIBERO-plus suites have "
+                  "tasks of their own); *Δ vs dense*: both under the same perturbation, on the same episodes.", ""]
         rows, drops = [], {}
         names = [n for n in variants if any(p in r.ood for r in variants[n].runs for p in perts)]
         for p in perts:
@@ -828,7 +875,10 @@ class Report:
                 if not under:
                     continue
                 ind = {s: e for s, e in v.outcomes().items() if s in under}
-                same = {s: {k: ind[s][k] for k in under[s]} for s in under if set(under[s]) <= set(ind[s])}
+                suites = {r.seed: (r.ind.results.get("run", {}).get("suite"),
+                                   r.ood[p].results.get("run", {}).get("suite")) for r in v.runs if p in r.ood}
+                same = {s: {k: ind[s][k] for k in under[s]} for s in under
+                        if suites[s][0] == suites[s][1] and set(under[s]) <= set(ind[s])}
                 base = same if len(same) == len(under) else ind
                 drop = compare(under, base, f"drop|{suite}|{n}|{p}", self.n_boot)
                 drops[(n, p)] = drop.diff if drop else None
@@ -922,10 +972,11 @@ class Report:
                          ", ".join(f"s{r.seed}: {r.ind.successes}/{r.ind.n}" for r in v.runs),
                          "reference" if n == dense else (interval_pp(c) if c else "-"),
                          pvalue(c.pooled[1]) if c and c.pooled else "-",
-                         "reference" if n == dense else verdict(c, "dense")])
+                         "reference" if n == dense else verdict(c, "dense"),
+                         ", ".join("-" if r.train_speed is None else f"{r.train_speed:.1f}" for r in v.runs)])
         return lines + table(["variant", "suite", "seeds", "success (pooled)", "95 % Wilson", "per seed",
-                              "Δ vs dense, pp [95 % seed bootstrap]", "McNemar p (pooled)", "verdict"], rows,
-                             "llrrrlrrl") + [""]
+                              "Δ vs dense, pp [95 % seed bootstrap]", "McNemar p (pooled)", "verdict",
+                              "train samples/s per seed"], rows, "llrrrlrrlr") + [""]
 
     def claims(self) -> list[str]:
         suite, lib = MAIN_SUITE, PAPER["libero"]

@@ -138,6 +138,8 @@ def test_rebuild_tables_and_verdicts(synthetic) -> None:
     assert _row(md, "grids-16", "Paired episodes against dense")[1:] == ["s0", "9", "10", "1", "0", "0.012"]
     assert "| grids-16 | pooled | 27 | 30 | 3 | 0 | <0.001 |" in md
     assert "| grids-4 | pooled | 27 | 3 | 3 | 27 | 1.000 |" in md
+    run = _row(md, "grids-16", "Every run: success")
+    assert run[1:6] == ["s0", "19/20 = 95.0 %", "76-99 %", "128", "5.00"] and run[7] == "`libero_object/grids-16_s0`"
 
 
 def test_rebuild_sections_k_flops_peers_ood_points(synthetic) -> None:
