@@ -60,6 +60,10 @@ PAPER: dict[str, Any] = {
         "pi0.5 + GridS K=16": (16, 83.84, 98.6, 98.8, 98.4, 95.2, 97.7),
         "pi0.5 + GridS K=4": (4, 75.73, 97.4, 99.0, 97.4, 92.8, 96.7),
         "pi0.5 + GridS K=1": (1, None, 98.0, 99.0, 97.6, 91.8, 96.6),
+        # other rows of the same table: only the average is given
+        "OpenVLA": (256, 1956.19, None, None, None, None, 76.5),
+        "SmolVLA": (64, 306.78, None, None, None, None, 79.0),
+        "OpenVLA-OFT": (512, 3922.56, None, None, None, None, 94.8),
     },
     "suites": ("libero_spatial", "libero_object", "libero_goal", "libero_10"),
     "ablations_pp": {"random coordinates": -15.3, "no geometry injection": -8.7, "discrete (nearest) sampling": -6.2},
@@ -444,10 +448,8 @@ def table(head: list[str], rows: list[list[str]], align: str | None = None) -> l
 
 
 def _order(names: set[str], plan: dict[str, Any]) -> list[str]:
-    from grids_vla.policy.configuration_grids_vla import PRESETS
-
-    known = list(plan) + [p for p in PRESETS if p not in plan]
-    return [n for n in known if n in names] + sorted(names - set(known))
+    """The plan's variants in its order, then the others by name."""
+    return [n for n in plan if n in names] + sorted(names - set(plan))
 
 
 # ---------------------------------------------------------------------------------------------------- plots
@@ -571,6 +573,7 @@ class Report:
             fps = [f"{d.get('demos')} demos / {d.get('frames')} frames / actions sha256 "
                    f"{str(d.get('actions_sha256'))[:12]}" if d else "no data.json" for d in (r.data for r in runs)]
             procs = [f"{x.get('workers', 1)}x{x.get('threads')}" for x in res]
+            devices = [((r.ind.results.get("latency_ms") or {}).get("device") if r.ind else None) for r in runs]
             inits = [f"{min(k[1] for k in r.ind.episodes)}-{max(k[1] for k in r.ind.episodes)}"
                      if r.ind and r.ind.episodes else "-" for r in runs]
             lines += [
@@ -590,7 +593,7 @@ class Report:
                 f"{distinct([x.get('execute') for x in res])}, image size "
                 f"{distinct([x.get('image_size') for x in res])} px, cameras "
                 f"{distinct(['+'.join(x.get('cameras', [])) for x in res])}, processes x threads "
-                f"{distinct(procs)}.",
+                f"{distinct(procs)}, policy on {distinct(devices)}.",
             ]
             rec: dict[str, list[str]] = {}
             for r in runs:
@@ -1083,7 +1086,14 @@ class Report:
             ["The points look at what matters", "figures only, no number", self._points_summary(suite),
              "not testable here (the paper gives no number to test against)"],
         ]
-        return lines + table(["claim", "paper", "ours", "mark"], rows, "llll") + [""]
+        lines += table(["claim", "paper", "ours", "mark"], rows, "llll") + [""]
+        suites = [s.replace("libero_", "").replace("10", "long").capitalize() for s in PAPER["suites"]]
+        lines += ["<details><summary>The paper's LIBERO table (success %, visual tokens per image, its FLOPs)"
+                  "</summary>", ""]
+        lines += table(["model", "tokens", "GFLOPs (paper's accounting)", *suites, "Avg"],
+                       [[m, str(v[0]), "-" if v[1] is None else f"{v[1]:.2f}",
+                         *("-" if x is None else f"{x:.1f}" for x in v[2:])] for m, v in lib.items()])
+        return lines + ["", "</details>", ""]
 
     def _points_summary(self, suite: str) -> str:
         n = self.find(suite, "grids", 16)
