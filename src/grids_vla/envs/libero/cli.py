@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..._cli_fields import add_dataclass_fields, picked_fields
+from ..so101.cli import add_data_command as add_so101_data_command
 from .export_lerobot import ExportConfig, export_lerobot
 from .generate import GenerateConfig, generate
 
@@ -42,6 +43,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("libero", help="scripted-expert LIBERO demos in the official HDF5 layout (resumable)")
     add_dataclass_fields(p, GenerateConfig, help=_HELP)
     p.set_defaults(func=_run_libero)
+    add_so101_data_command(sub)  # grids-vla data so101
 
     e = sub.add_parser(
         "export-lerobot",

@@ -1,10 +1,11 @@
 """A scripted expert for both SO-101 tasks, from privileged simulator state.
 
-Phases: hover over the target cube (aimed a few mm off its centre along the jaw axis, toward the fixed jaw), descend until the grasp point is at the cube's centre height, close, lift until
-the cube's bottom clears whatever it must pass over (the bowl's rim, the base cube's top) by ``CLEARANCE``, carry it
-over the goal (the bowl's centre, the base cube's centre) steering the cube itself (not the grasp point) to it, lower
-it to ``RELEASE_GAP`` above its resting height, open, rise, wait until the cube rests. Position steps are
-proportional to the remaining error, clipped (slower near the cube).
+Phases: hover over the target cube (aimed a few mm off its centre along the jaw axis, toward the fixed jaw), descend
+until the grasp point is at the cube's centre height, close, lift until the cube's bottom clears what it must pass
+over (the bowl's rim, the base cube's top) by ``CLEARANCE``, carry it over the goal (the bowl's centre, the base
+cube's centre) steering the cube itself (not the grasp point) to it, lower it to ``RELEASE_GAP`` above its resting
+height, open, rise, wait until the cube rests. Position steps are proportional to the remaining error, clipped
+(slower near the cube).
 """
 
 from __future__ import annotations
@@ -97,11 +98,13 @@ class Expert:
 
 @dataclass
 class Rollout:
-    """One expert episode: the observations before each action (images only if the env renders), the actions."""
+    """One expert episode: the simulator state and observation before each action (images only if the env renders),
+    the actions."""
 
     success: bool
     steps: int
     actions: np.ndarray
+    states: np.ndarray
     obs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -112,10 +115,11 @@ def rollout(env: SO101Env, max_steps: int | None = None, record: bool = True) ->
     expert = Expert()
     obs = env.observe()
     frames: dict[str, list[np.ndarray]] = {}
-    actions = []
+    actions, states = [], []
     success = False
     for _ in range(max_steps):
         a = expert.act(env)
+        states.append(env.get_state())
         if record:
             for k, v in obs.items():
                 frames.setdefault(k, []).append(v)
@@ -124,4 +128,4 @@ def rollout(env: SO101Env, max_steps: int | None = None, record: bool = True) ->
         if success and expert.phase in ("settle", "done"):
             break
     out = {k: np.asarray(v) for k, v in frames.items()}
-    return Rollout(bool(success), len(actions), np.asarray(actions, dtype=np.float32), out)
+    return Rollout(bool(success), len(actions), np.asarray(actions, dtype=np.float32), np.asarray(states), out)

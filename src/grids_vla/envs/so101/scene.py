@@ -152,7 +152,8 @@ def sample_scene(task: str, seed: int) -> Scene:
     other = [n for n in names if n != colour]
     base_colour = other[rng.integers(len(other))]
     base_xy = _free_xy(rng, taken, cube_r, gap=0.05)
-    return Scene(task, _cube("target", colour, xy, yaw), base=_cube("base_cube", base_colour, base_xy, rng.uniform(-0.25, 0.25)))
+    base = _cube("base_cube", base_colour, base_xy, rng.uniform(-0.25, 0.25))
+    return Scene(task, _cube("target", colour, xy, yaw), base=base)
 
 
 def num_ood_scenes() -> int:
@@ -236,7 +237,7 @@ def decimate(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndar
     return new[used], remap.reshape(-1, 3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _decimated(path: str, cell: float) -> tuple[tuple[float, ...], tuple[int, ...], int, int]:
     v, f = read_stl(Path(path))
     dv, df = decimate(v, f, cell)
