@@ -751,14 +751,15 @@ class Report:
             return lines + [self.fig.skipped("success_vs_flops.png", "no FLOPs counted"), ""]
         plt = self.fig.plt
         fig, ax = plt.subplots(figsize=(6, 3.8))
+        by_cost = sorted(counted, key=lambda n: flops[n])
         for n in counted:
             v = variants[n]
             y = 100 * v.successes / v.n
             lo, hi = wilson_interval(v.successes, v.n)
             ax.errorbar(flops[n], y, yerr=[[y - 100 * lo], [100 * hi - y]], marker="o", capsize=3,
                         color="k" if n == dense else "tab:blue")
-            ax.annotate(n, (flops[n], y), fontsize=6, xytext=(4, 4 if counted.index(n) % 2 else -10),
-                        textcoords="offset points")
+            ax.annotate(n, (flops[n], y), fontsize=6, xytext=(4, 4 if by_cost.index(n) % 2 else -10),
+                        textcoords="offset points")  # neighbours in cost alternate above / below
         if dense:
             d = variants[dense]
             ax.axhline(100 * d.successes / d.n, color="k", linestyle="--", label="dense success")
