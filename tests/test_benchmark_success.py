@@ -140,3 +140,55 @@ def test_throughput_benchmark_times_each_preset_side_by_side(tmp_path) -> None:
             f"{i:.2f} | {med['dense'][1] / i:.2f}x |" in table
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert saved["args"]["batch_size"] == 2 and saved["train_ms"] == res["train_ms"]
+
+
+def test_study_plan_runs_stages_in_order_keeps_checkpoints_and_adds_ood_later(tmp_path, demos) -> None:
+    """``--plan``: stage order, a float16 ``final/`` policy that is evaluated and archived, out-of-distribution
+    evaluations added by a later stage, and (with the run folder gone) from the archived checkpoint alone."""
+    bench = _load()
+    archive = tmp_path / "archive"
+    plan = {"suite": "libero_object", "data": str(demos), "archive": str(archive), "steps": 2, "batch_size": 2,
+            "warmup_steps": 0, "episodes_per_task": 1, "ood_episodes_per_task": 1,
+            "stages": [{"name": "core", "variants": ["grids-16", "dense"], "seeds": [0]},
+                       {"name": "ood", "variants": ["grids-16"], "seeds": [0], "keep": True,
+                        "ood": ["lighting:0.5"]}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    common = ["--plan", str(tmp_path / "plan.json"), "--tasks", "0", "--save-every", "1", "--num-workers", "0",
+              "--max-steps", "4", "--threads", "1", "--out", str(tmp_path / "out")]
+    import argparse
+    order = bench.jobs(argparse.Namespace(plan=bench.load_plan(str(tmp_path / "plan.json")), stage=None))
+    assert order == [("grids-16", 0, True, ()), ("dense", 0, False, ()), ("grids-16", 0, True, ("lighting:0.5",))]
+    bench.main(common)
+    run, kept = tmp_path / "out" / "runs" / "grids-16_s0", archive / "grids-16_s0"
+    res = json.loads((run / "eval" / "results.json").read_text())
+    assert res["run"]["checkpoint"] == str(run / "final")  # evaluated from the float16 policy
+    from safetensors.torch import load_file
+    assert {v.dtype for v in load_file(str(run / "final" / "model.safetensors")).values() if v.is_floating_point()} \
+        == {__import__("torch").float16}
+    assert (kept / "checkpoint" / "model.safetensors").read_bytes() == (run / "final" / "model.safetensors").read_bytes()
+    assert not (archive / "dense_s0" / "checkpoint").exists()  # only kept runs keep weights
+    ood = json.loads((kept / "ood" / "lighting-0.5" / "results.json").read_text())
+    assert ood["complete"] and ood["run"]["perturbation"] == "lighting:0.5"
+    # the run folders gone, a later stage's new perturbation is evaluated from the archived checkpoint alone, and
+    # the kept checkpoint plays the archived in-distribution episode action for action
+    shutil.rmtree(tmp_path / "out")
+    plan["stages"].append({"name": "more", "variants": ["grids-16"], "seeds": [0], "ood": ["table_color:0.5"]})
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    bench.main([*common, "--stage", "more"])
+    assert not (tmp_path / "out" / "runs" / "grids-16_s0" / "checkpoints").exists()  # nothing retrained
+    assert json.loads((kept / "ood" / "table_color-0.5" / "results.json").read_text())["complete"]
+    from grids_vla.policy.evaluation import EvalConfig, evaluate
+    evaluate(EvalConfig(checkpoint=str(kept / "checkpoint"), suite="libero_object", tasks=(0,), episodes_per_task=1,
+                        max_steps=4, out=str(tmp_path / "replay")))
+    replay = [json.loads(line) for line in (tmp_path / "replay" / "episodes.jsonl").read_text().splitlines()]
+    archived = [json.loads(line) for line in (kept / "episodes.jsonl").read_text().splitlines()]
+    assert [e["actions_sha256"] for e in replay] == [e["actions_sha256"] for e in archived]
+    with pytest.raises(SystemExit, match="dense seed 0 still needs.*keeps no checkpoint"):
+        plan["stages"].append({"name": "bad", "variants": ["dense"], "seeds": [0], "ood": ["lighting:0.5"]})
+        (tmp_path / "plan.json").write_text(json.dumps(plan))
+        bench.main([*common, "--stage", "bad"])
+    with pytest.raises(SystemExit, match=r"--stage \['nope'\]: not in the plan"):
+        bench.main([*common, "--stage", "nope"])
+    (tmp_path / "bad.json").write_text(json.dumps({**plan, "stages": [{"variants": ["grids-17"], "seeds": [0]}]}))
+    with pytest.raises(SystemExit, match="variants must be preset names"):
+        bench.main(["--plan", str(tmp_path / "bad.json")])

@@ -115,13 +115,30 @@ def test_presets_build_the_named_reducer_and_take_overrides() -> None:
     from grids_vla.policy.configuration_grids_vla import PRESETS, kept_tokens
 
     for name, fields in PRESETS.items():
-        cfg = GridSVLAConfig.preset(name, image_size=SIZE)
-        assert cfg.image_size == SIZE and all(getattr(cfg, k) == v for k, v in fields.items()), name
+        small = {"fastv_keep": 64} if "fastv_keep" in fields else {}  # FastV keeps half of 2 x 64 tokens here
+        cfg = GridSVLAConfig.preset(name, image_size=SIZE, **small)
+        assert cfg.image_size == SIZE and all(getattr(cfg, k) == small.get(k, v) for k, v in fields.items()), name
     assert GridSVLAConfig.preset("grids-16", k=4).k == 4
     assert GridSVLAConfig.preset("dense").tokens_per_camera == 256
     assert kept_tokens("dense", 16) == "all tokens" and kept_tokens("grids", 4) == "k=4"
     with pytest.raises(ValueError, match="unknown preset 'grids-17'"):
         GridSVLAConfig.preset("grids-17")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("grids_vla.policy.configuration_grids_vla",
+                                                       fromlist=["PRESETS"]).PRESETS))
+def test_every_preset_trains_a_step(name: str) -> None:
+    """Each benchmark preset builds at a tiny size (K and FastV's kept count clipped to its 8x8 grid) and backprops."""
+    from grids_vla.policy.configuration_grids_vla import PRESETS
+
+    fields = dict(PRESETS[name])
+    fields["k"] = min(fields.get("k", 4), 16)
+    if "fastv_keep" in fields:
+        fields["fastv_keep"] = 64
+    cfg = tiny(**{**fields, "vision_depth": 2, "depth": 3})
+    loss, out = GridSVLAPolicy(cfg).compute_loss(batch_for(cfg))
+    assert torch.isfinite(loss) and out.actions.shape == (3, cfg.chunk, cfg.action_dim)
+    loss.backward()
 
 
 def test_128px_makes_a_16x16_grid() -> None:
@@ -187,6 +204,27 @@ def test_bad_input_raises_clear_errors() -> None:
 
 
 # -------------------------------------------------------------------------------------------------- save / load
+
+
+def test_half_precision_checkpoint_is_the_rounded_policy_exactly(tmp_path) -> None:
+    """``save_pretrained(dtype=float16)``: half the bytes; loading gives exactly the policy with fp16-rounded weights,
+    and saving that loaded policy in fp16 again reproduces the file (the study evaluates and commits this form)."""
+    cfg = tiny(reducer="grids")
+    model = GridSVLAPolicy(cfg).eval()
+    model.save_pretrained(tmp_path / "f32")
+    model.save_pretrained(tmp_path / "f16", dtype=torch.float16)
+    size = {n: (tmp_path / n / "model.safetensors").stat().st_size for n in ("f32", "f16")}
+    assert size["f16"] < 0.6 * size["f32"]
+    loaded = GridSVLAPolicy.from_pretrained(tmp_path / "f16").eval()
+    rounded = GridSVLAPolicy(cfg).eval()
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in model.state_dict().items()})
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    b = batch_for(cfg)
+    torch.testing.assert_close(loaded.predict_action(b), rounded.predict_action(b), rtol=0, atol=0)
+    assert not torch.equal(loaded.predict_action(b), model.predict_action(b))  # the rounding is real
+    loaded.save_pretrained(tmp_path / "again", dtype=torch.float16)
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "f16" / "model.safetensors").read_bytes()
 
 
 def test_save_load_round_trip_is_strict(tmp_path) -> None:

@@ -24,6 +24,7 @@ from grids_vla.envs.libero.plus import (  # noqa: E402
     corrupt,
     liberoplus_tasks,
     make_plus_env,
+    spread_tasks,
 )
 from grids_vla.policy.evaluation import default_max_steps, parse_perturbation, task_instruction  # noqa: E402
 
@@ -75,6 +76,18 @@ def test_categories_select_tasks_by_name_pattern() -> None:
     assert set(NEEDS_ASSETS) >= {"light", "background", "distractors"}
     assert base_task_name(f"{BASE}_language_2_view_0_0_100_0_0_initstate_0") == BASE
     assert base_task_name(f"{BASE}_level3_sample2") == BASE
+
+
+def test_spread_tasks_picks_the_same_few_variants_of_each_base_task() -> None:
+    tasks = liberoplus_tasks(SUITE, "camera")
+    ids = spread_tasks(SUITE, "camera", 5)
+    bases = [base_task_name(tasks[i][1]) for i in ids]
+    assert len(ids) == len(set(ids)) == 5 * len(set(bases)) and all(bases.count(b) == 5 for b in set(bases))
+    first = [i for i, (_, n) in enumerate(tasks) if base_task_name(n) == bases[0]]
+    assert ids[:5] == [first[0], *ids[1:4], first[-1]]  # spread from the first variant to the last
+    assert spread_tasks(SUITE, "camera", 5) == ids and len(spread_tasks(SUITE, "camera", 1)) == len(set(bases))
+    with pytest.raises(ValueError, match="per_task must be a positive int"):
+        spread_tasks(SUITE, "camera", 0)
 
 
 def test_eval_interface_builds_the_suite() -> None:

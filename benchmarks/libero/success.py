@@ -14,6 +14,14 @@ archived run is only used when its settings are the ones asked for and it was tr
 
     OMP_NUM_THREADS=2 python benchmarks/libero/success.py --data runs/libero/data/libero_object \\
         --suite libero_object --seeds 0 1 --steps 3000 --batch-size 32 --episodes-per-task 10 --out runs/success
+
+``--plan FILE`` runs a whole study instead (``benchmarks/libero/study.json``): the file names the suite, data,
+archive and protocol, and lists stages in order of value, each a set of variants x seeds, optionally kept (the final
+checkpoint committed beside the results) and evaluated out of distribution (``ood``: perturbation specs, each
+evaluated on ``ood_episodes_per_task`` episodes per task; ``liberoplus:`` specs run in ``--liberoplus-python``'s
+environment on a fixed spread of ``ood_plus_per_task`` variant tasks per base task). Every run is evaluated from
+``final/``, its last checkpoint stored in float16 (what the archive keeps), so a kept checkpoint re-evaluates to the
+same episodes.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from grids_vla.policy.evaluation import (
     paired_outcomes,
     wilson_interval,
 )
-from grids_vla.policy.modeling_grids_vla import atomic_write_text
+from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
 
@@ -59,12 +67,66 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 
 
-def eval_run(args: argparse.Namespace, variant: str, seed: int) -> dict:
+FINAL = "final"  # a run's evaluated policy: its last checkpoint in float16
+
+
+def final_policy(run: Path) -> Path:
+    """``run/final``: the run's last checkpoint saved in float16 (written once, atomically). Evaluations read this
+    folder, so the copy the archive keeps is exactly the policy that was evaluated."""
+    final = run / FINAL
+    if not (final / "model.safetensors").is_file():
+        from grids_vla._io import replace_dir
+
+        tmp = run / f".tmp_{FINAL}"
+        GridSVLAPolicy.from_pretrained(latest_checkpoint(run)).save_pretrained(tmp, dtype=torch.float16)
+        replace_dir(tmp, final)
+    return final
+
+
+def eval_run(args: argparse.Namespace, variant: str, seed: int, perturbation: str | None = None) -> dict:
+    """Evaluate ``final/`` in distribution (``run/eval``) or under ``perturbation`` (``run/ood/<slug>``)."""
     run = Path(args.out) / "runs" / f"{variant}_s{seed}"
-    return evaluate(EvalConfig(checkpoint=str(run), suite=args.suite, episodes_per_task=args.episodes_per_task,
+    final = final_policy(run)
+    if perturbation is None:
+        return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, episodes_per_task=args.episodes_per_task,
+                                   tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
+                                   max_steps=args.max_steps, out=str(run / "eval"), video=args.video,
+                                   workers=args.eval_workers))
+    out = run / "ood" / ood_slug(perturbation)
+    if perturbation.startswith("liberoplus:"):  # LIBERO-plus lives in its own environment: run it there
+        return _eval_liberoplus(args, final, perturbation, out)
+    return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, perturbation=perturbation,
+                               episodes_per_task=args.ood_episodes_per_task,
                                tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
-                               max_steps=args.max_steps, out=str(run / "eval"), video=args.video,
-                               workers=args.eval_workers))
+                               max_steps=args.max_steps, out=str(out), workers=args.eval_workers))
+
+
+def ood_slug(perturbation: str) -> str:
+    """Folder name of an out-of-distribution evaluation: ``lighting:0.8`` -> ``lighting-0.8``."""
+    return perturbation.replace(":", "-").replace(",", "+")
+
+
+def _eval_liberoplus(args: argparse.Namespace, final: Path, perturbation: str, out: Path) -> dict:
+    """``grids-vla eval`` in ``--liberoplus-python``'s environment on a fixed spread of the category's variant tasks
+    (``ood_plus_per_task`` per base task, one episode each from its first init state)."""
+    import subprocess
+
+    py = Path(args.liberoplus_python)
+    if not py.is_file():
+        raise SystemExit(f"--liberoplus-python {py} does not exist; build it with scripts/setup_liberoplus_env.sh")
+    pattern = perturbation.split(":", 1)[1]
+    pick = ("import json; from grids_vla.envs.libero.plus import spread_tasks; "
+            f"print(json.dumps(spread_tasks({args.suite!r}, {pattern!r}, {args.ood_plus_per_task})))")
+    tasks = json.loads(subprocess.run([str(py), "-c", pick], check=True, capture_output=True, text=True)
+                       .stdout.strip().splitlines()[-1])
+    cmd = [str(py), "-c", "from grids_vla.cli import main; main()", "eval", "--checkpoint", str(final),
+           "--suite", args.suite, "--perturbation", perturbation, "--episodes-per-task", "1",
+           "--tasks", *map(str, tasks), "--threads", str(args.eval_threads), "--workers", str(args.eval_workers),
+           "--out", str(out)]
+    if args.max_steps:
+        cmd += ["--max-steps", str(args.max_steps)]
+    subprocess.run(cmd, check=True)
+    return json.loads((out / "results.json").read_text())
 
 
 # A run's small result files, relative to its folder; archived side by side under their file names.
@@ -94,23 +156,43 @@ def data_fingerprint(data: str) -> dict | None:
     return {"demos": demos, "frames": frames, "actions_sha256": digest.hexdigest()}
 
 
-def archive_run(args: argparse.Namespace, variant: str, seed: int) -> Path | None:
-    """Copy a finished run's small result files to ``args.archive/<variant>_s<seed>/`` (each file atomically)."""
+def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = False) -> Path | None:
+    """Copy a finished run's small result files to ``args.archive/<variant>_s<seed>/`` (each file atomically), its
+    finished out-of-distribution evaluations to ``ood/<slug>/`` there, and with ``keep`` its ``final/`` policy to
+    ``checkpoint/``."""
     run = Path(args.out) / "runs" / f"{variant}_s{seed}"
-    res = run / "eval" / "results.json"
-    if not args.archive or not res.is_file() or not json.loads(res.read_text())["complete"]:
+    if not args.archive:
         return None
-    fingerprint = data_fingerprint(args.data)
-    if fingerprint is None:
-        raise SystemExit(f"cannot archive {run}: no demos under --data {args.data} to fingerprint")
     dest = Path(args.archive) / f"{variant}_s{seed}"
-    dest.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint}, indent=2))
-    for rel in ARCHIVED:
-        if (run / rel).is_file():
-            with open(run / rel, newline="") as f:  # byte for byte: csv rows end in \r\n
-                atomic_write_text(dest / Path(rel).name, f.read())
+    res = run / "eval" / "results.json"
+    if res.is_file() and json.loads(res.read_text())["complete"]:
+        fingerprint = data_fingerprint(args.data)
+        if fingerprint is None:
+            raise SystemExit(f"cannot archive {run}: no demos under --data {args.data} to fingerprint")
+        dest.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint}, indent=2))
+        for rel in ARCHIVED:
+            if (run / rel).is_file():
+                _copy(run / rel, dest / Path(rel).name)
+        if keep:
+            for name in ("config.json", "model.safetensors"):
+                _copy(run / FINAL / name, dest / "checkpoint" / name)
+    elif not (dest / "results.json").is_file():
+        return None  # nothing finished yet
+    for ood in sorted((run / "ood").glob("*/results.json")):  # also for a run restored from its kept checkpoint
+        if json.loads(ood.read_text())["complete"]:
+            for name in ("results.json", "results.md", EPISODES_NAME):
+                _copy(ood.parent / name, dest / "ood" / ood.parent.name / name)
     return dest
+
+
+def _copy(src: Path, dest: Path) -> None:
+    """Copy one file byte for byte (csv rows end in \\r\\n; weights are binary), atomically."""
+    from grids_vla._io import atomic_path
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(src.read_bytes())
 
 
 def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: int) -> None:
@@ -275,9 +357,66 @@ def _plot(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# Plan fields that set a command-line option of the same name (the plan is the record of the study's protocol).
+PLAN_OPTIONS = ("suite", "data", "archive", "steps", "batch_size", "lr", "warmup_steps", "episodes_per_task",
+                "ood_episodes_per_task", "ood_plus_per_task")
+
+
+def load_plan(path: str) -> dict:
+    """Read and check a study plan (see ``benchmarks/libero/study.json``); errors name the file and the field."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--plan {path}: cannot read a JSON study plan ({e})") from None
+    unknown = sorted(set(plan) - {*PLAN_OPTIONS, "stages", "comment"})
+    if unknown:
+        raise SystemExit(f"--plan {path}: unknown fields {unknown}; expected {sorted({*PLAN_OPTIONS, 'stages'})}")
+    if not isinstance(plan.get("stages"), list) or not plan["stages"]:
+        raise SystemExit(f"--plan {path}: 'stages' must be a non-empty list of stages")
+    for i, st in enumerate(plan["stages"]):
+        where = f"--plan {path}: stage {i} ({st.get('name', 'unnamed')})"
+        bad = sorted(set(st) - {"name", "variants", "seeds", "keep", "ood", "comment"})
+        if bad:
+            raise SystemExit(f"{where}: unknown fields {bad}; expected name, variants, seeds, keep, ood")
+        if not st.get("variants") or any(v not in PRESETS for v in st["variants"]):
+            raise SystemExit(f"{where}: variants must be preset names from {sorted(PRESETS)}, got "
+                             f"{st.get('variants')!r}")
+        if not st.get("seeds") or not all(isinstance(x, int) for x in st["seeds"]):
+            raise SystemExit(f"{where}: seeds must be a non-empty list of ints, got {st.get('seeds')!r}")
+    return plan
+
+
+def jobs(args: argparse.Namespace) -> list[tuple[str, int, bool, tuple[str, ...]]]:
+    """``(variant, seed, keep, ood specs)`` in the order to run: stage by stage, seed-major within a stage (so a run
+    stopped half-way has every variant of the stage on the first seeds). A run named again by a later stage (e.g. for
+    its out-of-distribution evaluations) is trained and evaluated where it first appears; the later entry only adds
+    what it asks for, at its own place in the order. ``keep`` holds for a run when any stage asks for it."""
+    stages = args.plan["stages"] if args.plan else [{"variants": args.variants, "seeds": args.seeds,
+                                                     "keep": args.keep_checkpoints, "ood": []}]
+    if args.stage:
+        names = [st.get("name") for st in stages]
+        missing = sorted(set(args.stage) - set(names))
+        if missing:
+            raise SystemExit(f"--stage {missing}: not in the plan; its stages are {names}")
+    keep = {(v, x) for st in stages if st.get("keep") for x in st["seeds"] for v in st["variants"]}
+    out: list[tuple[str, int, bool, tuple[str, ...]]] = []
+    for st in stages:
+        if args.stage and st.get("name") not in args.stage:
+            continue
+        for seed in st["seeds"]:
+            for variant in st["variants"]:
+                job = (variant, seed, (variant, seed) in keep, tuple(st.get("ood", ())))
+                if job not in out:
+                    out.append(job)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="folder of *_demo.hdf5 files (one suite)")
+    p.add_argument("--plan", default=None, help="a study plan (JSON, e.g. benchmarks/libero/study.json): sets the "
+                   "suite, data, archive and protocol, and the runs in order of value")
+    p.add_argument("--stage", nargs="+", default=None, help="with --plan: only these stages")
+    p.add_argument("--data", default=None, help="folder of *_demo.hdf5 files (one suite)")
     p.add_argument("--suite", default="libero_object")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids to evaluate (default: all)")
     p.add_argument("--variants", nargs="+", default=["dense", "grids-16"], choices=list(PRESETS))
@@ -289,6 +428,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--episodes-per-task", type=int, default=10)
+    p.add_argument("--ood-episodes-per-task", type=int, default=5)
+    p.add_argument("--ood-plus-per-task", type=int, default=5,
+                   help="LIBERO-plus: variant tasks evaluated per base task (one episode each)")
+    p.add_argument("--liberoplus-python", default=".venv-liberoplus/bin/python")
+    p.add_argument("--keep-checkpoints", action="store_true", help="archive each run's final/ policy (float16)")
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: LIBERO's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (training; each evaluation worker)")
     p.add_argument("--eval-workers", type=int, default=1,
@@ -302,22 +446,63 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder for each finished run's small result files (e.g. benchmarks/libero/success); the "
                         "report also reads runs from it whose folder under --out is gone")
     args = p.parse_args(argv)
+    args.plan = load_plan(args.plan) if args.plan else None
+    if args.plan:
+        for name in PLAN_OPTIONS:
+            if name in args.plan:
+                setattr(args, name, args.plan[name])
+        stages = args.plan["stages"]
+        args.variants = list(dict.fromkeys(v for st in stages for v in st["variants"]))
+        args.seeds = sorted({x for st in stages for x in st["seeds"]})
+    elif args.stage:
+        raise SystemExit("--stage needs --plan")
+    if not args.data:
+        raise SystemExit("--data is required (or a --plan that names it)")
     if args.eval_threads is None:
         args.eval_threads = max(1, args.threads // args.eval_workers)
     torch.set_num_threads(args.threads)
-    for seed in args.seeds:  # seed-major, so a run stopped half-way has every variant on the first seed
-        for variant in args.variants:
-            if _archived_only(args, variant, seed):
+    for variant, seed, keep, ood in jobs(args):
+        if _archived_only(args, variant, seed):
+            missing = _missing_ood(args, variant, seed, ood, keep)
+            if not missing or args.phase in ("train", "report"):
                 print(f"== {variant} seed {seed}: finished earlier, archived in {args.archive}", file=sys.stderr)
                 continue
-            if args.phase in ("all", "train"):
-                print(f"== train {variant} seed {seed}", file=sys.stderr, flush=True)
-                train_run(args, variant, seed)
-            if args.phase in ("all", "eval"):
-                print(f"== eval {variant} seed {seed}", file=sys.stderr, flush=True)
+            _restore_final(args, variant, seed, missing)
+        elif args.phase in ("all", "train"):
+            print(f"== train {variant} seed {seed}", file=sys.stderr, flush=True)
+            train_run(args, variant, seed)
+        if args.phase in ("all", "eval"):
+            print(f"== eval {variant} seed {seed}", file=sys.stderr, flush=True)
+            if not _archived_only(args, variant, seed):
                 eval_run(args, variant, seed)
-            archive_run(args, variant, seed)
+                archive_run(args, variant, seed, keep)
+            for spec in ood:
+                print(f"== eval {variant} seed {seed} under {spec}", file=sys.stderr, flush=True)
+                eval_run(args, variant, seed, spec)
+        archive_run(args, variant, seed, keep)
     report(args)
+
+
+def _restore_final(args: argparse.Namespace, variant: str, seed: int, missing: list[str]) -> None:
+    """An archived run asked for more (out-of-distribution evaluations) whose run folder is gone: put its kept
+    checkpoint back as ``final/``; without one it cannot be evaluated again without retraining, which would not be
+    the archived policy."""
+    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    kept = Path(args.archive) / f"{variant}_s{seed}" / "checkpoint"
+    if (run / FINAL / "model.safetensors").is_file():
+        return
+    if not (kept / "model.safetensors").is_file():
+        raise SystemExit(f"{variant} seed {seed} still needs {missing}, but its run folder {run} is gone and the "
+                         f"archive {kept.parent} keeps no checkpoint; evaluate where the run folder is")
+    for name in ("config.json", "model.safetensors"):
+        _copy(kept / name, run / FINAL / name)
+
+
+def _missing_ood(args: argparse.Namespace, variant: str, seed: int, ood: tuple[str, ...], keep: bool) -> list[str]:
+    """What an archived run still lacks: its kept checkpoint, or finished out-of-distribution evaluations."""
+    folder = Path(args.archive) / f"{variant}_s{seed}"
+    missing = [s for s in ood if not (folder / "ood" / ood_slug(s) / "results.json").is_file()]
+    return missing + (["checkpoint"] if keep and not (folder / "checkpoint" / "model.safetensors").is_file() else [])
 
 
 if __name__ == "__main__":

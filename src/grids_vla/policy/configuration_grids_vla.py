@@ -14,12 +14,31 @@ ACTION_HEADS = ("l1", "flow")
 # Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
 PRESETS: dict[str, dict[str, Any]] = {
     "dense": {"reducer": "dense"},
-    "grids-16": {"reducer": "grids", "k": 16},
+    # GridS as the paper specifies it (pooled predictor, after the encoder) at several K
+    "grids-1": {"reducer": "grids", "k": 1},
     "grids-4": {"reducer": "grids", "k": 4},
-    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
+    "grids-16": {"reducer": "grids", "k": 16},
+    "grids-64": {"reducer": "grids", "k": 64},
+    # The paper's ablations at K=16: random points, no geometry embedding, discrete (nearest-patch) sampling, and the
+    # fixed grid of anchors (no learned points)
+    "grids-16-random": {"reducer": "grids", "k": 16, "reducer_kwargs": {"coords": "random"}},
+    "grids-16-nogeom": {"reducer": "grids", "k": 16, "reducer_kwargs": {"geometry": False}},
+    "grids-16-nearest": {"reducer": "grids", "k": 16, "reducer_kwargs": {"sampling": "nearest"}},
+    "grids-16-fixed": {"reducer": "grids", "k": 16, "reducer_kwargs": {"coords": "fixed-grid"}},
+    # Beyond the paper: the attention point head, points conditioned on the instruction (FiLM)
+    "grids-16-attn": {"reducer": "grids", "k": 16, "predictor": "attention"},
+    "grids-16-film": {"reducer": "grids", "k": 16, "cond_on_language": True},
     # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
     "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
     "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
+    # Peers at 16 tokens per camera, and FastV (dense encoder, half the visual tokens dropped after LLM layer 1)
+    "topk-16": {"reducer": "topk", "k": 16},
+    "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
+    "perceiver-16": {"reducer": "perceiver", "k": 16},
+    "pool-16": {"reducer": "pool", "k": 16},
+    "tome-16": {"reducer": "tome", "k": 16},
+    "random-16": {"reducer": "random", "k": 16},
+    "fastv-50": {"reducer": "dense", "fastv_keep": 256, "fastv_layer": 1},
 }
 
 

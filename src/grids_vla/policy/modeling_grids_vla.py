@@ -436,13 +436,17 @@ class GridSVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------------------- save / load
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically (temp file + rename)."""
+    def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically (temp file + rename).
+
+        ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type, half the size; loading casts
+        them back to the model's type, so a policy evaluated from such a folder is exactly the one stored."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().to("cpu")
+                   .contiguous() for k, v in self.state_dict().items()}
         with atomic_path(d / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}

@@ -153,6 +153,24 @@ def liberoplus_tasks(suite: str, pattern: str) -> list[tuple[int, str]]:
     return _select(_bench(suite), suite, pattern)
 
 
+def spread_tasks(suite: str, pattern: str, per_task: int) -> list[int]:
+    """Task ids of ``plus_suite(suite, pattern)`` (its own 0-based numbering) for a bounded evaluation: for each base
+    task, ``per_task`` of its variants evenly spread over the category's order (all of them when it has fewer).
+    Deterministic: the same ids for every policy, so evaluations pair episode by episode."""
+    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
+        raise ValueError(f"per_task must be a positive int, got {per_task!r}")
+    groups: dict[str, list[int]] = {}
+    for i, (_, name) in enumerate(liberoplus_tasks(suite, pattern)):
+        groups.setdefault(base_task_name(name), []).append(i)
+    out = []
+    for ids in groups.values():
+        n = len(ids)
+        picks = range(n) if n <= per_task else sorted({round(j * (n - 1) / (per_task - 1)) if per_task > 1 else 0
+                                                       for j in range(per_task)})
+        out += [ids[j] for j in picks]
+    return sorted(out)
+
+
 def _bench(suite: str) -> Any:
     """LIBERO-plus' benchmark object of a standard suite name (its default, unshuffled task order)."""
     return _quiet(_import_liberoplus().get_benchmark_dict()[suite])
