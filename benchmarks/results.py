@@ -631,9 +631,11 @@ class Report:
                 continue
             c = self.cmp(suite, name, dense) if dense and name != dense else None
             per_seed = ", ".join(f"s{r.seed}: {r.ind.successes}/{r.ind.n}" for r in v.runs)
+            on = (f" on {', '.join(f's{x}' for x in c.seeds)}"  # when dense's pooled row holds other seeds
+                  if c and c.paired and c.seeds != variants[dense].seeds else "")
             rows.append([name, str(tokens_per_camera(v.model) or "-"), f"{len(v.runs)}{planned}",
                          success_cell(v.successes, v.n), wilson_cell(v.successes, v.n), per_seed,
-                         "reference" if name == dense else (interval_pp(c) if c else "-"),
+                         "reference" if name == dense else (interval_pp(c) + on if c else "-"),
                          pvalue(c.pooled[1]) if c and c.pooled else "-",
                          "reference" if name == dense else (verdict(c, "dense") if dense else "no dense run yet")])
         lines += table(["variant", "tokens / camera", "seeds (done/planned)", "success (pooled)", "95 % Wilson",
@@ -966,6 +968,11 @@ class Report:
         variants = self._variants(self.archive, {})
         if not variants:
             return lines + [f"No archived runs: {NOT_YET}.", ""]
+        runs = [r for v in variants.values() for r in v.runs]
+        lines += [f"Protocol: steps {distinct([(r.train or {}).get('steps') for r in runs])}, batch "
+                  f"{distinct([(r.train or {}).get('batch_size') for r in runs])}, episodes per task "
+                  f"{distinct([r.ind.results.get('run', {}).get('episodes_per_task') for r in runs])}, demos "
+                  f"{distinct([(r.data or {}).get('frames') for r in runs])} frames.", ""]
         dense = next((n for n, v in variants.items() if role(v.model)[0] == "dense"), None)
         rows = []
         for n, v in variants.items():

@@ -107,6 +107,7 @@ def synthetic(tmp_path_factory) -> tuple[Path, str, Path]:
         _write_run(study, "grids-16-random", seed, lambda t, i: i % 2 == 0)
     for seed in (0, 1):
         _write_run(study, "tokenlearner-16", seed, lambda t, i: (t, i) != (0, 0))
+    _write_run(study, "grids-64", 4, lambda t, i: True)  # a seed dense does not have: compared unpaired
     _write_run(study, "topk-16", 0, lambda t, i: True, complete=False)  # still running: left out of the tables
     figures = root / "out" / "figures"
     figures.mkdir(parents=True)
@@ -132,12 +133,15 @@ def test_rebuild_tables_and_verdicts(synthetic) -> None:
     assert _row(md, "grids-1", main)[-1] == "worse than dense"
     assert _row(md, "topk-16", main)[3] == "not yet measured"  # its only run is incomplete
     assert "still running or incomplete: topk-16_s0" in md
-    assert "steps 3000 (all 18 runs)" in md and "init states 0-9 (17 runs), 0-2 (1 run)" in md
+    assert "steps 3000 (all 19 runs)" in md and "init states 0-9 (18 runs), 0-2 (1 run)" in md
     assert "no date or hardware recorded in these run files" in md
     # paired counts seed by seed and pooled
     assert _row(md, "grids-16", "Paired episodes against dense")[1:] == ["s0", "9", "10", "1", "0", "0.012"]
     assert "| grids-16 | pooled | 27 | 30 | 3 | 0 | <0.001 |" in md
     assert "| grids-4 | pooled | 27 | 3 | 3 | 27 | 1.000 |" in md
+    assert _row(md, "grids-64", main)[6].startswith("+50.0 [") and "Compared unpaired (no seed of theirs holds the " \
+        "same episodes as dense's): grids-64." in md
+    assert _row(md, "tokenlearner-16", main)[6].endswith("] on s0, s1")  # paired on the seeds both have
     run = _row(md, "grids-16", "Every run: success")
     assert run[1:6] == ["s0", "19/20 = 95.0 %", "76-99 %", "128", "5.00"] and run[7] == "`libero_object/grids-16_s0`"
 
