@@ -347,9 +347,10 @@ class Comparison:
     lo: float
     hi: float
     paired: bool
-    seeds: list[int]  # the seeds compared (paired: those both have)
+    seeds: list[int]  # the seeds compared (paired: those both have; unpaired: either has)
     per_seed: dict[int, tuple[dict[str, int], float]]
     pooled: tuple[dict[str, int], float] | None
+    n_seeds: int  # seeds behind the side with fewer
 
 
 def compare(a: dict[int, dict[tuple[int, int], bool]], b: dict[int, dict[tuple[int, int], bool]], tag: str,
@@ -372,11 +373,12 @@ def compare(a: dict[int, dict[tuple[int, int], bool]], b: dict[int, dict[tuple[i
                  "neither": sum(not (x or y) for x, y in zip(xa[s], xb[s]))}
             per_seed[s] = (c, mcnemar_exact(c["only_a"], c["only_b"]))
         diff, lo, hi = seed_bootstrap_diff(xa, xb, True, n_boot=n_boot, rng_seed=rng_seed)
-        return Comparison(diff, lo, hi, True, common, per_seed, mcnemar_pooled(c for c, _ in per_seed.values()))
+        return Comparison(diff, lo, hi, True, common, per_seed, mcnemar_pooled(c for c, _ in per_seed.values()),
+                          len(common))
     xa = {s: list(e.values()) for s, e in a.items()}
     xb = {s: list(e.values()) for s, e in b.items()}
     diff, lo, hi = seed_bootstrap_diff(xa, xb, False, n_boot=n_boot, rng_seed=rng_seed)
-    return Comparison(diff, lo, hi, False, sorted(set(a) | set(b)), {}, None)
+    return Comparison(diff, lo, hi, False, sorted(set(a) | set(b)), {}, None, min(len(a), len(b)))
 
 
 def verdict(c: Comparison | None, ref: str) -> str:
@@ -388,7 +390,7 @@ def verdict(c: Comparison | None, ref: str) -> str:
         words = f"worse than {ref}"
     else:
         words = "no detectable difference"
-    if len(c.seeds) < 2:
+    if c.n_seeds < 2:
         words += " (1 seed: seed-to-seed spread not captured)"
     return words
 
@@ -614,7 +616,11 @@ class Report:
         lines = [f"## {suite}: success per variant", ""] if heading else []
         variants = self.variants[suite]
         plan = PLAN.get(suite, {})
-        names = _order(set(variants) | set(plan), plan)
+        busy: dict[str, list[str]] = {}
+        for r in self.study:
+            if r.suite == suite and not r.complete:
+                busy.setdefault(r.variant, []).append(f"s{r.seed}")
+        names = _order(set(variants) | set(plan) | set(busy), plan)
         dense = self.find(suite, "dense")
         if not variants:
             return lines + [f"No complete evaluation on {suite} yet: {NOT_YET}. Planned: "
@@ -626,8 +632,9 @@ class Report:
             planned = f"/{want[0]}" if want[0] else ""
             v = variants.get(name)
             if v is None:
-                rows.append([name, "-", f"0{planned}", NOT_YET + (" (as compute allows)" if want[1] else ""),
-                             "", "", "", "", ""])
+                state = (f"in progress ({', '.join(busy[name])})" if name in busy
+                         else NOT_YET + (" (as compute allows)" if want[1] else ""))
+                rows.append([name, "-", f"0{planned}", state, "", "", "", "", ""])
                 continue
             c = self.cmp(suite, name, dense) if dense and name != dense else None
             per_seed = ", ".join(f"s{r.seed}: {r.ind.successes}/{r.ind.n}" for r in v.runs)
@@ -1014,7 +1021,7 @@ class Report:
                 mark = f"reproduced (a loss above {MARGIN_PP:g} pp is excluded)"
             else:
                 mark = f"inconclusive (a loss above {MARGIN_PP:g} pp is not excluded)"
-            return [paper, f"{interval_pp(c)} pp over {len(c.seeds)} seed(s)", mark]
+            return [paper, f"{interval_pp(c)} pp over {c.n_seeds} seed(s)", mark]
 
         def effect(c: Comparison | None, paper_pp: float, paper: str) -> list[str]:
             if c is None:
@@ -1029,7 +1036,7 @@ class Report:
                 mark = "not reproduced (the interval excludes the paper's value)"
             else:
                 mark = "inconclusive (the interval holds 0 and the paper's value)"
-            return [paper, f"{interval_pp(c)} pp over {len(c.seeds)} seed(s)", mark]
+            return [paper, f"{interval_pp(c)} pp over {c.n_seeds} seed(s)", mark]
 
         def fam(k: int, s: str = suite) -> Comparison | None:
             n = self.find(s, "grids", k)
