@@ -115,7 +115,7 @@ def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_pa
     bench = _load("pipeline")
     res = bench.main(["--data", str(demos), "--variants", "dense", "grids-16", "--steps", "5", "--skip", "1",
                       "--rounds", "2", "--batch-size", "2", "--num-workers", "0", "--threads", "1",
-                      "--out", str(tmp_path)])
+                      "--out", str(tmp_path), "--allow-busy"])
     table = (tmp_path / "pipeline.md").read_text()
     for v in ("dense", "grids-16"):
         steps, rounds = res["step_s"][v], res["round_samples_per_s"][v]
@@ -125,12 +125,12 @@ def test_pipeline_benchmark_times_every_variant_through_the_training_loop(tmp_pa
         assert f"| {v} | {1000 * med:.1f} | {2 / med:.1f} | {rounds[0]:.1f}, {rounds[1]:.1f} |" in table
     assert json.loads((tmp_path / "pipeline.json").read_text())["step_s"] == res["step_s"]
     with pytest.raises(SystemExit, match="must exceed"):
-        bench.main(["--data", str(demos), "--steps", "2", "--skip", "1"])
+        bench.main(["--data", str(demos), "--steps", "2", "--skip", "1", "--allow-busy"])
 
 
 def test_throughput_benchmark_times_each_preset_side_by_side(tmp_path) -> None:
     res = _load("throughput").main(["--variants", "dense", "grids-16", "--rounds", "2", "--warmup", "0",
-                                    "--batch-size", "2", "--threads", "1", "--out", str(tmp_path)])
+                                    "--batch-size", "2", "--threads", "1", "--out", str(tmp_path), "--allow-busy"])
     table = (tmp_path / "throughput.md").read_text()
     med = {v: (statistics.median(res["train_ms"][v]), statistics.median(res["infer_ms"][v])) for v in res["train_ms"]}
     for v, tokens in (("dense", 512), ("grids-16", 32)):
@@ -165,7 +165,8 @@ def test_study_plan_runs_stages_in_order_keeps_checkpoints_and_adds_ood_later(tm
     from safetensors.torch import load_file
     assert {v.dtype for v in load_file(str(run / "final" / "model.safetensors")).values() if v.is_floating_point()} \
         == {__import__("torch").float16}
-    assert (kept / "checkpoint" / "model.safetensors").read_bytes() == (run / "final" / "model.safetensors").read_bytes()
+    weights = (run / "final" / "model.safetensors").read_bytes()
+    assert (kept / "checkpoint" / "model.safetensors").read_bytes() == weights
     assert not (archive / "dense_s0" / "checkpoint").exists()  # only kept runs keep weights
     ood = json.loads((kept / "ood" / "lighting-0.5" / "results.json").read_text())
     assert ood["complete"] and ood["run"]["perturbation"] == "lighting:0.5"
@@ -192,3 +193,11 @@ def test_study_plan_runs_stages_in_order_keeps_checkpoints_and_adds_ood_later(tm
     (tmp_path / "bad.json").write_text(json.dumps({**plan, "stages": [{"variants": ["grids-17"], "seeds": [0]}]}))
     with pytest.raises(SystemExit, match="variants must be preset names"):
         bench.main(["--plan", str(tmp_path / "bad.json")])
+
+
+@pytest.mark.parametrize("name", ["throughput", "pipeline"])
+def test_timing_benchmarks_refuse_a_busy_machine(name: str, monkeypatch, tmp_path) -> None:
+    bench = _load(name)
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.7, 1.0, 0.5))
+    with pytest.raises(SystemExit, match=r"load average is 1\.70 \(> 0\.5\).*--allow-busy"):
+        bench.main(["--data", str(tmp_path)] if name == "pipeline" else [])

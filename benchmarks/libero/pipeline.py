@@ -36,6 +36,15 @@ def step_seconds(metrics: Path, skip: int) -> list[float]:
     return [b - a for a, b in zip(times[skip:], times[skip + 1 :])]
 
 
+def refuse_if_busy(allowed: bool, limit: float = 0.5) -> None:
+    """Timings are only comparable on an idle machine: stop when the 1-minute load average says other jobs run (a
+    study's training, tests), unless ``--allow-busy``."""
+    load = os.getloadavg()[0]
+    if load > limit and not allowed:
+        raise SystemExit(f"the 1-minute load average is {load:.2f} (> {limit}): other jobs share the CPUs and would "
+                         "skew the timings; stop them (e.g. pause a study with kill -STOP) or pass --allow-busy")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder of *_demo.hdf5 files")
@@ -48,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for pipeline.md / pipeline.json (printed only if omitted)")
+    p.add_argument("--allow-busy", action="store_true", help="time even when other jobs load the CPUs")
     args = p.parse_args(argv)
+    refuse_if_busy(args.allow_busy)
     if args.steps <= args.skip + 1:
         raise SystemExit(f"--steps ({args.steps}) must exceed --skip + 1 ({args.skip + 1}) to time any step")
     torch.set_num_threads(args.threads)

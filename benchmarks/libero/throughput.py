@@ -34,6 +34,15 @@ def make_batch(cfg: GridSVLAConfig, b: int, gen: torch.Generator) -> dict:
     return batch
 
 
+def refuse_if_busy(allowed: bool, limit: float = 0.5) -> None:
+    """Timings are only comparable on an idle machine: stop when the 1-minute load average says other jobs run (a
+    study's training, tests), unless ``--allow-busy``."""
+    load = os.getloadavg()[0]
+    if load > limit and not allowed:
+        raise SystemExit(f"the 1-minute load average is {load:.2f} (> {limit}): other jobs share the CPUs and would "
+                         "skew the timings; stop them (e.g. pause a study with kill -STOP) or pass --allow-busy")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=16)
@@ -41,9 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--variants", nargs="+", default=["dense", "grids-16", "grids-16-l0"], choices=list(PRESETS))
     parser.add_argument("--out", default=None, help="folder for RESULTS table + JSON (printed only if omitted)")
+    parser.add_argument("--allow-busy", action="store_true", help="time even when other jobs load the CPUs")
     args = parser.parse_args(argv)
+    refuse_if_busy(args.allow_busy)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
