@@ -201,3 +201,13 @@ def test_timing_benchmarks_refuse_a_busy_machine(name: str, monkeypatch, tmp_pat
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.7, 1.0, 0.5))
     with pytest.raises(SystemExit, match=r"load average is 1\.70 \(> 0\.5\).*--allow-busy"):
         bench.main(["--data", str(tmp_path)] if name == "pipeline" else [])
+
+
+@pytest.mark.parametrize("plan", sorted(p.name for p in BENCH.glob("study*.json")))
+def test_committed_study_plans_are_valid(plan: str) -> None:
+    bench = _load()
+    loaded = bench.load_plan(str(BENCH / plan))
+    import argparse
+    order = bench.jobs(argparse.Namespace(plan=loaded, stage=None))
+    assert order and loaded["archive"].startswith("benchmarks/libero/study/") and loaded["suite"] in loaded["archive"]
+    assert all(v in bench.PRESETS for v, *_ in order)
