@@ -978,8 +978,8 @@ class Report:
         runs = [r for v in variants.values() for r in v.runs]
         lines += [f"Protocol: steps {distinct([(r.train or {}).get('steps') for r in runs])}, batch "
                   f"{distinct([(r.train or {}).get('batch_size') for r in runs])}, episodes per task "
-                  f"{distinct([r.ind.results.get('run', {}).get('episodes_per_task') for r in runs])}, demos "
-                  f"{distinct([(r.data or {}).get('frames') for r in runs])} frames.", ""]
+                  f"{distinct([r.ind.results.get('run', {}).get('episodes_per_task') for r in runs])}, demo frames "
+                  f"{distinct([(r.data or {}).get('frames') for r in runs])}.", ""]
         dense = next((n for n, v in variants.items() if role(v.model)[0] == "dense"), None)
         rows = []
         for n, v in variants.items():

@@ -210,6 +210,15 @@ def test_rebuild_is_deterministic(synthetic, tmp_path) -> None:
     assert again == md
 
 
+def test_command_line_on_a_missing_study(tmp_path) -> None:
+    out = tmp_path / "docs" / "RESULTS.md"
+    assert _load().main(["--study", str(tmp_path / "nothing"), "--archive", str(tmp_path / "nothing"), "--out",
+                         str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10"]) == 0
+    md = out.read_text()
+    assert "No run folders under `nothing/` yet: not yet measured." in md and "No archived runs" in md
+    assert md.count("skipped: no data") == 4 and not (tmp_path / "docs" / "figures").exists()
+
+
 def test_committed_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
     """The committed report is what the script makes of the committed runs: rerun `python benchmarks/results.py`
     and commit benchmarks/RESULTS.md (and benchmarks/figures/) when this fails."""
