@@ -1,13 +1,14 @@
 """``grids-vla data so101``: SO-101 demonstrations from the scripted expert (see ``generate``).
 
 Added under ``grids-vla data`` by the LIBERO data command (``envs/libero/cli.py``). Flags mirror the fields of
-:class:`~.generate.GenerateConfig`; the simulator is imported only when the command runs."""
+:class:`~.generate.GenerateConfig`; MuJoCo is imported only when the command runs."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..._cli_fields import add_dataclass_fields
+from ..._cli_fields import add_dataclass_fields, picked_fields
+from .generate import GenerateConfig, generate
 from .scene import TASKS
 
 __all__ = ["add_data_command"]
@@ -25,8 +26,6 @@ _HELP = {
 
 def add_data_command(sub: argparse._SubParsersAction) -> None:
     """Add ``so101`` to the ``grids-vla data`` subcommands."""
-    from .generate import GenerateConfig
-
     p = sub.add_parser("so101", help="scripted-expert demos of the simulated SO-101 arm (bowl, stack) in the LIBERO "
                                      "HDF5 layout (resumable; needs the so101 extra)")
     add_dataclass_fields(p, GenerateConfig, help=_HELP)
@@ -34,9 +33,6 @@ def add_data_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_so101(args: argparse.Namespace) -> int:
-    from ..._cli_fields import picked_fields
-    from .generate import GenerateConfig, generate
-
     values = picked_fields(args, GenerateConfig)
     summary = generate(values.pop("task"), values.pop("episodes"), values.pop("out"), **values)
     for instruction, n in summary["instructions"].items():

@@ -32,7 +32,9 @@ import numpy as np
 
 from ..._io import atomic_path, atomic_write_text
 from ..libero.suites import CAMERA_KEYS, quat_to_axis_angle
-from .scene import TASKS
+from .env import MAX_STEPS, SO101Env
+from .expert import rollout
+from .scene import TASKS, sample_scene
 
 __all__ = ["GenerateConfig", "attempt_seed", "generate", "instruction_file"]
 
@@ -150,10 +152,6 @@ def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any 
     ``max_attempts`` (default 2 x episodes + 10) bounds the rollouts, so an expert that keeps failing ends with
     fewer demos instead of looping forever.
     """
-    from .env import MAX_STEPS, SO101Env
-    from .expert import rollout
-    from .scene import sample_scene
-
     cfg = GenerateConfig(task, episodes, out, **options)
     root = Path(cfg.out) / task
     shard_dir = root / ".shards"
