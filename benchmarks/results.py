@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grids_vla.experiments.points import RADIUS_FRACTION
 from grids_vla.experiments.stats import mcnemar_exact, mcnemar_pooled, seed_bootstrap_diff, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -852,7 +853,7 @@ class Report:
         if self.fig.plt is None:
             return lines + [self.fig.skipped("peers.png", ""), ""]
         plt = self.fig.plt
-        fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2, 3.4))
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.0 * len(names) + 2), 3.4))
         ys = [100 * self.variants[suite][n].successes / self.variants[suite][n].n for n in names]
         cis = [wilson_interval(self.variants[suite][n].successes, self.variants[suite][n].n) for n in names]
         ax.bar(names, ys, yerr=[[y - 100 * c[0] for y, c in zip(ys, cis)], [100 * c[1] - y for y, c in zip(ys, cis)]],
@@ -863,7 +864,7 @@ class Report:
             ax.axhline(100 * d.successes / d.n, color="k", linestyle="--", label="dense")
             ax.legend(fontsize=7)
         ax.tick_params(axis="x", labelsize=7, rotation=30)
-        ax.set(ylabel="success % (pooled, 95 % Wilson)", ylim=(0, 100), title="16 tokens per camera")
+        ax.set(ylabel="success % (pooled, 95 % Wilson)", ylim=(0, 100), title=f"{suite}: 16 tokens per camera")
         return lines + [self.fig.save(fig, "peers.png"), ""]
 
     def ood(self) -> list[str]:
@@ -930,7 +931,8 @@ class Report:
             return lines + [f"{NOT_YET} ({why}).", ""]
         lines += ["Per camera, averaged over the seeds: mobility (spread of a point within an episode, and of its "
                   "mean position across episodes, in image fractions; ~0 is a fixed pattern) and the share of "
-                  "points within the radius of the object to move, the target or the gripper (*near*) or on their "
+                  f"points within {RADIUS_FRACTION:g} of the image side ({RADIUS_FRACTION * 128:g} px at 128 px) of "
+                  "the object to move, the target or the gripper (*near*) or on their "
                   "pixels (*on*), beside the fixed-grid anchors and uniform random points on the same frames. From "
                   "each evaluation's `results.json` (`points`).", ""]
 
