@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RADIUS_FRACTION", "aggregate_points", "align_corners", "baseline_points", "episode_points", "mobility",
-           "on_target", "points_on_demos", "points_report", "policy_pixels"]
+__all__ = ["RADIUS_FRACTION", "aggregate_points", "align_corners", "baseline_points", "demo_frames", "episode_points",
+           "mobility", "on_target", "points_on_demos", "points_report", "policy_pixels"]
 
 #: The on-target radius as a fraction of the image side: 12 px on the 128 px images of the LIBERO benchmarks.
 RADIUS_FRACTION = 12 / 128
@@ -160,24 +160,26 @@ def _task_of(path: Any) -> tuple[str, int]:
     return bddl.parent.name, names.index(bddl.stem)
 
 
-def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_demo: int = 8, radius: float = 12.0,
-                    tasks: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """:func:`points_report` per camera of ``policy`` (a GridS-like :class:`~grids_vla.policy.GridSVLAPolicy`) on
-    frames of generated demos: ``frames_per_demo`` evenly spaced frames of the first ``demos_per_task`` demos of each
-    task file under ``data`` (the first ``tasks`` files). Targets come from the demos' saved simulator states, so no
-    rollout is needed; each demo counts as one episode for mobility."""
+def demo_frames(policy: Any, data: Any, demos_per_task: int = 2, frames_per_demo: int = 8, tasks: int | None = None,
+                images: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """The per-frame material :func:`points_on_demos` measures, per camera one dict per demo: ``points (T, K, 2)``
+    (the policy's points in pixels), ``targets (T, M, 2)`` and ``masks (T, H, W)`` as :func:`points_report` takes
+    them, plus ``file`` (the task file's name), ``demo`` (its index), ``steps (T,)`` (the frames' time steps),
+    ``instruction``, ``target_names`` and, with ``images=True``, the upright frames ``images (T, H, W, 3)`` uint8.
+    Frames: ``frames_per_demo`` evenly spaced ones of the first ``demos_per_task`` demos of each task file under
+    ``data`` (the first ``tasks`` files)."""
     import torch
 
     from ..envs.libero.dataset import find_demo_files, read_demo
     from ..envs.libero.factory import make_env
     from ..envs.libero.suites import CAMERA_KEYS, state_vector
-    from ..envs.libero.targets import target_mask, target_pixels
+    from ..envs.libero.targets import target_mask, target_names, target_pixels
 
     c = policy.config
     if c.reducer == "dense":
         raise ValueError("a dense policy has no sampling points to measure")
     files = find_demo_files(data)[:tasks]
-    per_cam: dict[str, list[dict[str, np.ndarray]]] = {cam: [] for cam in c.cameras}
+    per_cam: dict[str, list[dict[str, Any]]] = {cam: [] for cam in c.cameras}
     for path in files:
         suite, task = _task_of(path)
         env = make_env(suite, task, image_size=c.image_size, cameras=c.cameras)
@@ -185,11 +187,12 @@ def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_
             for i in range(demos_per_task):
                 demo = read_demo(path, i)
                 steps = np.linspace(0, len(demo["actions"]) - 1, frames_per_demo).round().astype(int)
-                images = {cam: torch.from_numpy(np.ascontiguousarray(demo[CAMERA_KEYS[cam]][steps])).permute(0, 3, 1, 2)
-                          for cam in c.cameras}
+                frames = {cam: np.ascontiguousarray(demo[CAMERA_KEYS[cam]][steps]) for cam in c.cameras}
+                kept = {cam: frames[cam].copy() for cam in c.cameras} if images else {}
+                images_t = {cam: torch.from_numpy(frames[cam]).permute(0, 3, 1, 2) for cam in c.cameras}
                 state = torch.from_numpy(state_vector(demo)[steps].astype(np.float32))
                 with torch.no_grad():
-                    coords = policy(images, state, [demo["instruction"]] * len(steps)).coords  # (T, cams, K, 2)
+                    coords = policy(images_t, state, [demo["instruction"]] * len(steps)).coords  # (T, cams, K, 2)
                 if coords is None:
                     raise ValueError(f"reducer {c.reducer!r} reports no sampling points")
                 pix = policy_pixels(policy, coords)
@@ -200,9 +203,25 @@ def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_
                     for cam in c.cameras:
                         targets[cam].append(target_pixels(env, cam))
                         masks[cam].append(target_mask(env, cam))
+                names = target_names(env)
                 for j, cam in enumerate(c.cameras):
-                    per_cam[cam].append({"points": pix[:, j],
-                                         "targets": np.stack(targets[cam]), "masks": np.stack(masks[cam])})
+                    ep = {"points": pix[:, j], "targets": np.stack(targets[cam]), "masks": np.stack(masks[cam]),
+                          "file": path.name, "demo": i, "steps": steps, "instruction": demo["instruction"],
+                          "target_names": names}
+                    if images:
+                        ep["images"] = kept[cam]
+                    per_cam[cam].append(ep)
         finally:
             env.close()
+    return per_cam
+
+
+def points_on_demos(policy: Any, data: Any, demos_per_task: int = 2, frames_per_demo: int = 8, radius: float = 12.0,
+                    tasks: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """:func:`points_report` per camera of ``policy`` (a GridS-like :class:`~grids_vla.policy.GridSVLAPolicy`) on
+    frames of generated demos: ``frames_per_demo`` evenly spaced frames of the first ``demos_per_task`` demos of each
+    task file under ``data`` (the first ``tasks`` files). Targets come from the demos' saved simulator states, so no
+    rollout is needed; each demo counts as one episode for mobility. The frames themselves: :func:`demo_frames`."""
+    c = policy.config
+    per_cam = demo_frames(policy, data, demos_per_task, frames_per_demo, tasks)
     return {cam: points_report(eps, c.image_size, radius, seed, c.grid) for cam, eps in per_cam.items()}
