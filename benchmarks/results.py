@@ -85,13 +85,16 @@ PLAN: dict[str, dict[str, tuple[int, bool]]] = {
     },
     "libero_spatial": {"dense": (3, False), "grids-16": (3, False)},
 }
-OOD_PLANNED = ("lighting:0.8, camera_shift:1.0, table_color:0.8, distractors:1.0 (the project's perturbations), "
-               "pro:swap (LIBERO-PRO), liberoplus:camera, liberoplus:noise, liberoplus:layout (LIBERO-plus) on "
-               "dense, GridS-16 and GridS-16 at L=0, seeds 0-2, 5 episodes per task on the in-distribution "
-               "checkpoints")
+_OOD_SET = ("lighting:0.8, camera_shift:1.0, table_color:0.8, distractors:1.0 (the project's perturbations), "
+            "pro:swap (LIBERO-PRO), liberoplus:camera, liberoplus:noise, liberoplus:layout (LIBERO-plus)")
+OOD_PLANNED = {
+    "libero_object": f"{_OOD_SET} on dense, GridS-16 and GridS-16 at L=0, seeds 0-2, 5 episodes per task on the "
+                     "in-distribution checkpoints",
+    "libero_spatial": f"{_OOD_SET} on dense and GridS-16, seeds 0-2, 5 episodes per task",
+}
 #: Keys read, where present, from a run's files to say when and on what it ran.
 RECORDED = ("date", "started", "finished", "hardware", "machine", "cpu", "gpu", "device", "torch", "python")
-FIGURES = ("success_vs_k.png", "success_vs_flops.png", "ablations.png", "peers.png", "ood_heatmap.png")
+FIGURES = ("success_vs_k.png", "success_vs_flops.png", "ablations.png", "peers.png", "ood_heatmap*.png")
 RUN_RE = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 ABLATIONS = (  # (reducer_kwargs item, label, paper's delta in pp or None)
     (("coords", "random"), "random coordinates", PAPER["ablations_pp"]["random coordinates"]),
@@ -488,9 +491,10 @@ class Figures:
         return f"Plot `{name}` skipped: {why}."
 
     def finish(self) -> None:
-        for name in FIGURES:
-            if name not in self.written and (self.folder / name).is_file():
-                (self.folder / name).unlink()
+        for pattern in FIGURES:
+            for path in sorted(self.folder.glob(pattern)) if self.folder.is_dir() else []:
+                if path.name not in self.written:
+                    path.unlink()
 
 
 # ------------------------------------------------------------------------------------------------ the report
@@ -535,6 +539,8 @@ class Report:
         for suite in self.suites:
             if suite != MAIN_SUITE:
                 lines += [f"## Second suite: {suite}", ""] + self.main_table(suite, heading=False)
+                if self.variants[suite]:
+                    lines += self.ood(suite, "###") + self.points(suite, "###")
         lines += self.archived() + self.claims()
         self.fig.finish()
         return "\n".join(lines).rstrip("\n") + "\n"
@@ -554,7 +560,9 @@ class Report:
             f"two-stage bootstrap ({self.n_boot} resamples; training seeds with replacement, then the episodes of "
             "each drawn seed; episode pairs of the same seed, task and init state resampled jointly), so it widens "
             "when seeds disagree. *p* is an exact McNemar test on the discordant episode pairs pooled over the "
-            "seeds both variants have. A verdict says *better* or *worse* only when the interval excludes 0; "
+            "seeds both variants have; it treats those episodes as one sample, so it can be small where the "
+            "seed-aware interval still holds 0. A verdict follows the interval: *better* or *worse* only when it "
+            "excludes 0; "
             "otherwise *no detectable difference*, and the interval's ends say which differences are still "
             "possible.",
             "",
@@ -867,14 +875,16 @@ class Report:
         ax.set(ylabel="success % (pooled, 95 % Wilson)", ylim=(0, 100), title=f"{suite}: 16 tokens per camera")
         return lines + [self.fig.save(fig, "peers.png"), ""]
 
-    def ood(self) -> list[str]:
-        suite = MAIN_SUITE
-        lines = ["## Out of distribution", "", f"Planned: {OOD_PLANNED}.", ""]
+    def ood(self, suite: str = MAIN_SUITE, level: str = "##") -> list[str]:
+        name = "ood_heatmap.png" if suite == MAIN_SUITE else f"ood_heatmap_{suite}.png"
+        lines = [f"{level} Out of distribution" + ("" if suite == MAIN_SUITE else f" ({suite})"), ""]
+        if suite in OOD_PLANNED:
+            lines += [f"Planned: {OOD_PLANNED[suite]}.", ""]
         variants = self.variants[suite]
         perts = sorted({p for v in variants.values() for r in v.runs for p in r.ood})
         if not perts:
             return lines + [f"No out-of-distribution evaluation yet: {NOT_YET}.",
-                            self.fig.skipped("ood_heatmap.png", "no data"), ""]
+                            self.fig.skipped(name, "no data"), ""]
         dense = self.find(suite, "dense")
         lines += ["*Drop*: success under the perturbation minus in-distribution success of the same checkpoints, "
                   "paired on the same episodes (task, init state) when the perturbation keeps the suite (scene "
@@ -905,7 +915,7 @@ class Report:
         lines += table(["perturbation", "variant", "seeds", "success", "drop from in-distribution, pp [95 %]",
                         "Δ vs dense, pp [95 %]", "verdict"], rows, "llrrrrl") + [""]
         if self.fig.plt is None:
-            return lines + [self.fig.skipped("ood_heatmap.png", ""), ""]
+            return lines + [self.fig.skipped(name, ""), ""]
         plt = self.fig.plt
         grid = [[float("nan") if drops.get((n, p)) is None else 100 * drops[(n, p)] for p in perts] for n in names]
         fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(perts) + 2.5), 0.45 * len(names) + 1.8))
@@ -918,11 +928,11 @@ class Report:
         ax.set_yticks(range(len(names)), names, fontsize=7)
         fig.colorbar(im, ax=ax, label="pp")
         ax.set_title(f"{suite}: drop from in-distribution success", fontsize=9)
-        return lines + [self.fig.save(fig, "ood_heatmap.png"), ""]
+        return lines + [self.fig.save(fig, name), ""]
 
-    def points(self) -> list[str]:
-        suite = MAIN_SUITE
-        lines = ["## Where the points look (GridS-like runs)", ""]
+    def points(self, suite: str = MAIN_SUITE, level: str = "##") -> list[str]:
+        lines = [f"{level} Where the points look (GridS-like runs" + ("" if suite == MAIN_SUITE else f", {suite}")
+                 + ")", ""]
         runs = [(n, r) for n, v in self.variants[suite].items() if (v.model or {}).get("reducer") == "grids"
                 for r in v.runs]
         with_points = [(n, r) for n, r in runs if r.ind.results.get("points")]

@@ -210,6 +210,23 @@ def test_rebuild_is_deterministic(synthetic, tmp_path) -> None:
     assert again == md
 
 
+def test_rebuild_second_suite_gets_its_own_tables_and_heatmap(synthetic, tmp_path) -> None:
+    study, _, _ = synthetic
+    for name in ("dense_s0", "dense_s1", "grids-16_s0", "grids-16_s1"):
+        shutil.copytree(study / "libero_object" / name, tmp_path / "study" / "libero_spatial" / name)
+    figures = tmp_path / "figures"
+    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    spatial = md[md.index("## Second suite: libero_spatial"):md.index("## Archived runs")]
+    assert _row(spatial, "grids-16")[1:4] == ["16", "2/3", "38/40 = 95.0 %"]
+    assert "### Out of distribution (libero_spatial)" in spatial and "| lighting:0.8 | grids-16 | 2 |" in spatial
+    assert "### Where the points look (GridS-like runs, libero_spatial)" in spatial
+    assert (figures / "ood_heatmap_libero_spatial.png").is_file()
+    assert "No complete evaluation on libero_object yet: not yet measured." in md
+    shutil.rmtree(tmp_path / "study" / "libero_spatial")  # gone from the study: its heatmap goes too
+    _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    assert not (figures / "ood_heatmap_libero_spatial.png").exists()
+
+
 def test_command_line_on_a_missing_study(tmp_path) -> None:
     out = tmp_path / "docs" / "RESULTS.md"
     assert _load().main(["--study", str(tmp_path / "nothing"), "--archive", str(tmp_path / "nothing"), "--out",
