@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,6 @@ class Scene:
     light: str = "standard"
     table: str = "standard"
     ood_index: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def instruction(self) -> str:
@@ -314,6 +313,8 @@ def build_model(scene: Scene, image_size: int = 128, fast: bool = True) -> Any:
                              diffuse=[scale * c for c in colour], specular=[0.3, 0.3, 0.3])
     spec.worldbody.add_light(name="fill", pos=[0.2, -0.6, 0.5], dir=[0, 0.8, -0.6], castshadow=False,
                              diffuse=[0.5 * scale * c for c in colour], specular=[0.1, 0.1, 0.1])
+    spec.visual.headlight.ambient = [0.5 * scale * c for c in colour]  # the package's headlight, scaled alike
+    spec.visual.headlight.diffuse = [0.4 * scale * c for c in colour]
     rgb1, rgb2 = OOD_TABLES.get(scene.table, TABLE_RGB)
     grid = spec.texture("grid")
     grid.rgb1, grid.rgb2 = list(rgb1), list(rgb2)
