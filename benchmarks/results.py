@@ -72,8 +72,9 @@ PAPER: dict[str, Any] = {
 }
 
 # ------------------------------------------------------------------------------------------------ the plan
-# Variants of the study (issue 16, as benchmarks/libero/study.json stages them) and the seeds each should get;
-# "extra" ones run as compute allows.
+# The study's plan is read from its plan files (benchmarks/libero/study*.json, what benchmarks/libero/success.py
+# --plan runs): per suite, the variants, how many seeds each should get, and whether it only runs as compute allows
+# (a stage named "extra"). This copy is used only when no plan file can be read.
 PLAN: dict[str, dict[str, tuple[int, bool]]] = {
     "libero_object": {
         "dense": (5, False), "grids-16": (5, False), "grids-16-l0": (5, False), "grids-4": (3, False),
@@ -500,11 +501,13 @@ class Figures:
 # ------------------------------------------------------------------------------------------------ the report
 class Report:
     def __init__(self, study: list[Run], archive: list[Run], figures: Figures, n_boot: int,
-                 study_shown: str, archive_shown: str) -> None:
+                 study_shown: str, archive_shown: str, plans: tuple[dict, dict, list[str]]) -> None:
         self.study, self.archive, self.fig, self.n_boot = study, archive, figures, n_boot
         self.study_shown, self.archive_shown = study_shown, archive_shown
-        self.suites = sorted({r.suite for r in study} | set(PLAN), key=lambda s: (s != MAIN_SUITE, s))
-        self.variants = {s: self._variants([r for r in study if r.suite == s], PLAN.get(s, {})) for s in self.suites}
+        self.plan, self.ood_plan, self.plan_files = plans
+        self.suites = sorted({r.suite for r in study} | set(self.plan), key=lambda s: (s != MAIN_SUITE, s))
+        self.variants = {s: self._variants([r for r in study if r.suite == s], self.plan.get(s, {}))
+                         for s in self.suites}
         self._cache: dict[str, Comparison | None] = {}
 
     @staticmethod
@@ -553,6 +556,10 @@ class Report:
             f"(and, in a table of its own, the archive `{self.archive_shown}/`); every number below is computed from "
             "those files, nothing is typed in. Do not edit by hand: `tests/test_results_rebuild.py` rebuilds this "
             "file and fails when it differs.",
+            "",
+            ("The plan (variants, seeds, out-of-distribution set) comes from "
+             + ", ".join(f"`{x}`" for x in self.plan_files) + "." if self.plan_files
+             else "No study plan file was found; the plan shown is the copy in `benchmarks/results.py`."),
             "",
             "How to read the statistics. *Success* pools every complete evaluation of a variant over its seeds, with "
             "a 95 % Wilson interval that treats episodes as independent (it describes the seeds that were run). "
@@ -624,7 +631,7 @@ class Report:
     def main_table(self, suite: str, heading: bool = True) -> list[str]:
         lines = [f"## {suite}: success per variant", ""] if heading else []
         variants = self.variants[suite]
-        plan = PLAN.get(suite, {})
+        plan = self.plan.get(suite, {})
         busy: dict[str, list[str]] = {}
         for r in self.study:
             if r.suite == suite and not r.complete:
@@ -878,8 +885,8 @@ class Report:
     def ood(self, suite: str = MAIN_SUITE, level: str = "##") -> list[str]:
         name = "ood_heatmap.png" if suite == MAIN_SUITE else f"ood_heatmap_{suite}.png"
         lines = [f"{level} Out of distribution" + ("" if suite == MAIN_SUITE else f" ({suite})"), ""]
-        if suite in OOD_PLANNED:
-            lines += [f"Planned: {OOD_PLANNED[suite]}.", ""]
+        if suite in self.ood_plan:
+            lines += [f"Planned: {self.ood_plan[suite]}.", ""]
         variants = self.variants[suite]
         perts = sorted({p for v in variants.values() for r in v.runs for p in r.ood})
         if not perts:
@@ -1139,10 +1146,47 @@ class Report:
         return "; ".join(parts) if parts else NOT_YET
 
 
-def rebuild(study: Path, archive: Path, out: Path, figures: Path, n_boot: int = N_BOOT) -> str:
-    """Write ``out`` and the plots under ``figures``; returns the markdown."""
+def load_plans(paths: list[Path]) -> tuple[dict, dict, list[str]]:
+    """``(variants planned per suite, OOD planned per suite (a sentence), the plan files read)`` from study plan
+    files; the built-in :data:`PLAN` / :data:`OOD_PLANNED` when none can be read."""
+    plan: dict[str, dict[str, tuple[int, bool]]] = {}
+    ood: dict[str, str] = {}
+    read = []
+    for path in paths:
+        try:
+            d = json.loads(Path(path).read_text())
+            suite, stages = d["suite"], list(d["stages"])
+            seeds: dict[str, set[int]] = {}
+            extra: dict[str, bool] = {}
+            specs: dict[str, None] = {}
+            ood_runs: dict[str, set[int]] = {}
+            for st in stages:
+                for v in st["variants"]:
+                    seeds.setdefault(v, set()).update(st["seeds"])
+                    extra[v] = extra.get(v, True) and st.get("name") == "extra"
+                    if st.get("ood"):
+                        specs.update(dict.fromkeys(st["ood"]))
+                        ood_runs.setdefault(v, set()).update(st["seeds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        names = (["dense"] if "dense" in seeds else []) + [v for v in seeds if v != "dense"]
+        plan[suite] = {v: (len(seeds[v]), extra[v]) for v in names}
+        if specs:
+            who = "; ".join(f"{v} (seeds {', '.join(map(str, sorted(x)))})" for v, x in ood_runs.items())
+            ood[suite] = (f"{', '.join(specs)} on {who}, {d.get('ood_episodes_per_task', '?')} episodes per task "
+                          f"({d.get('ood_plus_per_task', '?')} variant tasks per task for LIBERO-plus)")
+        read.append(shown_path(Path(path)))
+    return (plan, ood, read) if read else (PLAN, OOD_PLANNED, [])
+
+
+def rebuild(study: Path, archive: Path, out: Path, figures: Path, n_boot: int = N_BOOT,
+            plans: list[Path] | None = None) -> str:
+    """Write ``out`` and the plots under ``figures``; returns the markdown. ``plans``: the study's plan files
+    (default: ``benchmarks/libero/study*.json``; an empty list uses the built-in copy)."""
+    if plans is None:
+        plans = sorted((REPO / "benchmarks" / "libero").glob("study*.json"))
     report = Report(load_study(study), load_archive(archive), Figures(figures, out), n_boot, shown_path(study),
-                    shown_path(archive))
+                    shown_path(archive), load_plans(plans))
     text = report.build()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -1160,8 +1204,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"))
     p.add_argument("--figures", default=str(REPO / "benchmarks" / "figures"))
     p.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples per comparison")
+    p.add_argument("--plans", nargs="*", default=None,
+                   help="the study's plan files (default: benchmarks/libero/study*.json)")
     args = p.parse_args(argv)
-    rebuild(Path(args.study), Path(args.archive), Path(args.out), Path(args.figures), args.n_boot)
+    rebuild(Path(args.study), Path(args.archive), Path(args.out), Path(args.figures), args.n_boot,
+            None if args.plans is None else [Path(x) for x in args.plans])
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -114,7 +114,7 @@ def synthetic(tmp_path_factory) -> tuple[Path, str, Path]:
     (figures / "ablations.png").write_bytes(b"stale")  # overwritten
     out = root / "out" / "RESULTS.md"
     bench = _load()
-    text = bench.rebuild(study, root / "no_archive", out, figures, n_boot=500)
+    text = bench.rebuild(study, root / "no_archive", out, figures, n_boot=500, plans=[])
     assert out.read_text() == text
     return study, text, figures
 
@@ -179,7 +179,7 @@ def test_rebuild_skips_plots_without_data_and_removes_stale_ones(synthetic, tmp_
     figures.mkdir()
     (figures / "ood_heatmap.png").write_bytes(b"stale")
     (figures / "notes.txt").write_text("not ours")
-    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200, plans=[])
     assert "Plot `ood_heatmap.png` skipped: no data." in md and "No out-of-distribution evaluation yet" in md
     assert "Plot `ablations.png` skipped: no ablation compared yet." in md
     assert sorted(p.name for p in figures.iterdir()) == ["notes.txt", "peers.png", "success_vs_flops.png",
@@ -206,7 +206,7 @@ def test_rebuild_missing_sections_say_not_yet_measured(synthetic) -> None:
 def test_rebuild_is_deterministic(synthetic, tmp_path) -> None:
     study, md, _ = synthetic
     again = _load().rebuild(study, tmp_path / "no_archive", tmp_path / "RESULTS.md", tmp_path / "figures",
-                            n_boot=500)
+                            n_boot=500, plans=[])
     assert again == md
 
 
@@ -215,7 +215,7 @@ def test_rebuild_second_suite_gets_its_own_tables_and_heatmap(synthetic, tmp_pat
     for name in ("dense_s0", "dense_s1", "grids-16_s0", "grids-16_s1"):
         shutil.copytree(study / "libero_object" / name, tmp_path / "study" / "libero_spatial" / name)
     figures = tmp_path / "figures"
-    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    md = _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200, plans=[])
     spatial = md[md.index("## Second suite: libero_spatial"):md.index("## Archived runs")]
     assert _row(spatial, "grids-16")[1:4] == ["16", "2/3", "38/40 = 95.0 %"]
     assert "### Out of distribution (libero_spatial)" in spatial and "| lighting:0.8 | grids-16 | 2 |" in spatial
@@ -223,17 +223,34 @@ def test_rebuild_second_suite_gets_its_own_tables_and_heatmap(synthetic, tmp_pat
     assert (figures / "ood_heatmap_libero_spatial.png").is_file()
     assert "No complete evaluation on libero_object yet: not yet measured." in md
     shutil.rmtree(tmp_path / "study" / "libero_spatial")  # gone from the study: its heatmap goes too
-    _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200)
+    _load().rebuild(tmp_path / "study", tmp_path / "none", tmp_path / "RESULTS.md", figures, n_boot=200, plans=[])
     assert not (figures / "ood_heatmap_libero_spatial.png").exists()
 
 
 def test_command_line_on_a_missing_study(tmp_path) -> None:
     out = tmp_path / "docs" / "RESULTS.md"
     assert _load().main(["--study", str(tmp_path / "nothing"), "--archive", str(tmp_path / "nothing"), "--out",
-                         str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10"]) == 0
+                         str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10", "--plans"]) == 0
     md = out.read_text()
+    assert "No study plan file was found; the plan shown is the copy in `benchmarks/results.py`." in md
     assert "No run folders under `nothing/` yet: not yet measured." in md and "No archived runs" in md
     assert md.count("skipped: no data") == 4 and not (tmp_path / "docs" / "figures").exists()
+
+
+def test_plan_files_set_the_planned_variants_and_ood(tmp_path) -> None:
+    plan = {"suite": "libero_goal", "ood_episodes_per_task": 5, "ood_plus_per_task": 2, "stages": [
+        {"name": "core", "variants": ["grids-16", "dense"], "seeds": [0, 1, 2]},
+        {"name": "more", "variants": ["dense"], "seeds": [3]},
+        {"name": "extra", "variants": ["tome-16"], "seeds": [0]},
+        {"name": "ood", "variants": ["dense"], "seeds": [0], "ood": ["lighting:0.8"]}]}
+    (tmp_path / "study_goal.json").write_text(json.dumps(plan))
+    (tmp_path / "broken.json").write_text("{")
+    bench = _load()
+    planned, ood, read = bench.load_plans([tmp_path / "study_goal.json", tmp_path / "broken.json"])
+    assert planned == {"libero_goal": {"dense": (4, False), "grids-16": (3, False), "tome-16": (1, True)}}
+    assert ood == {"libero_goal": "lighting:0.8 on dense (seeds 0), 5 episodes per task (2 variant tasks per task "
+                                  "for LIBERO-plus)"} and read == ["study_goal.json"]
+    assert bench.load_plans([tmp_path / "broken.json"])[0] is bench.PLAN  # nothing readable: the built-in copy
 
 
 def test_committed_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
