@@ -254,8 +254,8 @@ def test_plan_files_set_the_planned_variants_and_ood(tmp_path) -> None:
 
 
 def test_committed_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
-    """The committed report is what the script makes of the committed runs: rerun `python benchmarks/results.py`
-    and commit benchmarks/RESULTS.md (and benchmarks/figures/) when this fails."""
+    """The committed report is what the script makes of the committed runs and plan files: after adding a run or
+    changing a plan, rerun `python benchmarks/results.py` and commit benchmarks/RESULTS.md and benchmarks/figures/."""
     bench = _load()
     out, figures = tmp_path / "RESULTS.md", tmp_path / "figures"
     bench.rebuild(ROOT / "benchmarks" / "libero" / "study", ROOT / "benchmarks" / "libero" / "success", out, figures)
