@@ -1024,9 +1024,10 @@ class Report:
                  f"A claim that GridS keeps the dense policy's success counts as reproduced when the 95 % interval "
                  f"of Δ vs dense lies above -{MARGIN_PP:g} pp (the margin, fixed in `benchmarks/results.py` before "
                  "the study's runs were in), and as not reproduced when it lies below 0. A claimed effect is "
-                 "reproduced when our interval excludes 0 on the paper's side. The paper trains pi0 / pi0.5; we "
-                 "train a 1.3 M-parameter policy on 20 generated demos per task, so absolute rates are not "
-                 "comparable, only differences.", ""]
+                 "reproduced when our interval excludes 0 on the paper's side. The paper trains pi0 / pi0.5; the "
+                 "study trains this repository's compact policy (about 1.3 M parameters at its default config) on "
+                 "the generated demos of the protocol section, so absolute rates are not comparable, only "
+                 "differences.", ""]
 
         def obj(model: str, col: int = 3) -> float:
             return lib[model][col]
