@@ -161,7 +161,11 @@ def _train_speed(metrics: Path, batch_size: Any, skip: int = 20) -> float | None
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The file's JSON; ``None`` when it is missing or unreadable (e.g. cut short: the run counts as unfinished)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _episodes(path: Path) -> dict[tuple[int, int], bool]:
