@@ -32,6 +32,7 @@ from grids_vla.experiments.points import demo_frames, mobility, points_report
 
 FIRST = "agentview"  # the camera whose figure is points_<label>.png and whose numbers go in the titles
 DPI = 100
+MAX_BYTES = 195_000  # a figure's PNG stays under this (fewer palette colours if needed)
 LABEL = re.compile(r"^[A-Za-z0-9._-]+$")
 EXPECTED_CKPT = ("a save_pretrained folder (config.json, model.safetensors) or a training run folder "
                  "(checkpoints/latest)")
@@ -217,7 +218,8 @@ def draw_trajectory(label: str, collected: dict, cameras: list[str]) -> Any:
 
     size, k = collected["size"], collected["k"]
     colours = point_colours(k)
-    fig, axes = plt.subplots(1, len(cameras), figsize=(3.1 * len(cameras), 4.1), squeeze=False)
+    fig, axes = plt.subplots(1, len(cameras), figsize=(max(3.4, 3.1 * len(cameras)), 4.3),
+                             squeeze=False)
     anchors = baseline_points("fixed-grid", k, 1, size, grid=collected["grid"])[0]
     for ax, cam in zip(axes[0], cameras):
         ep = collected["trajectory"][cam]
@@ -245,8 +247,8 @@ def draw_trajectory(label: str, collected: dict, cameras: list[str]) -> Any:
         gmoved = float(np.mean(grip.std(axis=0))) if len(grip) > 1 else float("nan")
         ax.set_title(f"{cam}: points move {moved:.2f} px (std),\ngripper {gmoved:.1f} px", fontsize=7, pad=2)
     ep = collected["trajectory"][cameras[0]]
-    fig.suptitle(f"{label}: {len(ep['steps'])} frames of demo {ep['demo']} of \"{_short(ep['instruction'], 40)}\"\n"
-                 f"over its first frame (lines: paths; white squares: fixed-grid anchors)", fontsize=7)
+    fig.suptitle(f"{label}: {len(ep['steps'])} frames of demo {ep['demo']} of \"{_short(ep['instruction'], 30)}\"\n"
+                 f"over its first frame; lines: paths,\nwhite squares: the fixed-grid anchors", fontsize=7)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="grey", lw=1.2, marker="o", mfc="lightgrey", mec="black", ms=4,
@@ -254,14 +256,14 @@ def draw_trajectory(label: str, collected: dict, cameras: list[str]) -> Any:
     handles += [Line2D([], [], color=c, ls="--", marker="x", mew=1.4, label=n)
                 for c, n in dict(target_style(ep["target_names"])).items()]
     fig.legend(handles=handles, loc="lower center", ncol=2 if len(cameras) == 1 else 4, fontsize=6.5, frameon=False)
-    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.8 / fig.get_figheight(),
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.95 / fig.get_figheight(),
                         bottom=0.42 / fig.get_figheight(), wspace=0.05)
     return fig
 
 
-def save_png(fig: Any, path: Path) -> int:
-    """Write ``fig`` to ``path`` atomically as a 256-colour PNG (small, and the same bytes for the same figure);
-    returns the size in bytes."""
+def save_png(fig: Any, path: Path, limit: int = MAX_BYTES) -> int:
+    """Write ``fig`` to ``path`` atomically as a palette PNG (256 colours, fewer while it is over ``limit`` bytes;
+    the same bytes for the same figure); returns the size in bytes."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
@@ -269,11 +271,16 @@ def save_png(fig: Any, path: Path) -> int:
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
     buf.seek(0)
-    image = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                                    dither=Image.Dither.NONE)
+    rgb = Image.open(buf).convert("RGB")
+    for colours in (256, 128, 64, 32):
+        png = io.BytesIO()
+        rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            png, format="PNG", optimize=True)
+        if png.tell() <= limit:
+            break
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
-    return path.stat().st_size
+        tmp.write_bytes(png.getvalue())
+    return len(png.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------------------ main
