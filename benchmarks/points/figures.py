@@ -32,7 +32,7 @@ from grids_vla.experiments.points import demo_frames, mobility, points_report
 
 FIRST = "agentview"  # the camera whose figure is points_<label>.png and whose numbers go in the titles
 DPI = 100
-MAX_BYTES = 195_000  # a figure's PNG stays under this (fewer palette colours if needed)
+MAX_BYTES = 195_000  # a figure's PNG stays under this (lower resolution, then fewer colours, if needed)
 LABEL = re.compile(r"^[A-Za-z0-9._-]+$")
 EXPECTED_CKPT = ("a save_pretrained folder (config.json, model.safetensors) or a training run folder "
                  "(checkpoints/latest)")
@@ -262,22 +262,21 @@ def draw_trajectory(label: str, collected: dict, cameras: list[str]) -> Any:
 
 
 def save_png(fig: Any, path: Path, limit: int = MAX_BYTES) -> int:
-    """Write ``fig`` to ``path`` atomically as a palette PNG (256 colours, fewer while it is over ``limit`` bytes;
-    the same bytes for the same figure); returns the size in bytes."""
+    """Write ``fig`` to ``path`` atomically as a 256-colour palette PNG (at a lower resolution, then with fewer colours,
+    while it is over ``limit`` bytes; the same bytes for the same figure); returns the size in bytes."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
-    buf.seek(0)
-    rgb = Image.open(buf).convert("RGB")
-    for colours in (256, 128, 64, 32):
+    for dpi, colours in ((DPI, 256), (0.9 * DPI, 256), (0.8 * DPI, 256), (0.8 * DPI, 128), (0.8 * DPI, 64)):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        buf.seek(0)
         png = io.BytesIO()
-        rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            png, format="PNG", optimize=True)
+        Image.open(buf).convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
+                                                dither=Image.Dither.NONE).save(png, format="PNG", optimize=True)
         if png.tell() <= limit:
             break
+    plt.close(fig)
     with atomic_path(path) as tmp:
         tmp.write_bytes(png.getvalue())
     return len(png.getvalue())
