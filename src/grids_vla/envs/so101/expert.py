@@ -29,7 +29,9 @@ TOLERANCE = 0.004
 CLOSE_STEPS, OPEN_STEPS, SETTLE_STEPS = 8, 6, 6
 TIMEOUT = 45
 SLOW = 0.4
-OPEN, CLOSED = 1.0, 0.0
+# jaw commands: half open (about 0.8 rad, twice the 4 cm cube's grasp angle) instead of fully open, whose wide swing
+# pushed a nearby distractor into the grasp (pick_place_bowl OOD scene 2)
+OPEN, CLOSED = 0.5, 0.0
 PHASES = ("hover", "descend", "close", "lift", "carry", "lower", "open", "rise", "settle", "done")
 
 
