@@ -75,7 +75,9 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     for rel in bench.ARCHIVED:  # byte for byte (metrics.csv rows end in \r\n)
         assert (archive / "grids-16_s0" / Path(rel).name).read_bytes() == (run / rel).read_bytes()
     fingerprint = json.loads((archive / "grids-16_s0" / "data.json").read_text())
-    assert fingerprint["demos"] == 1 and fingerprint == {"data": str(demos), **bench.data_fingerprint(str(demos))}
+    assert fingerprint["demos"] == 1 and {k: v for k, v in fingerprint.items() if k not in bench.HOST_KEYS} == {
+        "data": str(demos), **bench.data_fingerprint(str(demos))}
+    assert set(bench.HOST_KEYS) <= set(fingerprint) and fingerprint["torch"] == __import__("torch").__version__
     shutil.rmtree(archive)  # --phase report archives the finished runs too
     bench.main([*args, "--phase", "report", "--archive", str(archive)])
     assert (archive / "dense_s0" / "results.json").read_bytes() == (tmp_path / "out" / "runs" / "dense_s0" / "eval" /

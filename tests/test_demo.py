@@ -22,14 +22,19 @@ from grids_vla.policy import GridSVLAPolicy  # noqa: E402
 
 
 def _call_flops(policy: GridSVLAPolicy) -> float:
-    """FLOPs of one batch-1 policy call, counted by torch's own FlopCounterMode."""
+    """FLOPs of one batch-1 policy call, counted by torch's own FlopCounterMode with math attention (whose matmuls
+    it sees; the fused CPU kernel hides them, so that count must be lower)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     c = policy.config
     batch = {cam: torch.zeros(1, 3, c.image_size, c.image_size, dtype=torch.uint8) for cam in c.cameras}
     batch["state"], batch["instruction"] = torch.zeros(1, c.state_dim), [c.instructions[0]]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         policy.predict_action(batch)
+    with torch.no_grad(), FlopCounterMode(display=False) as fused:  # the default kernel hides attention on CPU
+        policy.predict_action(batch)
+    assert counter.get_total_flops() > fused.get_total_flops() or torch.cuda.is_available()
     return counter.get_total_flops()
 
 

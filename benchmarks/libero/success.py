@@ -170,7 +170,9 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = 
         if fingerprint is None:
             raise SystemExit(f"cannot archive {run}: no demos under --data {args.data} to fingerprint")
         dest.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint}, indent=2))
+        old = json.loads((dest / DATA_NAME).read_text()) if (dest / DATA_NAME).is_file() else {}
+        host = {k: old[k] for k in HOST_KEYS if k in old} or _host()  # when and where it was first archived
+        atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint, **host}, indent=2))
         for rel in ARCHIVED:
             if (run / rel).is_file():
                 _copy(run / rel, dest / Path(rel).name)
@@ -184,6 +186,17 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = 
             for name in ("results.json", "results.md", EPISODES_NAME):
                 _copy(ood.parent / name, dest / "ood" / ood.parent.name / name)
     return dest
+
+
+HOST_KEYS = ("date", "machine", "cpu", "torch", "python")
+
+
+def _host() -> dict[str, str]:
+    """The date (UTC) and the machine a run was archived on: what the rebuilt report says it ran on."""
+    from datetime import UTC, datetime
+
+    return {"date": datetime.now(UTC).date().isoformat(), "machine": platform.machine(),
+            "cpu": f"{os.cpu_count()} cores", "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -110,7 +110,10 @@ def _train_speed(metrics: Path, batch_size: int, skip: int = 5) -> float | None:
 
 
 def _policy_flops(checkpoint: Path) -> int:
-    """FLOPs (2 x multiply-adds) of one batch-1 ``predict_action`` call with random inputs."""
+    """FLOPs (2 x multiply-adds) of one batch-1 ``predict_action`` call with random inputs, attention included (run
+    with PyTorch's math attention: the counter does not see the matmuls of the fused CPU kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from ..flops.counter import count_flops
     from ..policy.modeling_grids_vla import GridSVLAPolicy
 
@@ -121,7 +124,7 @@ def _policy_flops(checkpoint: Path) -> int:
                                                 dtype=torch.uint8) for cam in c.cameras}
     batch["state"] = torch.zeros(1, c.state_dim)
     batch["instruction"] = [c.instructions[0]] if c.instructions else ["pick up the object"]
-    with torch.no_grad():
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         return count_flops(policy.predict_action, batch)
 
 
