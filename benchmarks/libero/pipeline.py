@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from grids_vla.flops.latency import refuse_if_busy
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.training import TrainConfig, data_image_size, train
 
@@ -34,15 +35,6 @@ def step_seconds(metrics: Path, skip: int) -> list[float]:
     with open(metrics) as f:
         times = [float(r["elapsed_s"]) for r in csv.DictReader(f)]
     return [b - a for a, b in zip(times[skip:], times[skip + 1 :])]
-
-
-def refuse_if_busy(allowed: bool, limit: float = 0.5) -> None:
-    """Timings are only comparable on an idle machine: stop when the 1-minute load average says other jobs run (a
-    study's training, tests), unless ``--allow-busy``."""
-    load = os.getloadavg()[0]
-    if load > limit and not allowed:
-        raise SystemExit(f"the 1-minute load average is {load:.2f} (> {limit}): other jobs share the CPUs and would "
-                         "skew the timings; stop them (e.g. pause a study with kill -STOP) or pass --allow-busy")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from grids_vla.flops.latency import refuse_if_busy
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 
@@ -32,15 +33,6 @@ def make_batch(cfg: GridSVLAConfig, b: int, gen: torch.Generator) -> dict:
     batch["action"] = torch.randn(b, cfg.chunk, cfg.action_dim, generator=gen)
     batch["instruction"] = [cfg.instructions[0]] * b
     return batch
-
-
-def refuse_if_busy(allowed: bool, limit: float = 0.5) -> None:
-    """Timings are only comparable on an idle machine: stop when the 1-minute load average says other jobs run (a
-    study's training, tests), unless ``--allow-busy``."""
-    load = os.getloadavg()[0]
-    if load > limit and not allowed:
-        raise SystemExit(f"the 1-minute load average is {load:.2f} (> {limit}): other jobs share the CPUs and would "
-                         "skew the timings; stop them (e.g. pause a study with kill -STOP) or pass --allow-busy")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -110,12 +110,8 @@ def _train_speed(metrics: Path, batch_size: int, skip: int = 5) -> float | None:
     return (len(rows) - 1 - skip) * batch_size / max(t1 - t0, 1e-9)
 
 
-def _policy_flops(checkpoint: Path) -> int:
-    """FLOPs (2 x multiply-adds) of one batch-1 ``predict_action`` call with random inputs, attention included (run
-    with PyTorch's math attention: the counter does not see the matmuls of the fused CPU kernel)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from ..flops.counter import count_flops
+def _policy_and_batch(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint's policy (eval mode) and a fixed random batch-1 observation for it."""
     from ..policy.modeling_grids_vla import GridSVLAPolicy
 
     policy = GridSVLAPolicy.from_pretrained(checkpoint).eval()
@@ -124,7 +120,18 @@ def _policy_flops(checkpoint: Path) -> int:
     batch: dict[str, Any] = {cam: torch.randint(0, 256, (1, 3, c.image_size, c.image_size), generator=gen,
                                                 dtype=torch.uint8) for cam in c.cameras}
     batch["state"] = torch.zeros(1, c.state_dim)
-    batch["instruction"] = [c.instructions[0]] if c.instructions else ["pick up the object"]
+    batch["instruction"] = [c.instructions[0]]
+    return policy, batch
+
+
+def _policy_flops(checkpoint: Path) -> int:
+    """FLOPs (2 x multiply-adds) of one batch-1 ``predict_action`` call with random inputs, attention included (run
+    with PyTorch's math attention: the counter does not see the matmuls of the fused CPU kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ..flops.counter import count_flops
+
+    policy, batch = _policy_and_batch(checkpoint)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         return count_flops(policy.predict_action, batch)
 
@@ -152,15 +159,7 @@ def _plot_losses(runs: dict[str, Path], path: Path) -> bool:
 
 def _latency_ms(checkpoint: Path, threads: int, calls: int = 30, warmup: int = 5) -> float:
     """Median wall time of one batch-1 ``predict_action`` call with random inputs (after ``warmup`` calls)."""
-    from ..policy.modeling_grids_vla import GridSVLAPolicy
-
-    policy = GridSVLAPolicy.from_pretrained(checkpoint).eval()
-    c = policy.config
-    gen = torch.Generator().manual_seed(0)
-    batch: dict[str, Any] = {cam: torch.randint(0, 256, (1, 3, c.image_size, c.image_size), generator=gen,
-                                                dtype=torch.uint8) for cam in c.cameras}
-    batch["state"] = torch.zeros(1, c.state_dim)
-    batch["instruction"] = [c.instructions[0]]
+    policy, batch = _policy_and_batch(checkpoint)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     times = []

@@ -36,9 +36,18 @@ import torch
 from .arch import VLAModules, get_config
 from .counter import check_placement
 
-__all__ = ["bench_latency", "format_latency"]
+__all__ = ["bench_latency", "format_latency", "refuse_if_busy"]
 
 PARTS = ("vision", "projector", "grids", "llm_prefix", "action")
+
+
+def refuse_if_busy(allowed: bool, limit: float = 0.5) -> None:
+    """Timings are only comparable on an idle machine: stop when the 1-minute load average says other jobs run (a
+    study's training, tests), unless ``allowed`` (a benchmark's ``--allow-busy``)."""
+    load = os.getloadavg()[0]
+    if load > limit and not allowed:
+        raise SystemExit(f"the 1-minute load average is {load:.2f} (> {limit}): other jobs share the CPUs and would "
+                         "skew the timings; stop them (e.g. pause a study with kill -STOP) or pass --allow-busy")
 
 
 def _check(name: str, value: Any, minimum: int) -> int:
