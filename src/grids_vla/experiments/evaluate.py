@@ -14,11 +14,14 @@ depend on which process plays it, but the policy latency is then measured beside
 ``video=N`` records the first ``N`` episodes of the run (tasks in the given order, then episodes) as an MP4 of every
 control step, both cameras side by side with the reducer's sampling points drawn on them, plus a PNG contact sheet
 (needs ``imageio`` and ``imageio-ffmpeg``: the ``[video]`` extra).
+
+``grids-vla eval --env so101`` evaluates on the simulated SO-101 arm instead (:mod:`.evaluate_so101`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,10 +38,15 @@ from .._io import atomic_write_text
 from ..envs.libero.suites import step_limit
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy
+from .evaluate_so101 import HELP as SO101_HELP
+from .evaluate_so101 import SO101_ONLY, SO101EvalConfig, run_so101_eval
 from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, write_results
 from .rollout import EpisodeRunner, parse_perturbation, task_instruction, worker_init, worker_play
 
-__all__ = ["EvalConfig", "evaluate", "add_commands"]
+__all__ = ["ENVS", "EvalConfig", "evaluate", "add_commands"]
+
+#: The simulators ``grids-vla eval --env`` evaluates in (LIBERO, the default; SO-101: see ``evaluate_so101``).
+ENVS = ("libero", "so101")
 
 
 @dataclass
@@ -228,19 +236,31 @@ _HELP = {
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``: flags mirror :class:`EvalConfig` (``--checkpoint`` is required, a bare ``--video`` means all)."""
     p = subparsers.add_parser(
-        "eval", help="evaluate a policy checkpoint in closed loop on LIBERO",
+        "eval", help="evaluate a policy checkpoint in closed loop on LIBERO (or --env so101)",
         description="Evaluate a policy checkpoint on LIBERO: episode i of each task starts from official init state i; "
         "results (success per task with 95 % Wilson intervals, mean episode length, median policy latency at batch "
         "1) go to OUT/results.json and OUT/results.md; finished episodes are kept in OUT/episodes.jsonl, so a rerun "
         "with the same settings resumes.")
     p.add_argument("--checkpoint", required=True, help=_HELP["checkpoint"])
+    p.add_argument("--env", default="libero", help="simulator: libero (default) or so101 (the simulated SO-101 arm, "
+                   "see docs/so101.md: takes --task, --scenes, --episodes instead of the LIBERO flags)")
     add_dataclass_fields(p, EvalConfig, help=_HELP, skip={"checkpoint", "video"})
+    so101_fields = {f.name for f in dataclasses.fields(SO101EvalConfig)}
+    add_dataclass_fields(p, SO101EvalConfig, help=SO101_HELP, skip=so101_fields - set(SO101_ONLY))
     p.add_argument("--video", type=int, nargs="?", const=-1, default=argparse.SUPPRESS, metavar="N",
                    help=f"{_HELP['video']} (default: 0)")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    if args.env not in ENVS:
+        raise ValueError(f"--env: found {args.env!r}, expected one of {', '.join(ENVS)}")
+    if args.env == "so101":
+        return run_so101_eval(args, tuple(f.name for f in dataclasses.fields(EvalConfig)))
+    foreign = [f"--{n}" for n in SO101_ONLY if n in vars(args)]
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)}: SO-101 flags (with --env so101); LIBERO takes --suite, --tasks, "
+                         f"--episodes-per-task")
     cfg = EvalConfig(**picked_fields(args, EvalConfig))
     res = evaluate(cfg)
     o, lat = res["overall"], res["latency_ms"]
