@@ -43,8 +43,16 @@ from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from . import rollout
 from .points import episode_points, policy_pixels
-from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, save_visuals, summarize, \
-    to_markdown
+from .report import (
+    EPISODES_NAME,
+    RUN_NAME,
+    append_episode,
+    load_episodes,
+    load_imageio,
+    save_visuals,
+    summarize,
+    to_markdown,
+)
 
 __all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "SCENE_SETS", "SO101EvalConfig", "TargetMasks", "evaluate_so101",
            "observation_to_batch", "run_episode", "run_so101_eval", "scene_for", "target_names", "target_pixels"]
