@@ -240,7 +240,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a policy checkpoint on LIBERO: episode i of each task starts from official init state i; "
         "results (success per task with 95 % Wilson intervals, mean episode length, median policy latency at batch "
         "1) go to OUT/results.json and OUT/results.md; finished episodes are kept in OUT/episodes.jsonl, so a rerun "
-        "with the same settings resumes.")
+        "with the same settings resumes. --env so101 evaluates on the simulated SO-101 arm instead: --episodes seeded "
+        "in-distribution scenes or the 21 OOD scenes (--scenes in|ood) of --task, in the same files (docs/so101.md).")
     p.add_argument("--checkpoint", required=True, help=_HELP["checkpoint"])
     p.add_argument("--env", default="libero", help="simulator: libero (default) or so101 (the simulated SO-101 arm, "
                    "see docs/so101.md: takes --task, --scenes, --episodes instead of the LIBERO flags)")
