@@ -103,7 +103,8 @@ def test_success_report_rebuilds_from_the_archived_runs(tmp_path, monkeypatch) -
         assert row["episodes"] == sum(r["episodes"] for r in runs)
 
 
-@pytest.mark.parametrize("folder", [BENCH, BENCH / "throughput_b32"], ids=["b16", "b32"])
+@pytest.mark.parametrize("folder", sorted(p.parent for p in BENCH.glob("**/throughput.json")),
+                         ids=lambda p: p.name)
 def test_throughput_table_is_its_json(folder: Path) -> None:
     raw = json.loads((folder / "throughput.json").read_text())
     args, md = raw["args"], (folder / "throughput.md").read_text()
@@ -126,8 +127,8 @@ def test_throughput_table_is_its_json(folder: Path) -> None:
                            f"{med[dense][1] / i:.2f}x"], v
 
 
-def test_pipeline_table_is_its_json() -> None:
-    folder = BENCH / "pipeline"
+@pytest.mark.parametrize("folder", sorted(p.parent for p in BENCH.glob("*/pipeline.json")), ids=lambda p: p.name)
+def test_pipeline_table_is_its_json(folder: Path) -> None:
     raw = json.loads((folder / "pipeline.json").read_text())
     args, md = raw["args"], (folder / "pipeline.md").read_text()
     header = md.splitlines()[0]
