@@ -195,20 +195,6 @@ class TargetMasks:
 # ------------------------------------------------------------------------------------------------------ an episode
 
 
-class _Probe:
-    """Forward hook keeping the reducer coordinates of the policy's latest call."""
-
-    def __init__(self, policy: torch.nn.Module) -> None:
-        self.coords: torch.Tensor | None = None
-        self._handle = policy.register_forward_hook(self._hook)
-
-    def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self.coords = None if output.coords is None else output.coords.detach().cpu()
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, execute: int, noise_seed: int = 0,
                 record: bool = False, points: bool = True, masks: TargetMasks | None = None) -> dict[str, Any]:
     """Roll out one episode in ``scene`` (the SO-101 counterpart of :func:`.rollout.run_episode`): success, steps,
@@ -220,7 +206,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
     measure = points and policy.config.reducer != "dense"
     own_masks = masks is None and measure
     masks = TargetMasks() if own_masks else masks
-    probe = _Probe(policy) if record or measure else None
+    probe = rollout.CoordsProbe(policy) if record or measure else None
     looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     noise_gen = torch.Generator().manual_seed(noise_seed)
     latencies: list[float] = []

@@ -18,7 +18,7 @@ from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .points import episode_points, policy_pixels
 from .report import VIDEO_FPS, save_visuals
 
-__all__ = ["NOOP_ACTION", "parse_perturbation", "task_instruction", "observation_to_batch",
+__all__ = ["NOOP_ACTION", "parse_perturbation", "task_instruction", "observation_to_batch", "CoordsProbe",
            "run_episode", "EpisodeRunner", "worker_init", "worker_play"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
@@ -67,7 +67,7 @@ def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], i
     return batch
 
 
-class _CoordsProbe:
+class CoordsProbe:
     """Forward hook that keeps the reducer coordinates of the policy's latest call (``PolicyOutput.coords``)."""
 
     def __init__(self, policy: torch.nn.Module) -> None:
@@ -94,7 +94,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
     for _ in range(settle_steps):
         obs, _, _, _ = env.step(NOOP_ACTION)
     measure = points and policy.config.reducer != "dense"  # where the points look, against the simulator's targets
-    probe = _CoordsProbe(policy) if record or measure else None
+    probe = CoordsProbe(policy) if record or measure else None
     looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
     latencies: list[float] = []
