@@ -854,3 +854,39 @@ def test_resume_is_exact_with_dropout(data_dir, tmp_path) -> None:
     train(TrainConfig(out=str(tmp_path / "part"), stop_after=5, **common), cfg)
     resumed = train(TrainConfig(out=str(tmp_path / "part"), resume="latest", **common))
     assert resumed["losses"] == full["losses"][3:]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(predictor="attention"), dict(cond_on_language=True)])
+def test_points_lr_scale_gives_the_coordinate_heads_their_own_learning_rate(kw) -> None:
+    from grids_vla.policy.training import param_groups
+
+    model = GridSVLAPolicy(tiny(**kw))
+    heads = {id(p) for p in model.reducer.coordinate_head_parameters()}
+    assert heads
+    assert id(model.reducer.camera_embed.weight) in heads  # it only conditions the points
+    groups = param_groups(model, TrainConfig(lr=1e-3, points_lr_scale=10.0))
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3, 1e-2, 1e-2]
+    assert {id(p) for g in groups[2:] for p in g["params"]} == heads
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())  # each parameter in exactly one group
+    geometry = {id(p) for p in model.reducer.sampler.geometry.parameters()}
+    assert not geometry & heads  # the geometry embedding shapes the tokens, not the points
+    assert len(param_groups(model, TrainConfig(lr=1e-3))) == 2  # the default keeps the two groups of earlier runs
+
+
+def test_points_lr_scale_needs_predicted_points_and_is_kept_on_resume(data_dir, tmp_path) -> None:
+    from grids_vla.policy.training import param_groups
+
+    with pytest.raises(ValueError, match="points_lr_scale must be > 0, got 0"):
+        TrainConfig(points_lr_scale=0.0)
+    for kw in (dict(reducer="dense"), dict(reducer_kwargs={"coords": "fixed-grid"})):
+        with pytest.raises(ValueError, match="--points-lr-scale 10.0 needs GridS with predicted points"):
+            param_groups(GridSVLAPolicy(tiny(**kw)), TrainConfig(points_lr_scale=10.0))
+    out = tmp_path / "run"
+    train(_small(data_dir, out, points_lr_scale=10.0), tiny(instructions=()))
+    state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert lrs[2] == pytest.approx(10 * lrs[0]) and lrs[3] == pytest.approx(10 * lrs[1])
+    with pytest.raises(ValueError, match="points_lr_scale"):
+        train(_small(data_dir, out, steps=6, resume="latest"))
+    assert train(_small(data_dir, out, steps=6, points_lr_scale=10.0, resume="latest"))["step"] == 6

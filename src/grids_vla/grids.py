@@ -19,7 +19,7 @@ of its peak) so collapse to a border is visible in training logs rather than sil
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -221,6 +221,14 @@ class GridSampler(TokenReducer):
             GeometryEmbedding(dim, geometry_hidden, geometry, fourier_bands) if geometry != "none" else None
         )
 
+    def coordinate_head_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters that only move the points (the predictor, its input norm and conditioning path), e.g. for
+        a learning rate of their own; empty for random or fixed-grid points."""
+        for name in ("norm", "film", "mlp", "point_attn"):
+            module = getattr(self, name, None)
+            if module is not None:
+                yield from module.parameters()
+
     @torch.no_grad()
     def reset_coordinate_head(self) -> None:
         """Zero the last predictor layer and set its bias to the anchors' logits (see module docstring)."""
@@ -333,6 +341,17 @@ class MultiCameraGridS(nn.Module):
             self.sampler = GridSampler(dim, k, cond_dim=camera_dim + (cond_dim or 0), **kwargs)
         else:
             self.samplers = nn.ModuleDict({c: GridSampler(dim, k, cond_dim=cond_dim, **kwargs) for c in cameras})
+
+    def coordinate_head_parameters(self) -> Iterator[nn.Parameter]:
+        """Every sampler's :meth:`GridSampler.coordinate_head_parameters`, plus the camera embedding that conditions
+        the shared one."""
+        if self.shared:
+            if self.sampler.accepts_cond:
+                yield from self.camera_embed.parameters()
+            yield from self.sampler.coordinate_head_parameters()
+        else:
+            for sampler in self.samplers.values():
+                yield from sampler.coordinate_head_parameters()
 
     def forward(
         self,
