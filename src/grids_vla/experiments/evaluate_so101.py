@@ -55,7 +55,8 @@ from .report import (
 )
 
 __all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "SCENE_SETS", "SO101EvalConfig", "TargetMasks", "evaluate_so101",
-           "observation_to_batch", "run_episode", "run_so101_eval", "scene_for", "target_names", "target_pixels"]
+           "finish_episode", "noise_seed", "observation_to_batch", "open_run", "run_episode", "run_so101_eval",
+           "scene_for", "scene_record", "scene_run", "target_names", "target_pixels", "write_so101_results"]
 
 #: Episode ``i`` of ``--scenes in`` plays ``sample_scene(task, IN_SEED_BASE + i)``: above every 32-bit training seed.
 IN_SEED_BASE = 2**32
@@ -109,6 +110,12 @@ class SO101EvalConfig:
 def scene_for(task: str, scenes: str, i: int) -> Scene:
     """The scene of episode ``i``: in-distribution seed ``IN_SEED_BASE + i``, or OOD scene ``i``."""
     return sample_scene(task, IN_SEED_BASE + i) if scenes == "in" else ood_scenes(task)[i]
+
+
+def noise_seed(scenes: str, i: int) -> int:
+    """The seed of episode ``i``'s policy noise (and of its random-points baseline): ``i`` in distribution,
+    ``100000 + i`` in the OOD scenes."""
+    return i if scenes == "in" else 100_000 + i
 
 
 def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
@@ -266,9 +273,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _scene_info(scene: Scene) -> dict[str, Any]:
-    return {"instruction": scene.instruction, "light": scene.light, "table": scene.table,
+def scene_record(task: str, scenes: str, i: int, scene: Scene) -> dict[str, Any]:
+    """The start of episode ``i``'s ``episodes.jsonl`` record: task, scene set, episode, scene id (``in/<seed>`` or
+    ``ood/<i>``), instruction, light, table and distractors."""
+    return {"task_id": task, "scenes": scenes, "episode": i,
+            "scene": f"in/{IN_SEED_BASE + i}" if scenes == "in" else f"ood/{i}",
+            "instruction": scene.instruction, "light": scene.light, "table": scene.table,
             "distractors": [f"{d.colour} {d.shape}" for d in scene.distractors]}
+
+
+def scene_run(task: str, scenes: str, episodes: int, max_steps: int) -> dict[str, Any]:
+    """The ``run.json`` fields that describe the scenes played (whatever the policy): suite, task, scene set, scene
+    seeds, perturbation, episodes, step limit."""
+    return {"env": "so101", "suite": f"so101 {task}, {'in-distribution' if scenes == 'in' else 'OOD'} scenes",
+            "task": task, "scenes": scenes,
+            "scene_seeds": f"sample_scene(task, {IN_SEED_BASE} + episode)" if scenes == "in"
+            else "ood_scenes(task)[episode]",
+            "perturbation": None if scenes == "in" else "OOD scenes: distractors, light, table colour",
+            "tasks": [task], "instructions": {task: INSTRUCTIONS[task]}, "episodes_per_task": episodes,
+            "max_steps": max_steps, "settle_steps": 0}
 
 
 def _check_policy(policy: GridSVLAPolicy, instructions: set[str]) -> None:
@@ -297,7 +320,8 @@ def _markdown(res: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
+def write_so101_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rewrite ``results.json`` and ``results.md`` (atomically) from the episodes so far; returns the summary."""
     res = summarize(run, episodes)
     atomic_write_text(out / "results.json", json.dumps(res, indent=2))
     atomic_write_text(out / "results.md", _markdown(res, episodes))
@@ -316,31 +340,13 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
     _check_policy(policy, {s.instruction for s in scenes})
     max_steps = cfg.max_steps or MAX_STEPS[cfg.task]
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
-    run = {"env": "so101", "checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME),
-           "suite": f"so101 {cfg.task}, {'in-distribution' if cfg.scenes == 'in' else 'OOD'} scenes",
-           "task": cfg.task, "scenes": cfg.scenes,
-           "scene_seeds": f"sample_scene(task, {IN_SEED_BASE} + episode)" if cfg.scenes == "in"
-           else "ood_scenes(task)[episode]",
-           "perturbation": None if cfg.scenes == "in" else "OOD scenes: distractors, light, table colour",
-           "tasks": [cfg.task], "instructions": {cfg.task: INSTRUCTIONS[cfg.task]}, "episodes_per_task": cfg.episodes,
-           "max_steps": max_steps, "execute": execute, "chunk": mcfg.chunk, "settle_steps": 0, "threads": cfg.threads,
-           "image_size": mcfg.image_size, "reducer": mcfg.reducer, "k": mcfg.k, "cameras": list(mcfg.cameras),
-           "env_cameras": [POLICY_CAMERAS[c] for c in mcfg.cameras], "fast_render": True, "workers": 1}
+    run = {"checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME),
+           **scene_run(cfg.task, cfg.scenes, cfg.episodes, max_steps), "execute": execute, "chunk": mcfg.chunk,
+           "threads": cfg.threads, "image_size": mcfg.image_size, "reducer": mcfg.reducer, "k": mcfg.k,
+           "cameras": list(mcfg.cameras), "env_cameras": [POLICY_CAMERAS[c] for c in mcfg.cameras],
+           "fast_render": True, "workers": 1}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ep_path, run_path = out / EPISODES_NAME, out / RUN_NAME
-    episodes: list[dict[str, Any]] = []
-    if not cfg.fresh and ep_path.is_file() and run_path.is_file():
-        old = json.loads(run_path.read_text())
-        changed = {k: (old.get(k), v) for k, v in run.items() if k != "episodes_per_task" and old.get(k) != v}
-        if changed:
-            raise ValueError(f"{out} holds an evaluation with other settings {changed} (earlier vs now); use another "
-                             f"--out or --fresh")
-        episodes = [e for e in load_episodes(ep_path) if e["episode"] < cfg.episodes]
-    else:
-        ep_path.unlink(missing_ok=True)
-    atomic_write_text(run_path, json.dumps(run, indent=2))
-    atomic_write_text(ep_path, "".join(json.dumps(e) + "\n" for e in episodes))
+    episodes = open_run(out, run, cfg.episodes, cfg.fresh)
     done = {e["episode"] for e in episodes}
     n_video = cfg.episodes if cfg.video == -1 else cfg.video
     todo = [i for i in range(cfg.episodes) if i not in done]
@@ -352,11 +358,10 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
     try:
         for i in todo:
             scene = scenes[i]
-            seed = i if cfg.scenes == "in" else 100_000 + i  # the flow head's noise
+            seed = noise_seed(cfg.scenes, i)  # the flow head's noise
             record = i < n_video
             ep = run_episode(env, policy, scene, max_steps, execute, seed, record=record, masks=masks)
-            rec = {"task_id": cfg.task, "scenes": cfg.scenes, "episode": i,
-                   "scene": f"in/{IN_SEED_BASE + i}" if cfg.scenes == "in" else f"ood/{i}", **_scene_info(scene),
+            rec = {**scene_record(cfg.task, cfg.scenes, i, scene),
                    "success": ep["success"], "steps": ep["steps"], "actions_sha256": ep["actions_sha256"],
                    "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
             if ep["points"] is not None:
@@ -364,17 +369,46 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
             if record:
                 rec["visuals"] = save_visuals(out, f"{cfg.task}_{cfg.scenes}{i:03d}", ep, policy, cfg.video_frames,
                                               VIDEO_FPS)
-            append_episode(ep_path, rec)
-            episodes.append(rec)
-            o = _write_results(out, run, episodes)["overall"]
-            print(f"[so101 {cfg.task} {rec['scene']}] {'success' if rec['success'] else 'fail'} in {rec['steps']} "
-                  f"steps | overall {o['successes']}/{o['episodes']} | {time.perf_counter() - t_start:.0f} s",
-                  file=log, flush=True)
+            finish_episode(out, run, episodes, rec, t_start, log)
     finally:
         masks.close()
         env.close()
         torch.set_num_threads(old_threads)
-    return _write_results(out, run, episodes)
+    return write_so101_results(out, run, episodes)
+
+
+def open_run(out: Path, run: dict[str, Any], episodes: int, fresh: bool) -> list[dict[str, Any]]:
+    """Create ``out`` and write ``run.json``; returns the finished episodes (below ``episodes``) of an earlier run
+    with the same settings in ``out`` (a resume), or none with ``fresh``; other settings in ``out`` are an error."""
+    out.mkdir(parents=True, exist_ok=True)
+    ep_path, run_path = out / EPISODES_NAME, out / RUN_NAME
+    done: list[dict[str, Any]] = []
+    if not fresh and ep_path.is_file() and run_path.is_file():
+        old = json.loads(run_path.read_text())
+        changed = {k: (old.get(k), v) for k, v in run.items() if k != "episodes_per_task" and old.get(k) != v}
+        if changed:
+            raise ValueError(f"{out} holds an evaluation with other settings {changed} (earlier vs now); use another "
+                             f"--out or --fresh")
+        done = [e for e in load_episodes(ep_path) if e["episode"] < episodes]
+    else:
+        ep_path.unlink(missing_ok=True)
+    atomic_write_text(run_path, json.dumps(run, indent=2))
+    atomic_write_text(ep_path, "".join(json.dumps(e) + "\n" for e in done))
+    return done
+
+
+def finish_episode(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]], rec: dict[str, Any],
+                   t_start: float, log: Any) -> dict[str, Any]:
+    """Append one finished episode's record to ``episodes.jsonl`` and ``episodes``, rewrite the results and log a
+    line; returns the results."""
+    append_episode(out / EPISODES_NAME, rec)
+    episodes.append(rec)
+    res = write_so101_results(out, run, episodes)
+    o = res["overall"]
+    print(f"[so101 {run['task']} {rec['scene']}] {'success' if rec['success'] else 'fail'} in {rec['steps']} "
+          f"steps | overall {o['successes']}/{o['episodes']} | {time.perf_counter() - t_start:.0f} s",
+          file=log, flush=True)
+    return res
 
 
 # ------------------------------------------------------------------------------------------------------ the command

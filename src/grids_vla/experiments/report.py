@@ -48,7 +48,7 @@ def summarize(run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, 
                     "mean_episode_length": statistics.fmean(e["steps"] for e in episodes) if episodes else None,
                     "mean_success_length": statistics.fmean(succ_len) if succ_len else None},
         "latency_ms": {"median": statistics.median(lat) if lat else None, "calls": len(lat),
-                       "batch_size": 1, "threads": run["threads"], "device": "cpu"},
+                       "batch_size": 1, "threads": run["threads"], "device": run.get("device", "cpu")},
         "tasks": tasks,
         "points": aggregate_points([e.get("points") for e in episodes], run["image_size"]),
     }
