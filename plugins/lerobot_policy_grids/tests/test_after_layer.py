@@ -1,8 +1,10 @@
-"""``grids_after_layer``: GridS inside SmolVLA's vision tower (tiny random SmolVLM with 3 vision layers), and its
-rejection by ``act_grids``.
+"""``grids_after_layer``: GridS inside SmolVLA's vision tower (tiny random SmolVLM with 3 vision layers), both
+``grids_connector`` designs, and the rejection of both options where they do not apply.
 
 The tiny tower: 64 px images, patch 4 -> a 16 x 16 token map entering every vision layer; connector scale factor 2,
-so the dense image embedding has 8 x 8 = 64 tokens per camera and each GridS point takes a 2 x 2 neighbourhood.
+so the dense image embedding has 8 x 8 = 64 tokens per camera and each GridS point takes a 2 x 2 neighbourhood
+(``grids_connector="neighbourhood"``, the default) or one token, put through the connector as a uniform 2 x 2 block
+(``"point"``).
 """
 
 from __future__ import annotations
@@ -245,3 +247,165 @@ def test_act_grids_rejects_after_layer() -> None:
         ACTGridsConfig(input_features=inputs, output_features=outputs, grids_after_layer=2, **TINY_ACT)
     assert "\n" not in str(info.value) and "got 2" in str(info.value)
     assert ACTGridsConfig(input_features=inputs, output_features=outputs, **TINY_ACT).grids_after_layer is None
+
+
+# ---- grids_connector="point": one token per point inside the encoder --------------------------------------------
+
+
+@pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
+                                                      (DEPTH, {"grids_per_camera": True})],
+                         ids=["L1-language", "L3-per_camera"])
+def test_point_connector_keeps_k_tokens_in_the_later_layers(
+    vlm3: Path, after_layer: int, options: dict[str, Any]
+) -> None:
+    k = 100  # more than the 64 neighbourhoods the default design can place: one token per point fits 256
+    p = policy(vlm3, grids_k=k, grids_after_layer=after_layer, grids_connector="point", **options)
+    seen = tokens_per_layer(p)
+    shapes: dict[str, tuple[int, ...]] = {}
+    connector(p).register_forward_pre_hook(lambda m, args: shapes.update(input=tuple(args[0].shape)))
+    connector(p).register_forward_hook(lambda m, args, out: shapes.update(output=tuple(out.shape)))
+    batch = make_batch(language=True)
+    assert prefix(p, batch).shape[1] == len(CAMERAS) * k + LANG + 1  # + the state token
+    per_camera = [GRID * GRID] * after_layer + [k] * (DEPTH - after_layer)
+    assert seen == per_camera * len(CAMERAS)
+    # the connector's own projection gets an empty batch; what leaves it is K text-width tokens per image
+    assert shapes["input"] == (0, SIDE * SIDE, 32) and shapes["output"] == (2, k, 64)
+
+    p.train()
+    seen.clear()
+    loss, _ = p.forward(batch)
+    assert torch.isfinite(loss) and seen == per_camera * len(CAMERAS)
+    loss.backward()
+    grads = [q.grad for q in p.grids.parameters() if q.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    out = p.grids_last_output()
+    assert list(out) == list(CAMERAS)
+    assert out[CAMERAS[0]].tokens.shape == (2, k, 32) and out[CAMERAS[0]].coords.shape == (2, k, 2)
+
+    p.eval()
+    with torch.no_grad():
+        actions = p.predict_action_chunk({key: v for key, v in batch.items() if not key.startswith("action")})
+    assert actions.shape == (2, 5, 7) and torch.isfinite(actions).all()
+
+
+def test_point_connector_is_the_connector_on_a_uniform_block(vlm3: Path) -> None:
+    """What leaves the connector equals ``token @ W_sum^T + b`` (``W_sum``: its weight summed over the 2 x 2 slots) and
+    the unchanged connector applied to the token repeated 4 times; the gradient reaches the sampler through it."""
+    from lerobot_policy_grids.encoder import uniform_block_projection
+
+    k = 12
+    p = policy(vlm3, grids_k=k, grids_after_layer=1, grids_connector="point")
+    proj = connector(p).modality_projection.proj
+    assert proj.weight.shape == (64, SIDE * SIDE * 32) and proj.bias is None
+    proj.bias = torch.nn.Parameter(torch.linspace(-1, 1, 64))  # so the bias term is checked too
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        tower(p).post_layernorm.register_forward_hook(lambda m, args, out: seen.update(tokens=out)),
+        connector(p).register_forward_hook(lambda m, args, out: seen.update(output=out)),
+    ]
+    prefix(p, make_batch(language=True))  # the hooks keep the second camera's tokens and connector output
+    for handle in handles:
+        handle.remove()
+    tokens, output = seen["tokens"], seen["output"]
+    assert tokens.shape == (2, k, 32) and output.shape == (2, k, 64)
+    folded = proj.weight.reshape(64, SIDE * SIDE, 32).sum(dim=1)
+    expected = tokens @ folded.T + proj.bias
+    assert torch.allclose(output, expected, rtol=1e-5, atol=1e-5), (output - expected).abs().max()
+    with torch.no_grad():  # the unchanged connector (not armed: GridS's hooks pass through) on 2 x 2 uniform blocks
+        blocks = tokens.detach().reshape(2 * k, 1, 32).repeat(1, SIDE * SIDE, 1)
+        direct = connector(p)(blocks).reshape(2, k, 64)
+        assert torch.allclose(output, direct, rtol=1e-5, atol=1e-5), (output - direct).abs().max()
+        assert torch.allclose(uniform_block_projection(connector(p), tokens), direct, rtol=1e-5, atol=1e-5)
+        # the test can fail: one slot's weight instead of the sum over the four is far off
+        one_slot = tokens @ proj.weight[:, :32].T + proj.bias
+        assert not torch.allclose(output, one_slot, rtol=1e-3, atol=1e-3)
+    output.sum().backward()
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in p.grids.parameters())
+
+
+def test_point_connector_round_trip_and_the_other_design_refuses_it(
+    vlm3: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from lerobot_policy_grids.common import POINT_CONNECTOR_KEY
+    from lerobot_policy_grids.configuration_smolvla_grids import SmolVLAGridsConfig
+    from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
+
+    p = policy(vlm3, grids_k=9, grids_after_layer=2, grids_connector="point")
+    assert POINT_CONNECTOR_KEY in p.state_dict()
+    assert POINT_CONNECTOR_KEY not in policy(vlm3, grids_k=9, grids_after_layer=2).state_dict()
+    with torch.no_grad():
+        for q in p.grids.parameters():
+            q.add_(0.01 * torch.randn_like(q))
+    p.save_pretrained(tmp_path / "point")
+    assert json.loads((tmp_path / "point" / "config.json").read_text())["grids_connector"] == "point"
+    loaded = SmolVLAGridsPolicy.from_pretrained(tmp_path / "point")
+    assert loaded.config.grids_connector == "point" and loaded.config.grids_after_layer == 2
+    a, b = p.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    batch = make_batch(language=True)
+    with torch.no_grad():
+        assert torch.equal(prefix(p, batch), prefix(loaded, batch))
+    # same sampler shapes, other design: refused by name, both ways
+    neighbourhood = SmolVLAGridsConfig(**kwargs(vlm3, grids_k=9, grids_after_layer=2))
+    with pytest.raises(RuntimeError, match="saved with grids_connector='point'.*this policy has "
+                                           "grids_connector='neighbourhood'") as info:
+        SmolVLAGridsPolicy.from_pretrained(tmp_path / "point", config=neighbourhood)
+    assert "\n" not in str(info.value)
+    policy(vlm3, grids_k=9, grids_after_layer=2).save_pretrained(tmp_path / "neighbourhood")
+    point = SmolVLAGridsConfig(**kwargs(vlm3, grids_k=9, grids_after_layer=2, grids_connector="point"))
+    with pytest.raises(RuntimeError, match="saved with grids_connector='neighbourhood'.*this policy has "
+                                           "grids_connector='point'"):
+        SmolVLAGridsPolicy.from_pretrained(tmp_path / "neighbourhood", config=point)
+    # an upstream SmolVLA checkpoint (no grids. key) fills every upstream weight; the sampler starts fresh, loudly
+    fresh = policy(vlm3, seed=3, grids_k=9, grids_after_layer=2, grids_connector="point")
+    with caplog.at_level(logging.WARNING, logger="lerobot_policy_grids"):
+        fresh.load_state_dict(upstream_with_weights_of(vlm3, p).state_dict())
+    assert any("without GridS weights" in r.getMessage() for r in caplog.records)
+    assert torch.equal(fresh.state_dict()[POINT_CONNECTOR_KEY], torch.ones(1))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"grids_connector": "pixel", "grids_after_layer": 1},
+         r"grids_connector must be one of \('neighbourhood', 'point'\), got 'pixel'"),
+        ({"grids_connector": "point"}, r"grids_connector='point' needs grids_after_layer set .*got "
+                                       r"grids_after_layer=None"),
+        ({"grids_connector": "point", "grids_after_layer": 1, "grids_k": GRID * GRID + 1},
+         rf"grids_k must be in \[1, {GRID * GRID}\] with grids_after_layer=1 .*16x16 token map entering vision "
+         rf"layer 1 \(grids_connector='point': one token per point\); got grids_k={GRID * GRID + 1}"),
+    ],
+    ids=["unknown_design", "point_after_the_connector", "k_above_patches"],
+)
+def test_bad_connector_option_is_a_one_line_error(vlm3: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        policy(vlm3, **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_point_connector_is_refused_without_a_pixel_shuffle_connector() -> None:
+    """``act_grids``, ``pi0_grids`` and ``pi05_grids`` (registered on both LeRobot releases) have no pixel-shuffle
+    connector: only the default design is accepted, and the error names the option and where it applies."""
+    import lerobot_policy_grids
+    from conftest import TINY_ACT
+    from lerobot_policy_grids.configuration_act_grids import ACTGridsConfig
+
+    inputs, outputs = features()
+    configs: dict[str, Any] = {"ACTGridsConfig": lambda **o: ACTGridsConfig(input_features=inputs,
+                                                                            output_features=outputs, **TINY_ACT, **o)}
+    assert {"pi0_grids", "pi05_grids"} <= set(lerobot_policy_grids.AVAILABLE_TYPES)
+    from lerobot_policy_grids.configuration_pi0_grids import PI0GridsConfig
+    from lerobot_policy_grids.configuration_pi05_grids import PI05GridsConfig
+
+    configs["PI0GridsConfig"] = lambda **o: PI0GridsConfig(device="cpu", **o)
+    configs["PI05GridsConfig"] = lambda **o: PI05GridsConfig(device="cpu", **o)
+    for name, make in configs.items():
+        assert make().grids_connector == "neighbourhood"
+        layer = {} if name == "ACTGridsConfig" else {"grids_after_layer": 1}
+        with pytest.raises(ValueError, match=rf"grids_connector must be 'neighbourhood' for {name}: it has no "
+                                             r"pixel-shuffle connector \('point' is only for smolvla_grids with "
+                                             r"grids_after_layer set\), got 'point'") as info:
+            make(grids_connector="point", **layer)
+        assert "\n" not in str(info.value)

@@ -9,6 +9,10 @@ of the upstream policy class in the MRO: it owns the sampler (``self.grids``, a
 * an upstream (non-GridS) checkpoint loads with the sampler freshly initialised and a warning that names the keys;
 * any other missing or unexpected key is an error, whatever ``strict`` says (LeRobot loads non-strictly by
   default, which would otherwise hide a wrong checkpoint).
+
+SmolVLA's two in-encoder designs (``grids_connector``) have samplers of the same shape, so a ``"point"`` policy
+carries a marker buffer (:data:`POINT_CONNECTOR_KEY`, a single 1 in the sampler's state dict): a checkpoint of one
+design loading into the other is a one-line error naming ``grids_connector``, not a silent change of design.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from grids_vla import MultiCameraGridS
 from grids_vla.reducers.base import ReducerOutput
 from torch import Tensor, nn
@@ -31,6 +36,9 @@ GRIDS_MODES = ("predicted", "random", "fixed-grid")
 GRIDS_GEOMETRIES = ("mlp", "fourier", "none")
 GRIDS_PREDICTORS = ("pooled", "attention")
 GRIDS_CONDITIONINGS = ("none", "language")
+GRIDS_CONNECTORS = ("neighbourhood", "point")  # the first is the default
+#: state-dict key of the marker that a ``grids_connector="point"`` policy's sampler carries
+POINT_CONNECTOR_KEY = GRIDS_PREFIX + "point_connector"
 
 
 @dataclass
@@ -52,6 +60,11 @@ class GridSConfigFields:
             connector / PaliGemma's projector). ``L``: the token map entering vision layer ``L`` is resampled
             (``L`` = the tower's depth: its last layer's output, before the final norm), so the remaining vision
             layers run on the resampled tokens (:mod:`lerobot_policy_grids.encoder`). VLA types only.
+        grids_connector: how SmolVLA's pixel-shuffle connector is fed with ``grids_after_layer`` set:
+            ``neighbourhood`` (default; each point samples an ``s x s`` neighbourhood, ``s * s * grids_k`` tokens in
+            the later vision layers) or ``point`` (one token per point in the later vision layers, put through the
+            connector as a uniform ``s x s`` block). Anything but the default is only for ``smolvla_grids`` with
+            ``grids_after_layer`` set.
     """
 
     grids_k: int = 16
@@ -64,11 +77,16 @@ class GridSConfigFields:
     grids_camera_dim: int = 16
     grids_allow_oversample: bool = False
     grids_after_layer: int | None = None
+    grids_connector: str = GRIDS_CONNECTORS[0]
 
-    def validate_grids(self, supports_language: bool = True, after_layer_note: str | None = None) -> None:
+    def validate_grids(
+        self, supports_language: bool = True, after_layer_note: str | None = None, pixel_shuffle: bool = False
+    ) -> None:
         """Raise ``ValueError`` for an invalid GridS option.
 
         ``after_layer_note``: why this policy type has no ``grids_after_layer`` (``None``: it has one).
+        ``pixel_shuffle``: the policy's vision tower ends in a pixel-shuffle connector (SmolVLA), the only case
+        where ``grids_connector`` may differ from its default.
         """
         if not isinstance(self.grids_k, int) or isinstance(self.grids_k, bool) or self.grids_k < 1:
             raise ValueError(f"grids_k must be a positive int, got {self.grids_k!r}")
@@ -77,6 +95,7 @@ class GridSConfigFields:
             ("grids_geometry", self.grids_geometry, GRIDS_GEOMETRIES),
             ("grids_predictor", self.grids_predictor, GRIDS_PREDICTORS),
             ("grids_conditioning", self.grids_conditioning, GRIDS_CONDITIONINGS),
+            ("grids_connector", self.grids_connector, GRIDS_CONNECTORS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -94,6 +113,14 @@ class GridSConfigFields:
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"grids_after_layer must be None or an int in [0, depth of the vision tower], "
                              f"got {layer!r}")
+        design = self.grids_connector
+        if design != GRIDS_CONNECTORS[0] and not pixel_shuffle:
+            raise ValueError(f"grids_connector must be {GRIDS_CONNECTORS[0]!r} for {type(self).__name__}: it has no "
+                             f"pixel-shuffle connector ({design!r} is only for smolvla_grids with grids_after_layer "
+                             f"set), got {design!r}")
+        if design != GRIDS_CONNECTORS[0] and layer is None:
+            raise ValueError(f"grids_connector={design!r} needs grids_after_layer set (GridS inside the vision tower); "
+                             f"after the connector every point is one token already, got grids_after_layer=None")
 
 
 def as_grids_config(config: Any, grids_cls: type) -> Any:
@@ -117,6 +144,13 @@ def as_grids_config(config: Any, grids_cls: type) -> Any:
         GridSConfigFields.grids_k,
     )
     return grids_cls(**values)
+
+
+def mark_point_connector(grids: MultiCameraGridS) -> None:
+    """Give a ``grids_connector="point"`` sampler its checkpoint marker (:data:`POINT_CONNECTOR_KEY`)."""
+    ref = next(grids.parameters(), None)
+    device = None if ref is None else ref.device
+    grids.register_buffer(POINT_CONNECTOR_KEY.removeprefix(GRIDS_PREFIX), torch.ones(1, device=device))
 
 
 def sampler_name(camera: str) -> str:
@@ -183,7 +217,8 @@ class GridSPolicyMixin:
         """The GridS output (tokens, coords, aux) of every camera in the last forward pass, detached.
 
         With ``grids_after_layer`` the tokens are the vision-width samples handed to the remaining vision layers
-        (SmolVLA: ``K * s * s`` of them, each point's neighbourhood); ``coords`` are the ``K`` points either way.
+        (SmolVLA: ``K * s * s`` of them, each point's neighbourhood, or ``K`` with ``grids_connector="point"``);
+        ``coords`` are the ``K`` points either way.
         """
         return dict(getattr(self, "_grids_last", {}))
 
@@ -197,6 +232,13 @@ class GridSPolicyMixin:
         """Load exactly, or an upstream checkpoint with a freshly initialised (and announced) GridS sampler."""
         own_grids = {k for k in self.state_dict() if k.startswith(GRIDS_PREFIX)}  # type: ignore[attr-defined]
         given_grids = {k for k in state_dict if k.startswith(GRIDS_PREFIX)}
+        if given_grids and (POINT_CONNECTOR_KEY in own_grids) != (POINT_CONNECTOR_KEY in given_grids):
+            saved, ours = GRIDS_CONNECTORS if POINT_CONNECTOR_KEY not in given_grids else GRIDS_CONNECTORS[::-1]
+            raise RuntimeError(
+                f"checkpoint does not fit {type(self).__name__}: it was saved with grids_connector={saved!r} "
+                f"({'with' if saved == 'point' else 'without'} the {POINT_CONNECTOR_KEY} marker), this policy has "
+                f"grids_connector={ours!r}; load it with its own config.json (grids_connector={saved!r})"
+            )
         try:
             result = super().load_state_dict(state_dict, strict=False, assign=assign)  # type: ignore[misc]
         except RuntimeError as exc:

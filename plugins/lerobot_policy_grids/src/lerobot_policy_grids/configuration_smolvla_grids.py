@@ -17,4 +17,4 @@ class SmolVLAGridsConfig(SmolVLAConfig, GridSConfigFields):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.validate_grids(supports_language=True)
+        self.validate_grids(supports_language=True, pixel_shuffle=True)

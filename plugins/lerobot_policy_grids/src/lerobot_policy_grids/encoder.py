@@ -19,16 +19,29 @@ registered twice.
 SigLIP layers, ``post_layernorm`` and ``multi_modal_projector``; the prefix gets ``K`` tokens per camera.
 
 **SmolVLA** (SigLIP, then a connector = pixel shuffle of every ``s x s`` patch block into one token, ``s`` =
-``scale_factor``, then a linear ``s*s*C_vision -> C_text``): GridS predicts ``K`` points and samples, around each,
-the ``s x s`` neighbourhood at one-patch spacing (offsets ``i - (s - 1) / 2`` patches along each axis, row-major),
-bilinearly and with the geometry embedding of each sample's own position. The remaining layers run on
-``K * s * s`` tokens (point-major order; attention has no positional term there, so the order is immaterial).
-Before the connector, the ``(B, K*s*s, C)`` map is viewed as ``B*K`` images of ``s x s`` tokens, which the
-unchanged connector shuffles into exactly one token each (its concatenation order is the one it was trained on);
-the result is viewed back as ``(B, K, C_text)``. A point at the centre of a dense ``s x s`` block reads that
-block's patches exactly, so ``grids_mode="fixed-grid"`` with ``K`` = all blocks reproduces dense SmolVLA's image
-embedding (tested). SmolVLA's tower is called with a patch attention mask that hides nothing; it is dropped
-(after checking that it hides nothing) since it has the dense token count.
+``scale_factor``, then a linear ``s*s*C_vision -> C_text``): ``K`` isolated tokens cannot feed the connector as it
+is, so ``grids_connector`` chooses between two designs. Both add no weight and keep the pretrained connector.
+
+* ``"neighbourhood"`` (default): GridS predicts ``K`` points and samples, around each, the ``s x s`` neighbourhood
+  at one-patch spacing (offsets ``i - (s - 1) / 2`` patches along each axis, row-major), bilinearly and with the
+  geometry embedding of each sample's own position. The remaining layers run on ``K * s * s`` tokens (point-major
+  order; attention has no positional term there, so the order is immaterial). Before the connector, the
+  ``(B, K*s*s, C)`` map is viewed as ``B*K`` images of ``s x s`` tokens, which the unchanged connector shuffles into
+  exactly one token each (its concatenation order is the one it was trained on); the result is viewed back as
+  ``(B, K, C_text)``. A point at the centre of a dense ``s x s`` block reads that block's patches exactly, so
+  ``grids_mode="fixed-grid"`` with ``K`` = all blocks reproduces dense SmolVLA's image embedding (tested).
+* ``"point"``: one bilinear sample per point (geometry embedding at the point itself), so the remaining layers and
+  ``post_layernorm`` run on ``K`` tokens, ``s * s`` times fewer. Before the connector each point's token ``x`` is
+  treated as a uniform ``s x s`` block: the connector applied to ``x`` repeated ``s * s`` times, which is
+  ``x @ W_sum^T (+ b)`` with ``W_sum`` the connector's linear weight summed over its ``s * s`` slots
+  (:func:`uniform_block_projection`). That is what runs (the connector itself is handed an empty batch), so the
+  projection costs ``C_vision x C_text`` per point instead of ``s*s*C_vision x C_text``; the equality with the
+  unchanged connector on the repeated token is tested. The approximation: the pretrained connector never saw
+  uniform blocks, while the neighbourhood design feeds it real ``s x s`` patch blocks at ``s * s`` times the tokens
+  in layers ``L..``. ``grids_k`` may then go up to the whole patch grid.
+
+SmolVLA's tower is called with a patch attention mask that hides nothing; it is dropped (after checking that it
+hides nothing) since it has the dense token count.
 """
 
 from __future__ import annotations
@@ -38,13 +51,23 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from grids_vla import MultiCameraGridS
 from grids_vla.patch.hf_transformers import TransformersGridS
 from grids_vla.reducers.base import ReducerOutput
 from grids_vla.sampling import bilinear_sample, coords_to_image_fraction, coords_to_index_space
 from torch import Tensor, nn
 
-__all__ = ["EncoderGridS", "install_encoder_grids", "neighbourhood_points", "check_encoder_options"]
+from .common import GRIDS_CONNECTORS
+
+__all__ = [
+    "EncoderGridS",
+    "install_encoder_grids",
+    "neighbourhood_points",
+    "check_encoder_options",
+    "connector_projection",
+    "uniform_block_projection",
+]
 
 
 def neighbourhood_points(coords: Tensor, grid_size: tuple[int, int], side: int, align_corners: bool) -> Tensor:
@@ -73,9 +96,20 @@ def neighbourhood_points(coords: Tensor, grid_size: tuple[int, int], side: int, 
 
 
 def check_encoder_options(
-    policy_type: str, after_layer: int, depth: int, k: int, grid: tuple[int, int], side: int, allow_oversample: bool
+    policy_type: str,
+    after_layer: int,
+    depth: int,
+    k: int,
+    grid: tuple[int, int],
+    side: int,
+    allow_oversample: bool,
+    design: str | None = None,
 ) -> None:
-    """One-line errors for ``grids_after_layer`` outside ``[0, depth]`` and a ``grids_k`` the grid cannot hold."""
+    """One-line errors for ``grids_after_layer`` outside ``[0, depth]`` and a ``grids_k`` the grid cannot hold.
+
+    ``side``: the neighbourhood each point samples (1: one token per point); ``design``: SmolVLA's
+    ``grids_connector`` value, named in the error (``None`` for towers without a pixel-shuffle connector).
+    """
     if isinstance(after_layer, bool) or not isinstance(after_layer, int) or not 0 <= after_layer <= depth:
         raise ValueError(f"grids_after_layer must be None or an int in [0, {depth}] for {policy_type} (its vision "
                          f"tower has {depth} layers), got {after_layer!r}")
@@ -84,16 +118,55 @@ def check_encoder_options(
         what = f"{grid[0]}x{grid[1]} token map entering vision layer {after_layer}"
         if side > 1:
             what = f"{side}x{side} neighbourhoods of the {what} (one per point, for the connector's pixel shuffle)"
+        elif design is not None:
+            what = f"{what} (grids_connector={design!r}: one token per point)"
         raise ValueError(f"grids_k must be in [1, {capacity}] with grids_after_layer={after_layer} for {policy_type}: "
                          f"at most {capacity} points fit the {what}; got grids_k={k} (grids_allow_oversample=True "
                          "lifts the limit)")
+
+
+def connector_projection(connector: nn.Module, vision_dim: int) -> nn.Linear:
+    """The linear layer of SmolVLM's connector (pixel shuffle, then ``modality_projection.proj``), checked.
+
+    Raises a one-line ``ValueError`` where the connector is not that shape, since ``grids_connector="point"`` folds
+    exactly that linear layer.
+    """
+    scale = getattr(connector, "scale_factor", None)
+    proj = getattr(getattr(connector, "modality_projection", None), "proj", None)
+    area = scale * scale if isinstance(scale, int) and scale > 0 else None
+    if area is None or not isinstance(proj, nn.Linear) or proj.in_features != area * vision_dim:
+        found = f"{type(connector).__name__} with scale_factor={scale!r}, modality_projection.proj={proj!r}"
+        raise ValueError(f"grids_connector='point' needs SmolVLM's connector (pixel shuffle by an int scale_factor s, "
+                         f"then modality_projection.proj = one nn.Linear from s*s*{vision_dim} inputs); found {found}")
+    return proj
+
+
+def uniform_block_projection(connector: nn.Module, tokens: Tensor) -> Tensor:
+    """SmolVLM's connector applied to every token as a uniform ``s x s`` block: ``(..., C)`` -> ``(..., D)``.
+
+    The pixel shuffle concatenates a block's ``s * s`` tokens slot by slot (input feature ``slot * C + c`` of the
+    linear layer), so for a block whose tokens all equal ``x`` the connector gives ``x @ W_sum^T + b``, ``W_sum``
+    being the ``(D, s*s*C)`` weight summed over the ``s * s`` slots to ``(D, C)``. No new weight: a change of the
+    connector's weight changes this too, and gradients reach it (and ``tokens``) as through the connector.
+    """
+    proj = connector_projection(connector, tokens.shape[-1])
+    area = connector.scale_factor**2
+    weight = proj.weight.view(proj.out_features, area, tokens.shape[-1]).sum(dim=1)
+    return F.linear(tokens, weight, proj.bias)
 
 
 class EncoderGridS(TransformersGridS):
     """The core's Hugging Face tower adapter, driven by a policy's multi-camera sampler (see the module docstring).
 
     ``armed(camera, cond)`` brackets one ``embed_image`` call; ``last_output`` then holds the sampler's output for it
-    (tokens ``(B, K * s * s, C_vision)``, coordinates ``(B, K, 2)`` of the points).
+    (tokens ``(B, K * n * n, C_vision)`` for ``n = neighbourhood``, coordinates ``(B, K, 2)`` of the points).
+
+    Args:
+        neighbourhood: side ``n`` of the block each point samples (SmolVLA's ``"neighbourhood"`` design: the
+            connector's ``scale_factor``; 1 otherwise).
+        connector: ``None`` (no pixel-shuffle connector: PI0 / PI0.5), or SmolVLA's ``grids_connector`` value,
+            ``"neighbourhood"`` (the connector shuffles each point's ``n x n`` samples) or ``"point"`` (each point's
+            token goes through the connector as a uniform block, :func:`uniform_block_projection`).
     """
 
     def __init__(
@@ -104,21 +177,28 @@ class EncoderGridS(TransformersGridS):
         after_layer: int,
         grid_size: tuple[int, int] | None,
         neighbourhood: int = 1,
+        connector: str | None = None,
         allow_oversample: bool = False,
     ) -> None:
         super().__init__(grids, patch_size=patch_size, num_prefix_tokens=0, prefix="drop", after_layer=after_layer,
                          grid_size=grid_size)
+        if connector is not None and connector not in GRIDS_CONNECTORS:
+            raise ValueError(f"grids_connector must be one of {GRIDS_CONNECTORS}, got {connector!r}")
+        if connector == "point" and neighbourhood != 1:
+            raise ValueError(f"grids_connector='point' samples one token per point, got neighbourhood={neighbourhood}")
         self.neighbourhood = int(neighbourhood)
+        self.connector = connector
         self.allow_oversample = allow_oversample
+        self._point_tokens: Tensor | None = None  # "point": the (B, K, C) tokens waiting for the folded connector
         self._camera: str | None = None
         self._cond: Tensor | None = None
         self._blocks: tuple[int, int] | None = None  # (B, K) of the map waiting for the connector
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_cond": None, "_camera": None, "_blocks": None}
+        return {**super().__getstate__(), "_cond": None, "_camera": None, "_blocks": None, "_point_tokens": None}
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, neighbourhood={self.neighbourhood}"
+        return f"{super().extra_repr()}, neighbourhood={self.neighbourhood}, connector={self.connector!r}"
 
     @contextlib.contextmanager
     def armed(self, camera: str, cond: Tensor | None) -> Iterator[None]:
@@ -127,7 +207,7 @@ class EncoderGridS(TransformersGridS):
         try:
             yield
         finally:
-            self._camera, self._cond, self._blocks = None, None, None
+            self._camera, self._cond, self._blocks, self._point_tokens = None, None, None, None
 
     def _reduce(self, hidden: Tensor) -> Tensor:
         if self._camera is None:
@@ -152,6 +232,7 @@ class EncoderGridS(TransformersGridS):
                 where = coords_to_image_fraction(points, grid, sampler.align_corners)
                 tokens = tokens + sampler.geometry(where).to(tokens.dtype)
             out = ReducerOutput(tokens.to(hidden.dtype), out.coords, out.aux)
+        if self.connector is not None:
             self._blocks = (hidden.shape[0], sampler.k)
         self.last_output = out
         return out.tokens.to(hidden.dtype)
@@ -173,30 +254,42 @@ class EncoderGridS(TransformersGridS):
         return args, {**kwargs, "attention_mask": None}
 
     def _on_connector_input(self, connector: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        """``(B, K*s*s, C)`` -> ``(B*K, s*s, C)``: each point's neighbourhood is one ``s x s`` image to shuffle."""
+        """``"neighbourhood"``: ``(B, K*s*s, C)`` -> ``(B*K, s*s, C)``, each point's neighbourhood one ``s x s`` image
+        to shuffle. ``"point"``: keep the ``(B, K, C)`` tokens for the output hook and hand the connector an empty
+        batch, so its own ``s*s*C``-wide projection does no work."""
         if self._camera is None:
             return None
         if self._blocks is None:
             raise RuntimeError("the connector was reached but GridS did not run inside the vision tower")
         batch, k = self._blocks
         hidden = args[0] if args else kwargs["image_hidden_states"]
-        area = self.neighbourhood**2
-        if hidden.shape[:2] != (batch, k * area):
-            raise ValueError(f"the connector got {tuple(hidden.shape)}, expected ({batch}, {k * area}, C) from GridS")
-        hidden = hidden.reshape(batch * k, area, hidden.shape[-1])
+        area = int(connector.scale_factor) ** 2
+        per_point = 1 if self.connector == "point" else area
+        if hidden.shape[:2] != (batch, k * per_point):
+            raise ValueError(f"the connector got {tuple(hidden.shape)}, expected ({batch}, {k * per_point}, C) from "
+                             f"GridS (grids_connector={self.connector!r})")
+        if self.connector == "point":
+            self._point_tokens = hidden
+            hidden = hidden.new_zeros((0, area, hidden.shape[-1]))
+        else:
+            hidden = hidden.reshape(batch * k, area, hidden.shape[-1])
         if args:
             return (hidden, *args[1:]), kwargs
         return (), {**kwargs, "image_hidden_states": hidden}
 
     def _on_connector_output(self, connector: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
-        """``(B*K, 1, D)`` -> ``(B, K, D)``."""
+        """``"neighbourhood"``: ``(B*K, 1, D)`` -> ``(B, K, D)``; ``"point"``: the kept tokens through the connector
+        as uniform blocks, ``(B, K, D)``."""
         if self._camera is None:
             return None
         batch, k = self._blocks  # type: ignore[misc]
+        self._blocks = None
+        if self.connector == "point":
+            tokens, self._point_tokens = self._point_tokens, None
+            return uniform_block_projection(connector, tokens)  # type: ignore[arg-type]
         if output.shape[:2] != (batch * k, 1):
             raise ValueError(f"the connector returned {tuple(output.shape)} for {batch * k} neighbourhoods, expected "
                              "one token each")
-        self._blocks = None
         return output.reshape(batch, k, output.shape[-1])
 
 
@@ -211,24 +304,35 @@ def install_encoder_grids(
     fixed_grid: tuple[int, int] | None,
     patch_size: tuple[int, int],
     connector: nn.Module | None = None,
+    vision_dim: int | None = None,
 ) -> EncoderGridS:
     """Hook ``holder.grids`` (already built at the vision width) into ``tower``; returns the adapter.
 
     Args:
         holder: the policy; the adapter is stored in its ``__dict__`` (not registered: the sampler is already
-            ``holder.grids``).
+            ``holder.grids``). Its ``config.grids_connector`` picks SmolVLA's design (module docstring).
         tower: the vision transformer whose forward takes ``pixel_values`` (SmolVLM's or SigLIP's).
         layers: its encoder layers.
         anchor_grid: the patch grid the options are checked against (the configured image size).
         fixed_grid: a patch grid every call must have, or ``None`` to read it from each call's pixels.
         connector: SmolVLA's pixel-shuffle connector (its ``scale_factor`` sets the neighbourhood), or ``None``.
+        vision_dim: the tower's width (needed with a connector, to check it for ``grids_connector="point"``).
     """
     grids: MultiCameraGridS = holder.grids  # type: ignore[assignment]
-    side = int(connector.scale_factor) if connector is not None else 1
-    check_encoder_options(policy_type, after_layer, len(layers), holder.config.grids_k, anchor_grid, side,
-                          holder.config.grids_allow_oversample)
+    config = holder.config
+    design = getattr(config, "grids_connector", GRIDS_CONNECTORS[0])
+    if connector is None and design != GRIDS_CONNECTORS[0]:
+        raise ValueError(f"grids_connector must be {GRIDS_CONNECTORS[0]!r} for {policy_type}: its vision tower has no "
+                         f"pixel-shuffle connector ('point' is for smolvla_grids with grids_after_layer set), got "
+                         f"{design!r}")
+    if connector is not None and design == "point":
+        connector_projection(connector, int(vision_dim or 0))
+    side = int(connector.scale_factor) if connector is not None and design == "neighbourhood" else 1
+    check_encoder_options(policy_type, after_layer, len(layers), config.grids_k, anchor_grid, side,
+                          config.grids_allow_oversample, design if connector is not None else None)
     adapter = EncoderGridS(grids, patch_size=patch_size, after_layer=after_layer, grid_size=fixed_grid,
-                           neighbourhood=side, allow_oversample=holder.config.grids_allow_oversample)
+                           neighbourhood=side, connector=design if connector is not None else None,
+                           allow_oversample=config.grids_allow_oversample)
     adapter.hook_pre(tower, adapter._on_tower_start)
     adapter.hook_post(tower, adapter._on_tower_end)
     adapter.hook_pre(tower.encoder, adapter._on_encoder_start)

@@ -4,10 +4,21 @@ SmolVLA hands its SmolVLM text model 64 tokens x 960 per 512 px camera (an 8 x 8
 Here ``SmolVLMWithExpertModel.embed_image`` is wrapped on the instance (see :mod:`lerobot_policy_grids.vlm`), so the
 prefix carries ``grids_k`` tokens per camera and every mask is built from that length by SmolVLA itself.
 
-``grids_after_layer=L`` resamples the 32 x 32 x 768 patch map entering SigLIP layer ``L`` instead: each of the
-``grids_k`` points takes a ``4 x 4`` neighbourhood (the connector's ``scale_factor``), the remaining layers run on
-``16 * grids_k`` tokens, and the unchanged connector shuffles each neighbourhood into one token
-(:mod:`lerobot_policy_grids.encoder`).
+``grids_after_layer=L`` resamples the 32 x 32 x 768 patch map entering SigLIP layer ``L`` instead, and
+``grids_connector`` says how the ``grids_k`` points then meet the unchanged 4 x 4 pixel-shuffle connector
+(:mod:`lerobot_policy_grids.encoder`):
+
+* ``"neighbourhood"`` (default): each point takes a ``4 x 4`` neighbourhood (the connector's ``scale_factor``), the
+  remaining layers run on ``16 * grids_k`` tokens, and the connector shuffles each neighbourhood into one token:
+  it sees real patch blocks, as in pretraining; ``grids_k`` <= 64 (the blocks of the grid).
+* ``"point"``: one token per point, so the remaining layers run on ``grids_k`` tokens (16x fewer, in the forward
+  pass and in training's backward pass through them); each token enters the connector as a uniform 4 x 4 block
+  (its linear weight summed over the 16 slots), an approximation the pretrained connector never saw;
+  ``grids_k`` <= 1024 (the patches). The sampler then carries a marker buffer (``grids.point_connector``) so a
+  checkpoint of one design does not load into the other.
+
+Choose ``"neighbourhood"`` to stay closest to what pretrained SmolVLA computes, ``"point"`` where the vision
+tower's cost after ``L`` matters more; what accuracy either keeps with pretrained weights is not measured here.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from typing import Any
 
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
-from .common import GridSPolicyMixin, as_grids_config, build_grids
+from .common import GridSPolicyMixin, as_grids_config, build_grids, mark_point_connector
 from .configuration_smolvla_grids import SmolVLAGridsConfig
 from .vlm import present_then_absent, wrap_embed_image
 
@@ -62,10 +73,14 @@ class SmolVLAGridsPolicy(GridSPolicyMixin, SmolVLAPolicy):
         self.grids = build_grids(self.config, int(vision.hidden_size), self._grids_cameras, anchor, cond_dim=text_dim)
         model = vlm.get_vlm_model()
         tower = model.vision_model
-        return install_encoder_grids(
+        adapter = install_encoder_grids(
             self, tower, tower.encoder.layers, policy_type=self.name, after_layer=self.config.grids_after_layer,
             anchor_grid=anchor, fixed_grid=None, patch_size=(patch, patch), connector=model.connector,
+            vision_dim=int(vision.hidden_size),
         )
+        if self.config.grids_connector == "point":
+            mark_point_connector(self.grids)
+        return adapter
 
     def _dense_grid(self, vlm_config: Any) -> tuple[int, int] | None:
         """The dense token grid of one camera: resized image / patch size / pixel-shuffle factor, if exact."""
