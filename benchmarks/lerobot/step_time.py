@@ -8,9 +8,12 @@ text layers, action expert at 0.75 width; SmolVLA's defaults: frozen vision enco
 
 * ``dense``: upstream SmolVLA;
 * ``grids_k{K}``: ``smolvla_grids``, GridS after the connector (the paper's placement, ``grids_after_layer=None``);
-* ``grids_k{K}_L{L}``: ``smolvla_grids`` with ``grids_after_layer=L``: the patch map entering SigLIP layer ``L`` is
-  resampled to K points x a 4 x 4 neighbourhood each (16 K tokens), layers ``L..11`` run on those, and the unchanged
-  connector turns each neighbourhood into one token.
+* ``grids_k{K}_L{L}``: ``smolvla_grids`` with ``grids_after_layer=L`` (``grids_connector="neighbourhood"``, the
+  default): the patch map entering SigLIP layer ``L`` is resampled to K points x a 4 x 4 neighbourhood each (16 K
+  tokens), layers ``L..11`` run on those, and the unchanged connector turns each neighbourhood into one token;
+* ``grids_k{K}_L{L}_point`` (only with ``--point-layers``): ``grids_after_layer=L``, ``grids_connector="point"``:
+  one token per point, so layers ``L..11`` run on K tokens, and each enters the connector as a uniform 4 x 4 block
+  (the connector's weight summed over its 16 slots).
 
 All policies share one copy of the upstream weights (same values, so the comparison is like for like and the
 machine's memory holds five real-size policies); each has its own optimizer state. Two cameras, an 8-D state and a
@@ -19,9 +22,11 @@ per call (``reset()`` first), the whole flow-matching inference, under ``torch.n
 each, the policies take turns call by call, so all see the same machine load; medians are reported, with the
 speed-up against ``dense`` from the same rounds. Run it in ``.venv-lerobot``::
 
-    OMP_NUM_THREADS=1 nice .venv-lerobot/bin/python benchmarks/lerobot/step_time.py --threads 1 --steps 3
+    OMP_NUM_THREADS=1 nice .venv-lerobot/bin/python benchmarks/lerobot/step_time.py --threads 1 --steps 3 \
+      --after-layers 0 4 8 --point-layers 0 4 8
 
-``--size tiny`` runs the same on the test-sized SmolVLM in seconds (a check of the script, not a measurement).
+``--size tiny`` runs the same on the test-sized SmolVLM in seconds (a check of the script, not a measurement; give it
+``--out`` somewhere else than the default, which holds the measured real-size results).
 Small-scale: a few calls on a shared CPU, meant for the ratios, not for absolute numbers.
 """
 
@@ -45,7 +50,9 @@ CAMERAS = ("observation.images.image", "observation.images.wrist_image")
 MODES = ("train", "select_action")
 
 
-def build(vlm_dir: Path, image_size: int, k: int | None, after_layer: int | None) -> Any:
+def build(
+    vlm_dir: Path, image_size: int, k: int | None, after_layer: int | None, connector: str = "neighbourhood"
+) -> Any:
     """Upstream SmolVLA (``k=None``) or SmolVLA + GridS, SmolVLA's default sizes, random weights."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
@@ -61,7 +68,9 @@ def build(vlm_dir: Path, image_size: int, k: int | None, after_layer: int | None
     torch.manual_seed(0)
     if k is None:
         return SmolVLAPolicy(SmolVLAConfig(**kwargs))
-    return SmolVLAGridsPolicy(SmolVLAGridsConfig(grids_k=k, grids_after_layer=after_layer, **kwargs))
+    return SmolVLAGridsPolicy(
+        SmolVLAGridsConfig(grids_k=k, grids_after_layer=after_layer, grids_connector=connector, **kwargs)
+    )
 
 
 def share_weights(policy: Any, reference: Any) -> int:
@@ -140,7 +149,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--after-layers", type=int, nargs="*", default=[0, 4, 8],
-                        help="grids_after_layer values to time beside the post-connector placement")
+                        help="grids_after_layer values to time beside the post-connector placement "
+                        "(grids_connector='neighbourhood': 16 K tokens in the later SigLIP layers)")
+    parser.add_argument("--point-layers", type=int, nargs="*", default=[],
+                        help="grids_after_layer values to time with grids_connector='point' (K tokens in the later "
+                        "SigLIP layers); none by default")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--size", choices=("real", "tiny"), default="real")
     parser.add_argument("--out", type=Path, default=HERE / "step_time.json")
@@ -153,7 +166,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": "benchmarks/lerobot/step_time.py " + " ".join(
             [f"--threads {args.threads}", f"--steps {args.steps}", "--batch-sizes", *map(str, args.batch_sizes),
-             f"--k {args.k}", "--after-layers", *map(str, args.after_layers), "--modes", *args.modes,
+             f"--k {args.k}", "--after-layers", *map(str, args.after_layers),
+             *(["--point-layers", *map(str, args.point_layers)] if args.point_layers else []), "--modes", *args.modes,
              f"--size {args.size}"]),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "size": args.size,
@@ -161,19 +175,24 @@ def main() -> None:
         "steps": args.steps,
         "k": args.k,
         "after_layers": args.after_layers,
+        "point_layers": args.point_layers,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "loadavg_start": os.getloadavg(),  # 1/5/15-min load averages: how shared the machine was
         "rows": [],
     }
-    specs: dict[str, tuple[int | None, int | None]] = {"dense": (None, None), f"grids_k{args.k}": (args.k, None)}
-    specs.update({f"grids_k{args.k}_L{layer}": (args.k, layer) for layer in args.after_layers})
+    # name -> (grids_k, grids_after_layer, grids_connector)
+    specs: dict[str, tuple[int | None, int | None, str]] = {
+        "dense": (None, None, "neighbourhood"), f"grids_k{args.k}": (args.k, None, "neighbourhood")
+    }
+    specs.update({f"grids_k{args.k}_L{layer}": (args.k, layer, "neighbourhood") for layer in args.after_layers})
+    specs.update({f"grids_k{args.k}_L{layer}_point": (args.k, layer, "point") for layer in args.point_layers})
     policies: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         vlm_dir = write_local_smolvlm(Path(tmp) / f"smolvlm_{args.size}", args.size)
-        for name, (k, layer) in specs.items():
-            policies[name] = build(vlm_dir, image_size, k, layer)
+        for name, spec in specs.items():
+            policies[name] = build(vlm_dir, image_size, *spec)
             if name != "dense":
                 share_weights(policies[name], policies["dense"])
     optimizers = {}
@@ -184,6 +203,7 @@ def main() -> None:
         optimizers[name] = torch.optim.AdamW(trainable, lr=1e-4)
         results["policies"][name] = {
             "after_layer": specs[name][1],
+            "connector": specs[name][2],
             "params": sum(p.numel() for p in policy.parameters()),
             "trainable": sum(p.numel() for p in trainable),
             "prefix_tokens": prefix_length(policy, probe),
@@ -218,6 +238,8 @@ def label(name: str, info: dict[str, Any], k: int) -> str:
         return "dense SmolVLA"
     if info["after_layer"] is None:
         return f"GridS K={k} after connector"
+    if info.get("connector") == "point":
+        return f"GridS K={k} in encoder, one token per point, L={info['after_layer']}"
     return f"GridS K={k} in encoder, L={info['after_layer']}"
 
 
