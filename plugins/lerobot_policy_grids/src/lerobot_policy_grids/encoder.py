@@ -151,7 +151,7 @@ def uniform_block_projection(connector: nn.Module, tokens: Tensor) -> Tensor:
     """
     proj = connector_projection(connector, tokens.shape[-1])
     area = connector.scale_factor**2
-    weight = proj.weight.view(proj.out_features, area, tokens.shape[-1]).sum(dim=1)
+    weight = proj.weight.reshape(proj.out_features, area, tokens.shape[-1]).sum(dim=1)
     return F.linear(tokens, weight, proj.bias)
 
 
