@@ -18,7 +18,7 @@ import pytest
 
 from grids_vla.experiments.report import summarize
 from grids_vla.policy.configuration_grids_vla import GridSVLAConfig
-from grids_vla.policy.evaluation import mcnemar_exact
+from grids_vla.policy.evaluation import mcnemar_exact, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = ("pick the milk and place it in the basket", "pick the butter and place it in the basket")
@@ -229,8 +229,12 @@ def test_rebuild_second_suite_gets_its_own_tables_and_heatmap(synthetic, tmp_pat
 
 def test_command_line_on_a_missing_study(tmp_path) -> None:
     out = tmp_path / "docs" / "RESULTS.md"
+    so101 = tmp_path / "so101.md"
+    so101.write_text(f"# SO-101\n\n{_load().SO101_BEGIN}\n{_load().SO101_END}\n")
     assert _load().main(["--study", str(tmp_path / "nothing"), "--archive", str(tmp_path / "nothing"), "--out",
-                         str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10", "--plans"]) == 0
+                         str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10", "--plans",
+                         "--so101-archive", str(tmp_path / "nothing"), "--so101-out", str(so101)]) == 0
+    assert "No SO-101 policy run archived under `nothing/` yet: not yet measured." in so101.read_text()
     md = out.read_text()
     assert "No study plan file was found; the plan shown is the copy in `benchmarks/results.py`." in md
     assert "No run folders under `nothing/` yet: not yet measured." in md and "No archived runs" in md
@@ -264,3 +268,98 @@ def test_committed_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
     made = sorted(p.name for p in figures.glob("*.png")) if figures.is_dir() else []
     kept = sorted(p.name for p in (ROOT / "benchmarks" / "figures").glob("*.png"))
     assert made == kept, "benchmarks/figures/ does not match the plots the report links to"
+
+
+# --------------------------------------------------------------------------------------------------------- SO-101
+SO101_TASKS = ("pick_place_bowl", "stack")
+SO101_INSTRUCTIONS = ("put the red cube in the bowl", "stack the red cube on the blue cube")
+
+
+def _write_so101_eval(folder: Path, variant: str, outcome, scenes: int, perturbation: str | None) -> None:
+    """A merged SO-101 evaluation as ``benchmarks/libero/success.py`` writes it: task i of the plan is ``task_id`` i,
+    scene i its ``init_state``; success given by ``outcome(task_id, scene)``."""
+    cfg = GridSVLAConfig.preset(variant)
+    run = {"checkpoint": "final", "weights_sha256": "0" * 64, "env": "so101", "suite": "so101 pick_place_bowl+stack",
+           "scenes": "ood" if perturbation else "in", "perturbation": perturbation, "tasks": [0, 1],
+           "task_names": list(SO101_TASKS), "instructions": {"0": "put the COLOUR cube in the bowl",
+                                                           "1": "stack the COLOUR cube on the COLOUR cube"},
+           "scene_seeds": "ood_scenes(task)[episode]" if perturbation else "sample_scene(task, 4294967296 + episode)",
+           "episodes_per_task": scenes, "max_steps": 160, "execute": 8, "chunk": 8, "settle_steps": 0, "threads": 1,
+           "image_size": 128, "reducer": cfg.reducer, "k": cfg.k, "cameras": ["agentview", "eye_in_hand"],
+           "workers": 2}
+    episodes = [{"task_id": t, "task": SO101_TASKS[t], "scenes": run["scenes"], "episode": i, "init_state": i,
+                 "success": bool(outcome(t, i)), "steps": 50 if outcome(t, i) else 160, "latencies_ms": [5.0]}
+                for t in (0, 1) for i in range(scenes)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(summarize(run, episodes), indent=2))
+    (folder / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+
+
+def _write_so101_run(archive: Path, variant: str, seed: int, ind, ood=None, complete: bool = True) -> None:
+    folder = archive / f"{variant}_s{seed}"
+    folder.mkdir(parents=True)
+    model = GridSVLAConfig.preset(variant, action_dim=4, instructions=SO101_INSTRUCTIONS).to_dict()
+    (folder / "train_config.json").write_text(json.dumps({"train": {"steps": 1500, "batch_size": 32, "lr": 3e-4,
+                                                                    "warmup_steps": 100, "seed": seed},
+                                                          "model": model}))
+    (folder / "data.json").write_text(json.dumps({"data": "runs/so101/data", "demos": 100, "frames": 5000,
+                                                  "actions_sha256": "cd" * 32, "date": "2026-12-07"}))
+    _write_so101_eval(folder, variant, ind, 5 if complete else 2, None)
+    if not complete:  # a run still evaluating: its results say so
+        res = json.loads((folder / "results.json").read_text())
+        res["complete"] = False
+        (folder / "results.json").write_text(json.dumps(res))
+    if ood is not None:
+        _write_so101_eval(folder / "ood" / "ood_scenes", variant, ood, 3, "ood_scenes")
+
+
+def test_so101_section_round_trips_a_synthetic_archive(tmp_path) -> None:
+    bench = _load()
+    archive = tmp_path / "study" / "pick_place_bowl+stack"
+    for seed in (0, 1, 2):  # dense: 6/10 per seed, GridS-16: 9/10 (all but task 0 scene 0); OOD 2/6 vs 4/6
+        _write_so101_run(archive, "dense", seed, lambda t, i: i % 2 == 0, lambda t, i: i == 0)
+        _write_so101_run(archive, "grids-16", seed, lambda t, i: (t, i) != (0, 0), lambda t, i: i < 2)
+    _write_so101_run(archive, "grids-16-l0", 0, lambda t, i: True, complete=False)
+    plan = tmp_path / "study.json"
+    plan.write_text(json.dumps({"env": "so101", "tasks": list(SO101_TASKS), "data": "runs/so101/data",
+                                "steps": 1500, "batch_size": 32, "lr": 3e-4, "warmup_steps": 100,
+                                "episodes_per_task": 5, "ood_episodes_per_task": 3, "stages": [
+                                    {"name": "core", "variants": ["grids-16", "dense"], "seeds": [0, 1, 2]},
+                                    {"name": "placement", "variants": ["grids-16-l0"], "seeds": [0, 1, 2]}]}))
+    out = tmp_path / "RESULTS.md"
+    out.write_text(f"# by hand\n\nkept\n\n{bench.SO101_BEGIN}\nstale rows\n{bench.SO101_END}\n\nalso kept\n")
+    md = bench.rebuild_so101(plan, out, archive, n_boot=500)
+    assert md == out.read_text() and md.startswith("# by hand\n\nkept\n\n" + bench.SO101_BEGIN)
+    assert md.endswith(bench.SO101_END + "\n\nalso kept\n") and "stale rows" not in md
+    ind, ood = "in distribution", "out of distribution (`ood_scenes`)"
+    lo, hi = wilson_interval(18, 30)
+    assert _row(md, ind)[1:6] == ["dense", "3/3", "18/30 = 60.0 %", f"{100 * lo:.0f}-{100 * hi:.0f} %",
+                                  "s0: 6/10, s1: 6/10, s2: 6/10"]
+    g16 = next(r for r in md.splitlines() if r.startswith(f"| {ind} | grids-16 |"))
+    cells = [c.strip() for c in g16.strip("|").split("|")]
+    assert cells[2:4] == ["3/3", "27/30 = 90.0 %"] and cells[6].startswith("+30.0 [") and cells[-1] == "+22.2"
+    assert cells[7] == f"{mcnemar_exact(12, 3):.3f}" and cells[8] == "better than dense"  # pooled: 4 vs 1 per seed
+    ood_row = next(r for r in md.splitlines() if r.startswith(f"| {ood} | grids-16 |"))
+    cells = [c.strip() for c in ood_row.strip("|").split("|")]
+    assert cells[2:4] == ["3/3", "12/18 = 66.7 %"] and cells[6].startswith("+33.3 [") and cells[-1] == "+28.6"
+    assert "| in distribution | grids-16-l0 | 0/3 | in progress |" in md
+    assert f"| {ood} | grids-16-l0 | 0/3 | not yet measured |" in md
+    claim = _row(md, "GridS-16 beats dense in distribution")
+    assert claim[1] == "+22.2 pp" and claim[2].endswith("pp over 3 seed(s)") and claim[3].startswith("reproduced")
+    assert _row(md, "out of distribution (`ood_scenes`)", "Per task")[1:] == ["dense", "3/9 = 33.3 %", "3/9 = 33.3 %"]
+    assert "demos 100 / 5000 frames / actions sha256 cdcdcdcdcdcd (all 7 runs)" in md
+    assert bench.rebuild_so101(plan, out, archive, n_boot=500) == md  # deterministic
+    out.write_text("# no generated section\n")
+    with pytest.raises(SystemExit, match="found 0 begin and 0 end lines of the generated section"):
+        bench.rebuild_so101(plan, out, archive)
+
+
+def test_committed_so101_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
+    """The generated section of benchmarks/so101/RESULTS.md is what the script makes of the SO-101 study's archive
+    and plan: after archiving a run, rerun `python benchmarks/results.py` and commit the file."""
+    bench = _load()
+    committed = ROOT / "benchmarks" / "so101" / "RESULTS.md"
+    out = tmp_path / "RESULTS.md"
+    shutil.copyfile(committed, out)
+    bench.rebuild_so101(bench.SO101_PLAN, out)
+    assert out.read_bytes() == committed.read_bytes(), "benchmarks/so101/RESULTS.md is stale: run benchmarks/results.py"

@@ -22,6 +22,11 @@ evaluated on ``ood_episodes_per_task`` episodes per task; ``liberoplus:`` specs 
 environment on a fixed spread of ``ood_plus_per_task`` variant tasks per base task). Every run is evaluated from
 ``final/``, its last checkpoint stored in float16 (what the archive keeps), so a kept checkpoint re-evaluates to the
 same episodes.
+
+A plan with ``"env": "so101"`` (``benchmarks/so101/study.json``) names ``tasks`` instead of a suite: one policy is
+trained on the SO-101 demos of all of them, and every run is evaluated per task on ``episodes_per_task`` held-out
+in-distribution scenes (``eval``) and on the first ``ood_episodes_per_task`` OOD scenes (``ood/ood_scenes``), in the
+same files and archive layout as a LIBERO run (see the SO-101 section below).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from grids_vla.envs.so101.scene import N_OOD, TASKS
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.evaluation import (
     EPISODES_NAME,
@@ -48,14 +54,21 @@ from grids_vla.policy.evaluation import (
     load_episodes,
     mcnemar_exact,
     paired_outcomes,
+    summarize,
+    to_markdown,
     wilson_interval,
 )
 from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy, atomic_write_text
 from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
 
+def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    """A run's working folder: ``OUT/runs/<variant>_s<seed>``."""
+    return Path(args.out) / "runs" / f"{variant}_s{seed}"
+
+
 def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
-    out = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    out = run_dir(args, variant, seed)
     done = latest_checkpoint(out)
     if done is not None and done.name == f"step_{args.steps:07d}":
         return done
@@ -63,7 +76,8 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
                       save_every=args.save_every, log_every=50, resume="latest" if done is not None else None,
                       overwrite=done is None)  # a run killed before its first checkpoint starts over
-    model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data))
+    extra = so101_model_fields(args) if env_of(args) == "so101" else {}
+    model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data), **extra)
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 
 
@@ -85,8 +99,11 @@ def final_policy(run: Path) -> Path:
 
 def eval_run(args: argparse.Namespace, variant: str, seed: int, perturbation: str | None = None) -> dict:
     """Evaluate ``final/`` in distribution (``run/eval``) or under ``perturbation`` (``run/ood/<slug>``)."""
-    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    run = run_dir(args, variant, seed)
     final = final_policy(run)
+    if env_of(args) == "so101":
+        return eval_so101(args, final, run / "eval" if perturbation is None else run / "ood" / ood_slug(perturbation),
+                          ood=perturbation is not None)
     if perturbation is None:
         return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, episodes_per_task=args.episodes_per_task,
                                    tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
@@ -129,6 +146,138 @@ def _eval_liberoplus(args: argparse.Namespace, final: Path, perturbation: str, o
     return json.loads((out / "results.json").read_text())
 
 
+# ------------------------------------------------------------------------------------------------------- SO-101
+# A plan with "env": "so101" trains one policy on the demos of all its tasks (`grids-vla data so101`, one folder per
+# task under "data"; the instruction tells the tasks apart) and evaluates every run, per task, on episodes_per_task
+# seeded in-distribution scenes that no demo played (`grids-vla eval --env so101 --scenes in`; checked against the
+# demo files' scene seeds) and on the first ood_episodes_per_task of the task's OOD scenes (`--scenes ood`).
+ENVS = ("libero", "so101")
+SO101_OOD = "ood_scenes"  # every SO-101 run's out-of-distribution evaluation, in run/ood/ood_scenes/
+NOT_FOR_SO101 = ("suite", "ood_plus_per_task")  # LIBERO's plan fields
+
+
+def env_of(args: argparse.Namespace) -> str:
+    """The simulator of the plan: ``libero`` (also without a plan) or ``so101``."""
+    return (args.plan or {}).get("env", "libero")
+
+
+def so101_suite(tasks: list[str]) -> str:
+    """The ``suite`` an SO-101 study's evaluations record: ``so101 pick_place_bowl+stack``."""
+    return "so101 " + "+".join(tasks)
+
+
+@functools.lru_cache(maxsize=8)
+def so101_demos(data: str, tasks: tuple[str, ...]) -> dict:
+    """What the SO-101 demos under ``data`` hold: ``instructions`` (set), demo scene ``seeds`` per task, the actions'
+    width ``action_dim``. Each task's files must be in ``data/<task>/`` and nothing else under ``data``: the policy
+    trains on every demo file found there."""
+    import h5py
+
+    root = Path(data)
+    if not root.is_dir():
+        raise SystemExit(f"--data {data}: expected a folder with one subfolder per task ({', '.join(tasks)}) made by "
+                         f"`grids-vla data so101 --task T --out {data}`")
+    try:
+        files = find_demo_files(root)
+    except FileNotFoundError:
+        files = []
+    found = {}
+    for path in files:
+        found.setdefault(path.relative_to(root).parts[0], []).append(path)
+    stray = sorted(set(found) - set(tasks))
+    if stray:
+        raise SystemExit(f"--data {data}: holds demos of {stray} ({found[stray[0]][0]}), expected only the plan's "
+                         f"tasks {list(tasks)}: the policy would train on them")
+    out: dict = {"instructions": set(), "seeds": {}, "action_dim": None}
+    for task in tasks:
+        if task not in found:
+            raise SystemExit(f"--data {data}: no demos of {task} (expected {data}/{task}/*_demo.hdf5 from "
+                             f"`grids-vla data so101 --task {task} --out {data}`)")
+        for path in found[task]:
+            with h5py.File(path, "r") as f:
+                out["instructions"].add(json.loads(f["data"].attrs["problem_info"])["language_instruction"])
+                out["seeds"].setdefault(task, set()).update(int(d.attrs["seed"]) for d in f["data"].values())
+                out["action_dim"] = int(f["data"]["demo_0"]["actions"].shape[1])
+    return out
+
+
+def so101_scenes(args: argparse.Namespace, ood: bool) -> dict[str, list]:
+    """The scenes each task's evaluation plays: in-distribution episode ``i`` or OOD scene ``i``."""
+    from grids_vla.experiments.evaluate_so101 import scene_for
+
+    n = args.ood_episodes_per_task if ood else args.episodes_per_task
+    return {t: [scene_for(t, "ood" if ood else "in", i) for i in range(n)] for t in args.plan["tasks"]}
+
+
+def so101_model_fields(args: argparse.Namespace) -> dict:
+    """Model fields an SO-101 policy takes from its demos and evaluation: the actions' width, and the instructions
+    (learned language): those of the demos plus those of the evaluation scenes, so that no evaluation scene is
+    refused for a colour the demos lack (with the study's data they are the same; a note says when not)."""
+    demos = so101_demos(args.data, tuple(args.plan["tasks"]))
+    asked = {s.instruction for ood in (False, True) for scenes in so101_scenes(args, ood).values() for s in scenes}
+    if asked - demos["instructions"]:
+        print(f"note: {len(asked - demos['instructions'])} evaluation instruction(s) are in no demo, e.g. "
+              f"{sorted(asked - demos['instructions'])[0]!r}", file=sys.stderr)
+    return {"action_dim": demos["action_dim"], "instructions": tuple(sorted(demos["instructions"] | asked))}
+
+
+def _check_heldout(args: argparse.Namespace) -> None:
+    """Refuse an in-distribution evaluation that would play a scene a demo played."""
+    from grids_vla.experiments.evaluate_so101 import IN_SEED_BASE
+
+    seeds = so101_demos(args.data, tuple(args.plan["tasks"]))["seeds"]
+    for task, played in seeds.items():
+        both = sorted(played & {IN_SEED_BASE + i for i in range(args.episodes_per_task)})
+        if both:
+            raise SystemExit(f"--data {args.data}: {task} demos played the evaluation scene seed(s) {both[:3]}; "
+                             f"evaluation scenes must be held out")
+
+
+def eval_so101(args: argparse.Namespace, final: Path, out: Path, ood: bool) -> dict:
+    """Evaluate ``final`` on each task of the plan (``out/<task>``, resumable; ``--eval-workers`` tasks at a time)
+    and merge the tasks into ``out``'s results.json / results.md / episodes.jsonl."""
+    from grids_vla.experiments.evaluate_so101 import SO101EvalConfig, evaluate_so101
+
+    if not ood:
+        _check_heldout(args)
+    cfgs = [SO101EvalConfig(checkpoint=str(final), task=t, scenes="ood" if ood else "in",
+                            episodes=args.ood_episodes_per_task if ood else args.episodes_per_task,
+                            max_steps=args.max_steps, threads=args.eval_threads, out=str(out / t),
+                            video=0 if ood else args.video) for t in args.plan["tasks"]]
+    workers = min(args.eval_workers, len(cfgs))
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(evaluate_so101, cfgs))
+    else:
+        parts = [evaluate_so101(c) for c in cfgs]
+    return _merge_so101(args, out, parts, SO101_OOD if ood else None, workers)
+
+
+def _merge_so101(args: argparse.Namespace, out: Path, parts: list[dict], perturbation: str | None,
+                 workers: int) -> dict:
+    """The tasks' evaluations as one, in the files of a LIBERO evaluation: task ``i`` of the plan is ``task_id`` i
+    (its name in ``task``) and a scene's index is its ``init_state``, so two runs' episodes pair on the same scenes
+    as LIBERO's do on the same init states."""
+    tasks = args.plan["tasks"]
+    episodes = []
+    for i, task in enumerate(tasks):
+        for e in sorted(load_episodes(out / task / EPISODES_NAME), key=lambda e: e["episode"]):
+            episodes.append({**e, "task_id": i, "task": task, "init_state": e["episode"]})
+    limits = {t: p["run"]["max_steps"] for t, p in zip(tasks, parts)}
+    run = {**{k: v for k, v in parts[0]["run"].items() if k != "task"}, "suite": args.suite,
+           "perturbation": perturbation, "tasks": list(range(len(tasks))), "task_names": list(tasks),
+           "instructions": {str(i): p["run"]["instructions"][t] for i, (t, p) in enumerate(zip(tasks, parts))},
+           "max_steps": limits[tasks[0]] if len(set(limits.values())) == 1 else limits, "workers": workers}
+    res = summarize(run, episodes)
+    atomic_write_text(out / EPISODES_NAME, "".join(json.dumps(e) + "\n" for e in episodes))
+    atomic_write_text(out / "results.md", to_markdown(res))
+    atomic_write_text(out / "results.json", json.dumps(res, indent=2))
+    return res
+
+
 # A run's small result files, relative to its folder; archived side by side under their file names.
 ARCHIVED = ("eval/results.json", "eval/results.md", "eval/episodes.jsonl", "metrics.csv", "train_config.json")
 DATA_NAME = "data.json"
@@ -160,7 +309,7 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = 
     """Copy a finished run's small result files to ``args.archive/<variant>_s<seed>/`` (each file atomically), its
     finished out-of-distribution evaluations to ``ood/<slug>/`` there, and with ``keep`` its ``final/`` policy to
     ``checkpoint/``."""
-    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    run = run_dir(args, variant, seed)
     if not args.archive:
         return None
     dest = Path(args.archive) / f"{variant}_s{seed}"
@@ -238,7 +387,7 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
 
 def _run_files(args: argparse.Namespace, variant: str, seed: int) -> tuple[Path, Path] | None:
     """``(results.json, metrics.csv)`` of a run: its own folder first, else the archive (checked)."""
-    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    run = run_dir(args, variant, seed)
     if (run / "eval" / "results.json").is_file():
         return run / "eval" / "results.json", run / "metrics.csv"
     folder = Path(args.archive) / f"{variant}_s{seed}" if args.archive else None
@@ -297,7 +446,10 @@ def report(args: argparse.Namespace) -> dict:
         f"# {args.suite}: success of {', '.join(rows) or 'nothing yet'}",
         "",
         f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, seeds {args.seeds}, {args.episodes_per_task} "
-        f"episodes per task from the official init states; data `{args.data}`; eval {args.eval_workers} "
+        + ("episodes per task from the official init states" if env_of(args) == "libero" else
+           f"held-out in-distribution scenes per task (this table; the {args.ood_episodes_per_task} OOD scenes per "
+           "task: benchmarks/results.py)")
+        + f"; data `{args.data}`; eval {args.eval_workers} "
         f"process(es) x {args.eval_threads} thread(s); "
         f"{platform.machine()} CPU ({os.cpu_count()} cores), {date.today()}.",
         "",
@@ -381,9 +533,28 @@ def load_plan(path: str) -> dict:
         plan = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f"--plan {path}: cannot read a JSON study plan ({e})") from None
-    unknown = sorted(set(plan) - {*PLAN_OPTIONS, "stages", "comment"})
+    env = plan.get("env", "libero")
+    if env not in ENVS:
+        raise SystemExit(f"--plan {path}: env: found {env!r}, expected one of {', '.join(ENVS)}")
+    fields = {*PLAN_OPTIONS, "env", "stages"} - (set(NOT_FOR_SO101) if env == "so101" else set()) \
+        | ({"tasks"} if env == "so101" else set())
+    unknown = sorted(set(plan) - fields - {"comment"})
     if unknown:
-        raise SystemExit(f"--plan {path}: unknown fields {unknown}; expected {sorted({*PLAN_OPTIONS, 'stages'})}")
+        raise SystemExit(f"--plan {path}: unknown fields {unknown} for env {env}; expected {sorted(fields)}")
+    if env == "so101":
+        missing = sorted((set(PLAN_OPTIONS) - set(NOT_FOR_SO101) | {"tasks"}) - set(plan))
+        if missing:
+            raise SystemExit(f"--plan {path}: missing fields {missing}; an so101 plan records its whole protocol")
+        tasks = plan.get("tasks")
+        if not isinstance(tasks, list) or not tasks or len(set(tasks)) != len(tasks) or \
+                any(t not in TASKS for t in tasks):
+            raise SystemExit(f"--plan {path}: tasks: found {tasks!r}, expected a list of distinct SO-101 tasks from "
+                             f"{list(TASKS)}")
+    for key, high in (("episodes_per_task", None), ("ood_episodes_per_task", N_OOD if env == "so101" else None)):
+        v = plan.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (high is not None and v > high):
+            raise SystemExit(f"--plan {path}: {key}: found {v!r}, expected an int >= 1"
+                             + (f" and <= {high} (the OOD scenes per task)" if high is not None else ""))
     if not isinstance(plan.get("stages"), list) or not plan["stages"]:
         raise SystemExit(f"--plan {path}: 'stages' must be a non-empty list of stages")
     for i, st in enumerate(plan["stages"]):
@@ -391,6 +562,9 @@ def load_plan(path: str) -> dict:
         bad = sorted(set(st) - {"name", "variants", "seeds", "keep", "ood", "comment"})
         if bad:
             raise SystemExit(f"{where}: unknown fields {bad}; expected name, variants, seeds, keep, ood")
+        if env == "so101" and "ood" in st:
+            raise SystemExit(f"{where}: found 'ood' {st['ood']!r}, expected none: it lists LIBERO perturbations, "
+                             f"and every SO-101 run is evaluated on the OOD scenes (ood_episodes_per_task)")
         if not st.get("variants") or any(v not in PRESETS for v in st["variants"]):
             raise SystemExit(f"{where}: variants must be preset names from {sorted(PRESETS)}, got "
                              f"{st.get('variants')!r}")
@@ -412,13 +586,14 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, int, bool, tuple[str, ...]
         if missing:
             raise SystemExit(f"--stage {missing}: not in the plan; its stages are {names}")
     keep = {(v, x) for st in stages if st.get("keep") for x in st["seeds"] for v in st["variants"]}
+    always = (SO101_OOD,) if env_of(args) == "so101" else ()  # part of every SO-101 run's evaluation
     out: list[tuple[str, int, bool, tuple[str, ...]]] = []
     for st in stages:
         if args.stage and st.get("name") not in args.stage:
             continue
         for seed in st["seeds"]:
             for variant in st["variants"]:
-                job = (variant, seed, (variant, seed) in keep, tuple(st.get("ood", ())))
+                job = (variant, seed, (variant, seed) in keep, tuple(st.get("ood", ())) + always)
                 if job not in out:
                     out.append(job)
     return out
@@ -446,7 +621,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="LIBERO-plus: variant tasks evaluated per base task (one episode each)")
     p.add_argument("--liberoplus-python", default=".venv-liberoplus/bin/python")
     p.add_argument("--keep-checkpoints", action="store_true", help="archive each run's final/ policy (float16)")
-    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: LIBERO's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="episode step limit (default: the LIBERO suite's, or the SO-101 task's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (training; each evaluation worker)")
     p.add_argument("--eval-workers", type=int, default=1,
                    help="evaluation processes in parallel (latency is then measured beside the other simulators)")
@@ -469,6 +645,10 @@ def main(argv: list[str] | None = None) -> None:
         args.seeds = sorted({x for st in stages for x in st["seeds"]})
     elif args.stage:
         raise SystemExit("--stage needs --plan")
+    if env_of(args) == "so101":
+        if args.tasks:
+            raise SystemExit(f"--tasks {args.tasks}: LIBERO task ids; an so101 plan names its tasks ('tasks')")
+        args.suite = so101_suite(args.plan["tasks"])
     if not args.data:
         raise SystemExit("--data is required (or a --plan that names it)")
     if args.eval_threads is None:
@@ -500,7 +680,7 @@ def _restore_final(args: argparse.Namespace, variant: str, seed: int, missing: l
     """An archived run asked for more (out-of-distribution evaluations) whose run folder is gone: put its kept
     checkpoint back as ``final/``; without one it cannot be evaluated again without retraining, which would not be
     the archived policy."""
-    run = Path(args.out) / "runs" / f"{variant}_s{seed}"
+    run = run_dir(args, variant, seed)
     kept = Path(args.archive) / f"{variant}_s{seed}" / "checkpoint"
     if (run / FINAL / "model.safetensors").is_file():
         return

@@ -1,0 +1,247 @@
+"""``benchmarks/libero/success.py --plan`` with ``"env": "so101"`` at a toy size: one policy on both tasks' demos,
+trained one step, evaluated on one held-out in-distribution and one OOD scene per task, archived in the LIBERO
+layout, resumed without redoing anything, rebuilt into the SO-101 report; the plan's errors; and the committed plan
+against the commands documented for it (needs the ``so101`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from grids_vla.envs.so101.generate import generate  # noqa: E402
+from grids_vla.envs.so101.scene import N_OOD  # noqa: E402
+from grids_vla.experiments import evaluate_so101  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["pick_place_bowl", "stack"]
+
+
+def _load(path: Path, name: str):
+    if name not in sys.modules:  # registered first: results.py's dataclasses look their module up
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _runner():
+    return _load(ROOT / "benchmarks" / "libero" / "success.py", "success_so101_bench")
+
+
+def _results():
+    return _load(ROOT / "benchmarks" / "results.py", "results_rebuild")
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("so101demos") / "data"
+    for task in TASKS:
+        assert generate(task, 1, root, image_size=32, log=None)["demos"] == 1
+    return root
+
+
+def _plan(tmp_path: Path, demos: Path, **change) -> Path:
+    plan = {
+        "env": "so101",
+        "tasks": TASKS,
+        "data": str(demos),
+        "archive": str(tmp_path / "archive" / "pick_place_bowl+stack"),
+        "steps": 1,
+        "batch_size": 2,
+        "lr": 3e-4,
+        "warmup_steps": 0,
+        "episodes_per_task": 1,
+        "ood_episodes_per_task": 1,
+        "stages": [{"name": "core", "variants": ["grids-16", "dense"], "seeds": [0], "keep": True}],
+        **change,
+    }
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _cells(md: str, *first: str) -> list[str]:
+    """Cells of the first table row starting with the cells ``first``."""
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[: len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no row {first}")
+
+
+def test_so101_plan_trains_evaluates_archives_resumes_and_rebuilds(tmp_path, demos) -> None:
+    bench = _runner()
+    plan = _plan(tmp_path, demos)
+    archive = tmp_path / "archive" / "pick_place_bowl+stack"
+    out = tmp_path / "out"
+    common = ["--plan", str(plan), "--save-every", "1", "--num-workers", "0", "--max-steps", "4", "--threads", "1"]
+    order = bench.jobs(argparse.Namespace(plan=bench.load_plan(str(plan)), stage=None))
+    assert order == [("grids-16", 0, True, ("ood_scenes",)), ("dense", 0, True, ("ood_scenes",))]
+    bench.main([*common, "--out", str(out)])
+
+    for variant in ("grids-16", "dense"):
+        run, kept = out / "runs" / f"{variant}_s0", archive / f"{variant}_s0"
+        res = json.loads((run / "eval" / "results.json").read_text())
+        assert res["complete"] and res["run"]["checkpoint"] == str(run / "final")
+        assert res["run"]["suite"] == "so101 pick_place_bowl+stack" and res["run"]["task_names"] == TASKS
+        assert res["overall"]["episodes"] == 2 and [t["episodes"] for t in res["tasks"].values()] == [1, 1]
+        eps = _lines(run / "eval" / "episodes.jsonl")
+        # task i of the plan is task_id i, the scene's index its init state: episodes pair like LIBERO's
+        assert [(e["task_id"], e["task"], e["init_state"], e["scene"]) for e in eps] == [
+            (i, t, 0, f"in/{evaluate_so101.IN_SEED_BASE}") for i, t in enumerate(TASKS)
+        ]
+        assert all((e["steps"] < 4) if e["success"] else (e["steps"] == 4) for e in eps)  # --max-steps 4
+        for e, task in zip(eps, TASKS):  # each task's own evaluation, merged unchanged
+            (own,) = _lines(run / "eval" / task / "episodes.jsonl")
+            assert own["actions_sha256"] == e["actions_sha256"] and own["task_id"] == task
+        ood = json.loads((run / "ood" / "ood_scenes" / "results.json").read_text())
+        assert ood["complete"] and ood["run"]["perturbation"] == "ood_scenes" and ood["overall"]["episodes"] == 2
+        assert [e["scene"] for e in _lines(run / "ood" / "ood_scenes" / "episodes.jsonl")] == ["ood/0", "ood/0"]
+        # archived in the LIBERO layout, the OOD evaluation beside, the kept float16 policy
+        assert sorted(p.name for p in kept.iterdir()) == [
+            "checkpoint",
+            "data.json",
+            "episodes.jsonl",
+            "metrics.csv",
+            "ood",
+            "results.json",
+            "results.md",
+            "train_config.json",
+        ]
+        for name in ("results.json", "episodes.jsonl"):
+            assert (kept / name).read_bytes() == (run / "eval" / name).read_bytes()
+            assert (kept / "ood" / "ood_scenes" / name).read_bytes() == (run / "ood" / "ood_scenes" / name).read_bytes()
+        assert (kept / "checkpoint" / "model.safetensors").read_bytes() == (
+            run / "final" / "model.safetensors"
+        ).read_bytes()
+        data = json.loads((kept / "data.json").read_text())
+        assert data["demos"] == 2 and data["actions_sha256"] == bench.data_fingerprint(str(demos))["actions_sha256"]
+        model = json.loads((kept / "train_config.json").read_text())["model"]
+        asked = {evaluate_so101.scene_for(t, scenes, 0).instruction for t in TASKS for scenes in ("in", "ood")}
+        assert model["action_dim"] == 4 and asked <= set(model["instructions"])
+
+    # resumed: nothing retrained, no episode played again (a replay would measure new latencies)
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "success" not in p.name}
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent.name == "checkpoints"}
+    bench.main([*common, "--out", str(out)])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "success" not in p.name} == files
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent.name == "checkpoints"} == stamps
+    report = json.loads((out / "success.json").read_text())
+    assert report["variants"]["grids-16"]["episodes"] == 2 and set(report["paired_vs_dense"]) == {"grids-16"}
+    # the run folders gone, the report comes from the archive alone (checked against the plan)
+    shutil.rmtree(out)
+    bench.main([*common, "--out", str(out)])
+    assert not (out / "runs").exists()
+    again = json.loads((out / "success.json").read_text())
+    assert again["paired_vs_dense"] == report["paired_vs_dense"]
+    assert again["variants"]["dense"]["seeds"]["0"]["source"] == str(archive / "dense_s0")
+
+    # two evaluation processes play the same episodes as one
+    args = argparse.Namespace(
+        plan=bench.load_plan(str(plan)),
+        data=str(demos),
+        suite=bench.so101_suite(TASKS),
+        episodes_per_task=1,
+        ood_episodes_per_task=1,
+        max_steps=4,
+        eval_threads=1,
+        eval_workers=2,
+        video=0,
+    )
+    both = bench.eval_so101(args, archive / "grids-16_s0" / "checkpoint", tmp_path / "parallel", ood=True)
+    ood = json.loads((archive / "grids-16_s0" / "ood" / "ood_scenes" / "results.json").read_text())
+    assert both["run"]["workers"] == 2 and both["overall"] == ood["overall"]
+    again = _lines(tmp_path / "parallel" / "episodes.jsonl")
+    assert [e["actions_sha256"] for e in again] == [
+        e["actions_sha256"] for e in _lines(archive / "grids-16_s0" / "ood" / "ood_scenes" / "episodes.jsonl")
+    ]
+
+    # the archive rebuilds into the SO-101 report's generated section
+    results = _results()
+    md = tmp_path / "RESULTS.md"
+    md.write_text(f"# by hand\n\n{results.SO101_BEGIN}\nSTALE\n{results.SO101_END}\n\nafter\n")
+    text = results.rebuild_so101(plan, md, archive, n_boot=50)
+    assert text.startswith("# by hand\n\n") and text.endswith(f"{results.SO101_END}\n\nafter\n") and "STALE" not in text
+    for variant in ("dense", "grids-16"):
+        for split, folder in (("in distribution", ""), ("out of distribution (`ood_scenes`)", "ood/ood_scenes/")):
+            res = json.loads((archive / f"{variant}_s0" / f"{folder}results.json").read_text())["overall"]
+            row = _cells(text, split, variant)
+            assert row[2:4] == ["1/1", f"{res['successes']}/2 = {100 * res['successes'] / 2:.1f} %"]
+
+
+def test_so101_plan_errors_name_the_field(tmp_path, demos, monkeypatch) -> None:
+    bench = _runner()
+    bad = {
+        "env": ("mujoco", r"env: found 'mujoco', expected one of libero, so101"),
+        "suite": ("libero_object", r"unknown fields \['suite'\] for env so101"),
+        "tasks": (["pick_place_bowl", "pour"], r"tasks: found \['pick_place_bowl', 'pour'\], expected a list"),
+        "ood_episodes_per_task": (
+            N_OOD + 1,
+            rf"ood_episodes_per_task: found {N_OOD + 1}, expected an int >= 1 and <= ",
+        ),
+        "stages": (
+            [{"variants": ["dense"], "seeds": [0], "ood": ["lighting:0.8"]}],
+            r"stage 0 \(unnamed\): found 'ood'",
+        ),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(SystemExit, match=message):
+            bench.load_plan(str(_plan(tmp_path, demos, **{key: value})))
+    plan = json.loads(_plan(tmp_path, demos).read_text())
+    del plan["lr"], plan["tasks"]
+    (tmp_path / "partial.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"missing fields \['lr', 'tasks'\]; an so101 plan records its whole protocol"):
+        bench.load_plan(str(tmp_path / "partial.json"))
+    with pytest.raises(SystemExit, match=r"--tasks \[0\]: LIBERO task ids"):
+        bench.main(["--plan", str(_plan(tmp_path, demos)), "--tasks", "0", "--phase", "report"])
+    # the data must hold every task's demos and nothing else (the policy trains on all of it)
+    only = tmp_path / "only"
+    shutil.copytree(demos / "stack", only / "stack")
+    with pytest.raises(SystemExit, match=r"no demos of pick_place_bowl \(expected .*pick_place_bowl/\*_demo.hdf5"):
+        bench.so101_demos(str(only), tuple(TASKS))
+    with pytest.raises(
+        SystemExit, match=r"holds demos of \['stack'\].*expected only the plan's tasks \['pick_place_bowl'\]"
+    ):
+        bench.so101_demos(str(demos), ("pick_place_bowl",))
+    # an in-distribution evaluation scene a demo played is refused
+    args = argparse.Namespace(plan={"tasks": TASKS}, data=str(demos), episodes_per_task=3)
+    bench._check_heldout(args)
+    (played,) = bench.so101_demos(str(demos), tuple(TASKS))["seeds"]["stack"]
+    monkeypatch.setattr(evaluate_so101, "IN_SEED_BASE", played - 2)
+    with pytest.raises(SystemExit, match=rf"stack demos played the evaluation scene seed\(s\) \[{played}\]"):
+        bench._check_heldout(args)
+
+
+def test_committed_so101_plan_is_valid_and_documented() -> None:
+    bench = _runner()
+    path = ROOT / "benchmarks" / "so101" / "study.json"
+    plan = bench.load_plan(str(path))
+    order = bench.jobs(argparse.Namespace(plan=plan, stage=None))
+    assert plan["env"] == "so101" and plan["archive"].startswith("benchmarks/so101/study/")
+    assert {v for v, *_ in order} >= {"dense", "grids-16", "grids-16-l0"} and all(
+        o == ("ood_scenes",) for *_, o in order
+    )
+    assert all(sorted({s for v, s, *_ in order if v == name}) == [0, 1, 2] for name in ("dense", "grids-16"))
+    assert plan["ood_episodes_per_task"] == N_OOD  # the 21 OOD scenes, once each
+    # the data commands documented beside the results make exactly the plan's data
+    for doc in ("benchmarks/so101/RESULTS.md", "docs/so101.md"):
+        text = (ROOT / doc).read_text()
+        made = re.findall(r"grids-vla data so101 --task (\S+) --episodes (\d+) --seed (\d+) --out (\S+)", text)
+        study = [m for m in made if m[3] == plan["data"]]
+        assert [m[0] for m in study] == plan["tasks"] and {m[1:3] for m in study} == {("50", "0")}, doc
+        assert f"benchmarks/libero/success.py --plan {path.relative_to(ROOT)}" in text, doc
