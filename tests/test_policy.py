@@ -860,33 +860,37 @@ def test_resume_is_exact_with_dropout(data_dir, tmp_path) -> None:
 def test_points_lr_scale_gives_the_coordinate_heads_their_own_learning_rate(kw) -> None:
     from grids_vla.policy.training import param_groups
 
-    model = GridSVLAPolicy(tiny(**kw))
+    model = GridSVLAPolicy(tiny(points_lr_scale=10.0, **kw))
     heads = {id(p) for p in model.reducer.coordinate_head_parameters()}
-    assert heads
     assert id(model.reducer.camera_embed.weight) in heads  # it only conditions the points
-    groups = param_groups(model, TrainConfig(lr=1e-3, points_lr_scale=10.0))
+    groups = param_groups(model, TrainConfig(lr=1e-3))
     assert [g["lr"] for g in groups] == [1e-3, 1e-3, 1e-2, 1e-2]
     assert {id(p) for g in groups[2:] for p in g["params"]} == heads
     every = [id(p) for g in groups for p in g["params"]]
     assert sorted(every) == sorted(id(p) for p in model.parameters())  # each parameter in exactly one group
     geometry = {id(p) for p in model.reducer.sampler.geometry.parameters()}
     assert not geometry & heads  # the geometry embedding shapes the tokens, not the points
-    assert len(param_groups(model, TrainConfig(lr=1e-3))) == 2  # the default keeps the two groups of earlier runs
+    assert len(param_groups(GridSVLAPolicy(tiny(**kw)), TrainConfig(lr=1e-3))) == 2  # the default: two groups
 
 
-def test_points_lr_scale_needs_predicted_points_and_is_kept_on_resume(data_dir, tmp_path) -> None:
+def test_points_lr_scale_needs_predicted_points_and_is_kept_on_resume(data_dir, tmp_path, capsys) -> None:
     from grids_vla.policy.training import param_groups
 
     with pytest.raises(ValueError, match="points_lr_scale must be > 0, got 0"):
-        TrainConfig(points_lr_scale=0.0)
-    for kw in (dict(reducer="dense"), dict(reducer_kwargs={"coords": "fixed-grid"})):
-        with pytest.raises(ValueError, match="--points-lr-scale 10.0 needs GridS with predicted points"):
-            param_groups(GridSVLAPolicy(tiny(**kw)), TrainConfig(points_lr_scale=10.0))
+        tiny(points_lr_scale=0.0)
+    with pytest.raises(ValueError, match="points_lr_scale is a GridS option; reducer 'dense'"):
+        tiny(reducer="dense", points_lr_scale=10.0)
+    with pytest.raises(ValueError, match="--points-lr-scale 10.0 needs GridS with predicted points"):
+        param_groups(GridSVLAPolicy(tiny(points_lr_scale=10.0, reducer_kwargs={"coords": "fixed-grid"})),
+                     TrainConfig())
     out = tmp_path / "run"
-    train(_small(data_dir, out, points_lr_scale=10.0), tiny(instructions=()))
+    train(_small(data_dir, out), tiny(instructions=(), points_lr_scale=10.0))
     state = torch.load(latest_checkpoint(out) / "training_state.pt", weights_only=True)
     lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
-    assert lrs[2] == pytest.approx(10 * lrs[0]) and lrs[3] == pytest.approx(10 * lrs[1])
-    with pytest.raises(ValueError, match="points_lr_scale"):
-        train(_small(data_dir, out, steps=6, resume="latest"))
-    assert train(_small(data_dir, out, steps=6, points_lr_scale=10.0, resume="latest"))["step"] == 6
+    assert len(lrs) == 4 and lrs[2] == pytest.approx(10 * lrs[0]) and lrs[3] == pytest.approx(10 * lrs[1])
+    assert GridSVLAPolicy.from_pretrained(latest_checkpoint(out)).config.points_lr_scale == 10.0
+    assert train(_small(data_dir, out, steps=6, resume="latest"))["step"] == 6  # resumes with the 4 groups
+    argv = ["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--steps", "1", "--batch-size", "2",
+            "--num-workers", "0", "--preload", "no", "--reducer", "dense", "--points-lr-scale", "3"]
+    assert cli_main(argv) == 2
+    assert "points_lr_scale is a GridS option" in capsys.readouterr().err

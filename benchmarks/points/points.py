@@ -26,7 +26,7 @@ from grids_vla.experiments.train import TrainConfig, train
 from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
 from grids_vla.policy.checkpoint import latest_checkpoint
 
-# GridS-16 variants compared here: overrides of the default GridSVLAConfig ("train": of the TrainConfig).
+# GridS-16 variants compared here: overrides of the default GridSVLAConfig.
 VARIANTS: dict[str, dict] = {
     "pooled": {},  # the paper's predictor, after the encoder (the project's default)
     "attention": {"predictor": "attention"},
@@ -40,12 +40,15 @@ VARIANTS: dict[str, dict] = {
     "attention-ag-l0": {"predictor": "attention", "after_layer": 0, "reducer_kwargs": {"attention_grad": True}},
     "attention-ag-lang-l0": {"predictor": "attention", "after_layer": 0, "cond_on_language": True,
                              "reducer_kwargs": {"attention_grad": True}},
-    # the coordinate heads learn 10x / 30x faster than the rest (TrainConfig.points_lr_scale)
-    "pooled-lr10": {"train": {"points_lr_scale": 10.0}},
-    "pooled-l0-lr10": {"after_layer": 0, "train": {"points_lr_scale": 10.0}},
-    "attention-lr10": {"predictor": "attention", "train": {"points_lr_scale": 10.0}},
-    "attention-l0-lr10": {"predictor": "attention", "after_layer": 0, "train": {"points_lr_scale": 10.0}},
-    "attention-l0-lr30": {"predictor": "attention", "after_layer": 0, "train": {"points_lr_scale": 30.0}},
+    # the coordinate heads learn 10x / 30x / 100x faster than the rest (GridSVLAConfig.points_lr_scale)
+    "pooled-lr10": {"points_lr_scale": 10.0},
+    "pooled-l0-lr10": {"after_layer": 0, "points_lr_scale": 10.0},
+    "attention-lr10": {"predictor": "attention", "points_lr_scale": 10.0},
+    "attention-l0-lr10": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 10.0},
+    "attention-l0-lr30": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 30.0},
+    "attention-l0-lr100": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 100.0},
+    "attention-lr30": {"predictor": "attention", "points_lr_scale": 30.0},
+    "pooled-l0-lr30": {"after_layer": 0, "points_lr_scale": 30.0},
 }
 ARCHIVED = ("points.json", "metrics.csv", "train_config.json")
 
@@ -57,11 +60,10 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         return json.loads(result.read_text())
     done = latest_checkpoint(out)
     if done is None or done.name != f"step_{args.steps:07d}":
-        overrides = dict(VARIANTS[variant])
         cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=seed, save_every=250, log_every=50, resume="latest" if done is not None else None,
-                          overwrite=done is None, **overrides.pop("train", {}))
-        model = GridSVLAConfig(k=16, image_size=data_image_size(args.data), **overrides)
+                          overwrite=done is None)
+        model = GridSVLAConfig(k=16, image_size=data_image_size(args.data), **VARIANTS[variant])
         done = Path(train(cfg, None if done is not None else model)["checkpoint"])
     policy = GridSVLAPolicy.from_pretrained(done).eval()
     rep = {"variant": variant, "seed": seed, "steps": args.steps, "checkpoint": done.name,

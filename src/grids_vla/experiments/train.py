@@ -48,7 +48,7 @@ METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 # Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
 # checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
 RUN_FIELDS = ("batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed", "shift",
-              "color_jitter", "points_lr_scale")
+              "color_jitter")
 # What a training run writes into its folder; a folder holding any of them holds a run.
 RUN_ENTRIES = ("train_config.json", "metrics.csv", CHECKPOINTS_DIR, "tb")
 # "auto" decodes the images into memory when they take at most this share of the memory available.
@@ -80,7 +80,6 @@ class TrainConfig:
     overwrite: bool = False
     stop_after: int | None = None
     tensorboard: bool = False
-    points_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_field_types(type(self), vars(self))
@@ -92,8 +91,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
-        if not self.points_lr_scale > 0:
-            raise ValueError(f"points_lr_scale must be > 0, got {self.points_lr_scale!r}")
         if self.preload not in PRELOAD_MODES:
             raise ValueError(f"preload must be one of {PRELOAD_MODES}, got {self.preload!r}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -306,23 +303,25 @@ def _check_chunk(ds: LiberoDemoDataset) -> None:
 # ------------------------------------------------------------------------------------------------------------ train
 
 
-def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices except embeddings; with ``points_lr_scale != 1`` the GridS coordinate
-    heads (``coordinate_head_parameters`` of :class:`grids_vla.GridSampler` / :class:`grids_vla.MultiCameraGridS`)
-    get ``lr * points_lr_scale`` in groups of their own (only then, so other runs keep their two groups)."""
+def param_groups(model: GridSVLAPolicy, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices except embeddings; with the policy's ``points_lr_scale != 1`` the GridS
+    coordinate heads (``coordinate_head_parameters`` of :class:`grids_vla.GridSampler` /
+    :class:`grids_vla.MultiCameraGridS`) get ``lr * points_lr_scale`` in groups of their own (only then, so other
+    runs keep their two groups)."""
+    scale = model.config.points_lr_scale
     points: set[int] = set()
-    if cfg.points_lr_scale != 1.0:
+    if scale != 1.0:
         for module in model.modules():
             if isinstance(module, (GridSampler, MultiCameraGridS)):
                 points.update(id(p) for p in module.coordinate_head_parameters())
         if not points:
-            raise ValueError(f"--points-lr-scale {cfg.points_lr_scale} needs GridS with predicted points; this "
-                             "policy has no coordinate head (leave it at 1)")
+            raise ValueError(f"--points-lr-scale {scale} needs GridS with predicted points; this policy has no "
+                             "coordinate head (leave it at 1)")
     groups = []
-    for scale, named in ((1.0, [(n, p) for n, p in model.named_parameters() if id(p) not in points]),
-                         (cfg.points_lr_scale, [(n, p) for n, p in model.named_parameters() if id(p) in points])):
+    for factor, named in ((1.0, [(n, p) for n, p in model.named_parameters() if id(p) not in points]),
+                         (scale, [(n, p) for n, p in model.named_parameters() if id(p) in points])):
         if named:
-            lr = cfg.lr * scale
+            lr = cfg.lr * factor
             groups += [{"params": [p for n, p in named if p.dim() >= 2 and "embed" not in n],
                         "weight_decay": cfg.weight_decay, "lr": lr},
                        {"params": [p for n, p in named if p.dim() < 2 or "embed" in n], "weight_decay": 0.0, "lr": lr}]
@@ -358,9 +357,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     if resume_from is not None:
         state = _load_state(resume_from)
         saved = state["train_config"]
-        defaults = TrainConfig()  # a field added later: checkpoints from before it ran at its default
-        changed = {k: (saved.get(k, getattr(defaults, k)), getattr(cfg, k)) for k in RUN_FIELDS
-                   if saved.get(k, getattr(defaults, k)) != getattr(cfg, k)}
+        changed = {k: (saved[k], getattr(cfg, k)) for k in RUN_FIELDS if saved[k] != getattr(cfg, k)}
         if changed:
             raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
         start = int(state["step"])

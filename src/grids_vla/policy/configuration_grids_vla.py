@@ -98,6 +98,10 @@ class GridSVLAConfig:
     pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
     :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`). Checkpoints written before the field existed load
     as ``"l1"``.
+
+    ``points_lr_scale`` is the one training option kept here, as LeRobot's policy configs keep theirs: the GridS
+    coordinate heads learn at ``lr * points_lr_scale`` (see ``experiments.train.param_groups``), so a preset can name
+    it. It changes no weight; evaluation ignores it.
     """
 
     cameras: tuple[str, ...] = ("agentview", "eye_in_hand")
@@ -126,6 +130,7 @@ class GridSVLAConfig:
     chunk: int = 8
     action_head: str = "l1"
     flow_steps: int = 10
+    points_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_field_types(type(self), vars(self))
@@ -169,6 +174,10 @@ class GridSVLAConfig:
                 raise ValueError(f"fastv_keep must be in [1, {self.visual_tokens}], got {self.fastv_keep}")
             if not 0 <= self.fastv_layer < self.depth - 1:
                 raise ValueError(f"fastv_layer must be in [0, {self.depth - 2}] so later layers see the pruned tokens")
+        if not self.points_lr_scale > 0:
+            raise ValueError(f"points_lr_scale must be > 0, got {self.points_lr_scale!r}")
+        if self.points_lr_scale != 1.0 and self.reducer != "grids":
+            raise ValueError(f"points_lr_scale is a GridS option; reducer {self.reducer!r} has no coordinate head")
         if not 0.0 <= self.dropout < 1.0 or self.mlp_ratio <= 0:
             raise ValueError("need 0 <= dropout < 1 and mlp_ratio > 0")
 
