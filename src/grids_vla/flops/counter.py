@@ -221,8 +221,9 @@ def _encoder_split(spec: ViTSpec, cameras: int, k: int) -> tuple[int, int]:
 def _projector_on(cfg: VLAConfig, cameras: int, k: int) -> int:
     """The projector on K sampled tokens per camera (GridS inside the encoder).
 
-    SmolVLA's pixel-shuffle connector needs the full grid (it folds 4 x 4 neighbours into channels); on K
-    sampled tokens it is counted as a plain ``Linear(encoder width -> LLM width)`` of each token.
+    SmolVLA's pixel-shuffle connector folds 4 x 4 neighbours into channels; on K sampled tokens it is counted as a
+    plain ``Linear(encoder width -> LLM width)`` of each token: the plugin's ``grids_connector="point"`` design, whose
+    connector weight is summed over the 16 slots (one token per point in the encoder).
     """
     fused = sum(e.hidden for e in cfg.encoders)
     feats = _empty(cameras, k, fused)
@@ -488,9 +489,11 @@ def placement_notes(cfg: VLAConfig, accounting: str = "full") -> list[str]:
     ]
     if cfg.projector == "pixel-shuffle":
         notes.append(
-            f"the pixel-shuffle connector folds {cfg.pixel_shuffle}x{cfg.pixel_shuffle} neighbouring patches and "
-            f"needs the full grid; on K sampled tokens it is counted as a plain Linear({enc.hidden} -> "
-            f"{cfg.width}) of each token (an assumption)."
+            f"the pixel-shuffle connector folds {cfg.pixel_shuffle}x{cfg.pixel_shuffle} neighbouring patches; on K "
+            f"sampled tokens it is counted as a plain Linear({enc.hidden} -> {cfg.width}) of each token, which is "
+            f"what smolvla_grids runs with grids_connector='point' (the connector's weight summed over its "
+            f"{cfg.pixel_shuffle * cfg.pixel_shuffle} slots); the default 'neighbourhood' design runs the layers "
+            f"after L on {cfg.pixel_shuffle * cfg.pixel_shuffle} x K tokens and is not counted here."
         )
     if len(cfg.encoders) > 1:
         kept = {e: f", {e.prefix_tokens} CLS/register tokens kept" if e.prefix_tokens else "" for e in cfg.encoders}
