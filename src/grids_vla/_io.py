@@ -6,13 +6,14 @@ content or the new one, never half of it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "replace_dir"]
+__all__ = ["atomic_path", "atomic_write_text", "file_sha256", "replace_dir"]
 
 
 @contextmanager
@@ -48,3 +49,12 @@ def replace_dir(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
         os.replace(final, old)
         shutil.rmtree(old)
     os.replace(tmp, final)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks (how results name the checkpoint they came from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 
 from .._cli_fields import add_dataclass_fields, picked_fields
-from .._io import atomic_write_text
+from .._io import atomic_write_text, file_sha256
 from ..envs.libero.suites import step_limit
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy
@@ -93,14 +92,6 @@ class EvalConfig:
                 raise ValueError(f"tasks must be a non-empty list of unique ids, got {list(self.tasks)}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the results dict also written to ``<out>/results.json``."""
     from ..envs.libero.factory import get_suite
@@ -134,7 +125,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
                              f"of {suite} task {t}")
     max_steps = cfg.max_steps or step_limit(suite)
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
-    run = {"checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME), "suite": suite,
+    run = {"checkpoint": str(ckpt), "weights_sha256": file_sha256(ckpt / WEIGHTS_NAME), "suite": suite,
            "perturbation": cfg.perturbation, "tasks": tasks, "instructions": instructions,
            "episodes_per_task": cfg.episodes_per_task, "max_steps": max_steps, "execute": execute,
            "chunk": mcfg.chunk, "settle_steps": cfg.settle_steps, "threads": cfg.threads, "image_size": mcfg.image_size,

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .._cli_fields import picked_fields
-from .._io import atomic_write_text
+from .._io import atomic_write_text, file_sha256
 from ..envs.so101.scene import BOWL_RIM_HEIGHT, N_OOD, TASKS, Scene, ood_scenes, sample_scene
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy
@@ -265,14 +265,6 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
 # --------------------------------------------------------------------------------------------------- the evaluation
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def scene_record(task: str, scenes: str, i: int, scene: Scene) -> dict[str, Any]:
     """The start of episode ``i``'s ``episodes.jsonl`` record: task, scene set, episode, scene id (``in/<seed>`` or
     ``ood/<i>``), instruction, light, table and distractors."""
@@ -340,7 +332,7 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
     _check_policy(policy, {s.instruction for s in scenes})
     max_steps = cfg.max_steps or MAX_STEPS[cfg.task]
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
-    run = {"checkpoint": str(ckpt), "weights_sha256": _sha256(ckpt / WEIGHTS_NAME),
+    run = {"checkpoint": str(ckpt), "weights_sha256": file_sha256(ckpt / WEIGHTS_NAME),
            **scene_run(cfg.task, cfg.scenes, cfg.episodes, max_steps), "execute": execute, "chunk": mcfg.chunk,
            "threads": cfg.threads, "image_size": mcfg.image_size, "reducer": mcfg.reducer, "k": mcfg.k,
            "cameras": list(mcfg.cameras), "env_cameras": [POLICY_CAMERAS[c] for c in mcfg.cameras],

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from grids_vla._cli_fields import add_dataclass_fields, picked_fields
+from grids_vla._io import file_sha256
 from grids_vla.envs.libero.suites import state_vector
 from grids_vla.envs.so101.export_lerobot import (
     ACTION_NAMES,
@@ -320,14 +321,6 @@ def write_episode_video(path: Path, frames: list[dict[str, Any]], cameras: tuple
 # --------------------------------------------------------------------------------------------------- the evaluation
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict[str, Any]:
     """Run (or resume) the evaluation; returns the results dict also written to ``<out>/results.json``."""
     import lerobot
@@ -343,7 +336,7 @@ def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict
     no_points = points_problem(pcfg, side) if is_grids else "not a GridS policy"
     max_steps = cfg.max_steps or MAX_STEPS[cfg.task]
     execute = getattr(pcfg, "n_action_steps", 1)
-    run = {"checkpoint": str(path), "weights_sha256": _sha256(path / "model.safetensors"),
+    run = {"checkpoint": str(path), "weights_sha256": file_sha256(path / "model.safetensors"),
            **scene_run(cfg.task, cfg.scenes, cfg.episodes, max_steps), "execute": execute,
            "chunk": getattr(pcfg, "chunk_size", None) or execute, "threads": cfg.threads, "image_size": side,
            "reducer": "grids" if is_grids else "dense", "k": getattr(pcfg, "grids_k", None),
