@@ -243,5 +243,6 @@ def test_committed_so101_plan_is_valid_and_documented() -> None:
         text = (ROOT / doc).read_text()
         made = re.findall(r"grids-vla data so101 --task (\S+) --episodes (\d+) --seed (\d+) --out (\S+)", text)
         study = [m for m in made if m[3] == plan["data"]]
-        assert [m[0] for m in study] == plan["tasks"] and {m[1:3] for m in study} == {("200", "0")}, doc  # 200 demos per task, seed 0
+        # 200 demos per task, seed 0
+        assert [m[0] for m in study] == plan["tasks"] and {m[1:3] for m in study} == {("200", "0")}, doc
         assert f"benchmarks/libero/success.py --plan {path.relative_to(ROOT)}" in text, doc
