@@ -184,6 +184,28 @@ def test_expert_solves_an_episode(task: str) -> None:
         np.testing.assert_allclose(env.object_pos("base_cube")[:2], env.scene.base.xy, atol=0.01)
 
 
+def test_action_noise_leaves_the_path_records_the_expert_and_is_deterministic() -> None:
+    env = SO101Env("pick_place_bowl", cameras=())
+
+    def run(noise: float, seed: int = 3):
+        env.reset(seed=1)
+        return rollout(env, record=False, action_noise=noise, rng=np.random.default_rng(seed) if noise else None)
+
+    clean, noisy = run(0.0), run(0.3)
+    again, other = run(0.3), run(0.3, seed=4)
+    np.testing.assert_array_equal(noisy.actions, again.actions)  # same rng seed, same demo
+    np.testing.assert_array_equal(noisy.states, again.states)
+    assert not np.array_equal(noisy.states[5:10], clean.states[5:10])  # the arm left the expert's path
+    assert not np.array_equal(noisy.actions, other.actions)
+    assert noisy.success  # the expert brings it back
+    # the recorded label is the expert's clean command, not the executed one: its grasp values and
+    # the clipping are those of the expert
+    assert set(np.unique(noisy.actions[:, 3])) <= set(np.unique(clean.actions[:, 3]))
+    assert np.abs(noisy.actions[:, :3]).max() <= 1.0
+    with pytest.raises(ValueError, match="action_noise: found -0.1"):
+        rollout(env, record=False, action_noise=-0.1)
+
+
 # -------------------------------------------------------------------------------------------------- data
 
 
@@ -228,8 +250,25 @@ def test_one_episode_dataset_reads_back_for_training(tmp_path) -> None:  # noqa:
                                       h5py.File(files[0], "r")["data"]["demo_0"]["obs"]["agentview_rgb"][()])
 
 
+def test_noisy_demos_are_marked_and_not_mixed_with_clean_ones(tmp_path) -> None:  # noqa: ANN001
+    import h5py
+
+    from grids_vla.envs.libero.dataset import find_demo_files
+    from grids_vla.envs.so101.generate import generate
+
+    s = generate("pick_place_bowl", 1, tmp_path / "n", image_size=16, action_noise=0.2, log=None)
+    assert s["demos"] == 1 and s["action_noise"] == 0.2
+    with h5py.File(find_demo_files(tmp_path / "n")[0], "r") as f:
+        assert json.loads(f["data"].attrs["env_args"])["action_noise"] == 0.2
+    with pytest.raises(ValueError, match=r"--action-noise 0.0: .* already holds demos made with --action-noise 0.2"):
+        generate("pick_place_bowl", 2, tmp_path / "n", image_size=16, log=None)
+
+
 def test_cli_errors_name_the_flag(capsys) -> None:  # noqa: ANN001
     from grids_vla.cli import main
+
+    assert main(["data", "so101", "--task", "stack", "--episodes", "1", "--out", "x", "--action-noise", "2"]) == 2
+    assert "--action-noise: found 2.0, expected a number in [0, 1]" in capsys.readouterr().err
 
     assert main(["data", "so101", "--task", "pour", "--episodes", "1", "--out", "x"]) == 2
     assert "--task: found 'pour'" in capsys.readouterr().err

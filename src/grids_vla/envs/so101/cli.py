@@ -21,6 +21,8 @@ _HELP = {
     "seed": "base seed; attempt j always plays the scene of the same seed derived from it",
     "max_attempts": "rollouts at most (default 2N+10)",
     "max_steps": "episode horizon (default: the task's, 160)",
+    "action_noise": "std of Gaussian noise on the executed [dx, dy, dz] while the expert's own command is recorded "
+                    "(demos with recoveries, as in DART; 0: none)",
 }
 
 

@@ -110,9 +110,17 @@ class Rollout:
     obs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def rollout(env: SO101Env, max_steps: int | None = None, record: bool = True) -> Rollout:
+def rollout(env: SO101Env, max_steps: int | None = None, record: bool = True, action_noise: float = 0.0,
+            rng: np.random.Generator | None = None) -> Rollout:
     """Run the expert from the env's current (just reset) state until success and the expert is done, or
-    ``max_steps`` (default: the task's limit)."""
+    ``max_steps`` (default: the task's limit).
+
+    With ``action_noise`` > 0 the arm executes the expert's ``[dx, dy, dz]`` plus Gaussian noise of that standard
+    deviation (clipped to [-1, 1]; the grasp command is never perturbed) drawn from ``rng``, while ``actions`` records
+    the expert's own command: demos that leave the expert's path and show the way back (as in DART). At 0 the
+    rollout is unchanged."""
+    if action_noise < 0 or (action_noise > 0 and rng is None):
+        raise ValueError(f"action_noise: found {action_noise!r}, expected >= 0 (and an rng when > 0)")
     max_steps = max_steps or MAX_STEPS[env.task]
     expert = Expert()
     obs = env.observe()
@@ -126,6 +134,9 @@ def rollout(env: SO101Env, max_steps: int | None = None, record: bool = True) ->
             for k, v in obs.items():
                 frames.setdefault(k, []).append(v)
         actions.append(a)
+        if action_noise > 0:
+            a = a.copy()
+            a[:3] = np.clip(a[:3] + rng.normal(0.0, action_noise, 3), -1.0, 1.0)
         obs, success = env.step(a)
         if success and expert.phase in ("settle", "done"):
             break

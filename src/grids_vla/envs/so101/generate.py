@@ -63,9 +63,13 @@ class GenerateConfig:
     seed: int = 0
     max_attempts: int | None = None
     max_steps: int | None = None
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.out = os.fspath(self.out)
+        if isinstance(self.action_noise, bool) or not isinstance(self.action_noise, int | float) \
+                or not 0 <= self.action_noise <= 1:
+            raise ValueError(f"--action-noise: found {self.action_noise!r}, expected a number in [0, 1]")
         if self.task not in TASKS:
             raise ValueError(f"--task: found {self.task!r}, expected one of {', '.join(TASKS)}")
         for flag, value, low in (("--episodes", self.episodes, 1), ("--image-size", self.image_size, 16),
@@ -78,7 +82,7 @@ def _write_shard(path: Path, rec: dict[str, Any]) -> None:
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for k in ("attempt", "seed", "instruction"):
+        for k in ("attempt", "seed", "instruction", "action_noise"):
             f.attrs[k] = rec[k]
         f.create_dataset("states", data=rec["states"])
         f.create_dataset("actions", data=rec["actions"])
@@ -144,6 +148,14 @@ def _shard_info(path: Path) -> tuple[int, str]:
         return int(f.attrs["attempt"]), str(f.attrs["instruction"])
 
 
+def _shard_noise(path: Path) -> float:
+    """The action noise a shard was made with (shards from before the option: 0)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return float(f.attrs.get("action_noise", 0.0))
+
+
 def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any = sys.stderr,
              **options: Any) -> dict[str, Any]:
     """Make ``episodes`` successful expert demos of ``task`` under ``out/<task>``; returns counts per instruction.
@@ -158,6 +170,9 @@ def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any 
     max_attempts = cfg.max_attempts or 2 * episodes + 10
     horizon = cfg.max_steps or MAX_STEPS[task]
     shards = sorted(shard_dir.glob("demo_*.hdf5"))
+    if shards and _shard_noise(shards[0]) != cfg.action_noise:
+        raise ValueError(f"--action-noise {cfg.action_noise}: {root} already holds demos made with "
+                         f"--action-noise {_shard_noise(shards[0])}; use another --out")
     attempt = max((_shard_info(s)[0] + 1 for s in shards), default=0)
     done = len(shards)
     started, made, tried = time.time(), 0, 0
@@ -168,11 +183,12 @@ def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any 
                 env = SO101Env(task, image_size=cfg.image_size)
             s_seed = attempt_seed(cfg.seed, task, attempt)
             env.reset(scene=sample_scene(task, s_seed))
-            r = rollout(env, horizon, record=True)
+            rng = np.random.default_rng(s_seed) if cfg.action_noise > 0 else None
+            r = rollout(env, horizon, record=True, action_noise=cfg.action_noise, rng=rng)
             tried += 1
             if r.success:
                 rec = {"attempt": attempt, "seed": s_seed, "instruction": env.instruction, "states": r.states,
-                       "actions": r.actions, "obs": r.obs}
+                       "actions": r.actions, "obs": r.obs, "action_noise": cfg.action_noise}
                 _write_shard(shard_dir / f"demo_{attempt:05d}.hdf5", rec)
                 done += 1
                 made += 1
@@ -188,10 +204,13 @@ def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any 
     for s in shards:
         groups.setdefault(_shard_info(s)[1], []).append(s)
     env_args = {"env": "so101", "task": task, "image_size": cfg.image_size, "seed": cfg.seed, "action_dim": 4}
+    if cfg.action_noise:  # only then, so files made without noise stay byte-identical to earlier ones
+        env_args["action_noise"] = cfg.action_noise
     for instruction, files in sorted(groups.items()):
         _assemble(root / instruction_file(instruction), files, {"task": task, "instruction": instruction,
                                                                "env_args": env_args})
-    summary = {"task": task, "seed": cfg.seed, "image_size": cfg.image_size, "demos": len(shards),
+    summary = {"task": task, "seed": cfg.seed, "image_size": cfg.image_size, "action_noise": cfg.action_noise,
+               "demos": len(shards),
                "new_demos": made, "attempts": attempt, "seconds": round(time.time() - started, 1),
                "instructions": {k: len(v) for k, v in sorted(groups.items())}}
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2))
