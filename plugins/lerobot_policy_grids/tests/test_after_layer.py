@@ -79,9 +79,14 @@ def tokens_per_layer(p: Any) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
-                                                      (DEPTH, {"grids_per_camera": True})],
-                         ids=["L1-language", "L3-per_camera"])
+# Placements and sampler options both forward tests run at: a middle layer with language-conditioned points, and
+# the last layer with one sampler per camera.
+LAYER_CASES = pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
+                                                                   (DEPTH, {"grids_per_camera": True})],
+                                      ids=["L1-language", "L3-per_camera"])
+
+
+@LAYER_CASES
 def test_forward_loss_backward_and_later_layers_see_the_neighbourhoods(
     vlm3: Path, after_layer: int, options: dict[str, Any]
 ) -> None:
@@ -252,9 +257,7 @@ def test_act_grids_rejects_after_layer() -> None:
 # ---- grids_connector="point": one token per point inside the encoder --------------------------------------------
 
 
-@pytest.mark.parametrize(("after_layer", "options"), [(1, {"grids_conditioning": "language"}),
-                                                      (DEPTH, {"grids_per_camera": True})],
-                         ids=["L1-language", "L3-per_camera"])
+@LAYER_CASES
 def test_point_connector_keeps_k_tokens_in_the_later_layers(
     vlm3: Path, after_layer: int, options: dict[str, Any]
 ) -> None:
