@@ -170,9 +170,10 @@ def generate(task: str, episodes: int, out: str | os.PathLike[str], *, log: Any 
     max_attempts = cfg.max_attempts or 2 * episodes + 10
     horizon = cfg.max_steps or MAX_STEPS[task]
     shards = sorted(shard_dir.glob("demo_*.hdf5"))
-    if shards and _shard_noise(shards[0]) != cfg.action_noise:
+    made_with = _shard_noise(shards[0]) if shards else cfg.action_noise
+    if made_with != cfg.action_noise:
         raise ValueError(f"--action-noise {cfg.action_noise}: {root} already holds demos made with "
-                         f"--action-noise {_shard_noise(shards[0])}; use another --out")
+                         f"--action-noise {made_with}; use another --out")
     attempt = max((_shard_info(s)[0] + 1 for s in shards), default=0)
     done = len(shards)
     started, made, tried = time.time(), 0, 0
