@@ -32,7 +32,7 @@ import numpy as np
 from ..._io import atomic_path, atomic_write_text
 from .expert import rollout, unsupported_goals
 from .factory import make_env, num_tasks
-from .suites import CAMERA_KEYS, quat_to_axis_angle, step_limit
+from .suites import CAMERA_KEYS, step_limit, write_demo
 
 __all__ = ["Episode", "GenerateConfig", "attempt_seed", "generate", "physics_env", "render_states", "write_summary"]
 
@@ -88,34 +88,8 @@ def _assemble(task_file: Path, shards: list[Path], info: dict[str, Any]) -> None
         data = f.create_group("data")
         for i, shard in enumerate(shards):
             with h5py.File(shard, "r") as s:
-                n = len(s["actions"])
-                total += n
-                d = data.create_group(f"demo_{i}")
-                d.attrs["num_samples"] = n
-                d.attrs["attempt"] = int(s.attrs["attempt"])
-                d.attrs["seed"] = int(s.attrs["seed"])
-                d.attrs["init_state"] = s["states"][0]
-                d.create_dataset("actions", data=s["actions"][()])
-                d.create_dataset("states", data=s["states"][()])
-                rewards = np.zeros(n, dtype=np.uint8)
-                rewards[-1] = 1
-                d.create_dataset("rewards", data=rewards)
-                d.create_dataset("dones", data=rewards.copy())
-                o = s["obs"]
-                obs = d.create_group("obs")
-                for key in CAMERA_KEYS.values():
-                    if key in o:
-                        frames = o[key][()]  # one frame per chunk: a training read decompresses only its frame
-                        obs.create_dataset(key, data=frames, compression="gzip", compression_opts=4,
-                                           chunks=(1, *frames.shape[1:]))
-                ee_pos, quat = o["ee_pos"][()], o["ee_quat"][()]
-                ee_ori = quat_to_axis_angle(quat)
-                obs.create_dataset("ee_pos", data=ee_pos)
-                obs.create_dataset("ee_ori", data=ee_ori)
-                obs.create_dataset("ee_states", data=np.concatenate([ee_pos, ee_ori], axis=1))
-                obs.create_dataset("gripper_states", data=o["gripper_states"][()])
-                obs.create_dataset("joint_states", data=o["joint_states"][()])
-                d.create_dataset("robot_states", data=np.concatenate([o["gripper_states"][()], ee_pos, quat], axis=1))
+                images = {key: s["obs"][key][()] for key in CAMERA_KEYS.values() if key in s["obs"]}
+                total += write_demo(data.create_group(f"demo_{i}"), s, images)
         data.attrs["problem_info"] = json.dumps(
             {"problem_name": info["problem_name"], "language_instruction": info["instruction"]}
         )

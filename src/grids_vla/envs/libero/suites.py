@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "CAMERAS", "CAMERA_KEYS", "DISTRACTOR_PREFIX", "MAX_STEPS", "PLUS_SUITE_TAG", "PRO_VARIANTS", "STANDARD_SUITES",
     "STATE_DIM", "STATE_KEYS", "base_suite", "pro_suite", "quat_to_axis_angle", "state_vector", "step_limit",
+    "write_demo",
 ]
 
 #: The four standard suites; the LIBERO-PRO variants append ``_lan``, ``_object``, ``_swap`` or ``_task``.
@@ -85,3 +86,34 @@ def state_vector(obs: Mapping[str, Any]) -> np.ndarray:
     dict or the HDF5 group), one step or ``(T, ...)``; float64 as stored."""
     ori = obs["ee_ori"] if "ee_ori" in obs else quat_to_axis_angle(obs["ee_quat"])
     return np.concatenate([np.asarray(obs["ee_pos"]), np.asarray(ori), np.asarray(obs["gripper_states"])], axis=-1)
+
+
+def write_demo(demo: Any, shard: Any, images: Mapping[str, np.ndarray]) -> int:
+    """Fill ``demo`` (an empty ``data/demo_i`` HDF5 group) from one generator episode shard (an open HDF5 file with
+    ``attempt`` and ``seed`` attributes, ``actions``, ``states`` and ``obs/{ee_pos, ee_quat, gripper_states,
+    joint_states}``) in the layout of LIBERO's demo files. ``images`` maps a :data:`CAMERA_KEYS` value to its frames
+    (T, H, W, 3), as they are to be stored. Returns the number of steps."""
+    n = len(shard["actions"])
+    demo.attrs["num_samples"] = n
+    demo.attrs["attempt"] = int(shard.attrs["attempt"])
+    demo.attrs["seed"] = int(shard.attrs["seed"])
+    demo.attrs["init_state"] = shard["states"][0]
+    demo.create_dataset("actions", data=shard["actions"][()])
+    demo.create_dataset("states", data=shard["states"][()])
+    rewards = np.zeros(n, dtype=np.uint8)
+    rewards[-1] = 1
+    demo.create_dataset("rewards", data=rewards)
+    demo.create_dataset("dones", data=rewards.copy())
+    o = shard["obs"]
+    obs = demo.create_group("obs")
+    for key, frames in images.items():  # one frame per chunk: a training read decompresses only its frame
+        obs.create_dataset(key, data=frames, compression="gzip", compression_opts=4, chunks=(1, *frames.shape[1:]))
+    ee_pos, quat = o["ee_pos"][()], o["ee_quat"][()]
+    ee_ori = quat_to_axis_angle(quat)
+    obs.create_dataset("ee_pos", data=ee_pos)
+    obs.create_dataset("ee_ori", data=ee_ori)
+    obs.create_dataset("ee_states", data=np.concatenate([ee_pos, ee_ori], axis=1))
+    obs.create_dataset("gripper_states", data=o["gripper_states"][()])
+    obs.create_dataset("joint_states", data=o["joint_states"][()])
+    demo.create_dataset("robot_states", data=np.concatenate([o["gripper_states"][()], ee_pos, quat], axis=1))
+    return n
