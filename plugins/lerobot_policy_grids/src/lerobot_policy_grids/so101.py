@@ -36,13 +36,7 @@ import torch
 from grids_vla._cli_fields import add_dataclass_fields, picked_fields
 from grids_vla._io import file_sha256
 from grids_vla.envs.libero.suites import state_vector
-from grids_vla.envs.so101.export_lerobot import (
-    ACTION_NAMES,
-    LEROBOT_CAMERAS,
-    STATE_NAMES,
-    SO101ExportConfig,
-    export_lerobot,
-)
+from grids_vla.envs.so101.export_lerobot import SO101_LAYOUT, SO101ExportConfig, export_lerobot
 from grids_vla.envs.so101.scene import N_OOD, TASKS
 from grids_vla.experiments.evaluate_so101 import (
     DEFAULT_EPISODES,
@@ -143,18 +137,18 @@ def load_checkpoint(path: Path, device: str) -> tuple[Any, Any, Any]:
 def check_features(config: Any, where: str) -> tuple[tuple[str, ...], int | None]:
     """The env cameras a policy reads and their image side, from its input / output features; anything the SO-101
     export does not write is a one-line error naming ``where`` (the checkpoint's config.json)."""
-    expected = (f"{', '.join(IMAGE_PREFIX + c for c in LEROBOT_CAMERAS)} (3, S, S), {STATE_KEY} "
-                f"({len(STATE_NAMES)},); action ({len(ACTION_NAMES)},)")
+    expected = (f"{', '.join(IMAGE_PREFIX + c for c in SO101_LAYOUT.cameras)} (3, S, S), {STATE_KEY} "
+                f"({len(SO101_LAYOUT.state_names)},); action ({len(SO101_LAYOUT.action_names)},)")
     cameras, sides = [], set()
     for key, feat in config.input_features.items():
         shape = tuple(feat.shape)
-        if key.startswith(IMAGE_PREFIX) and key[len(IMAGE_PREFIX):] in LEROBOT_CAMERAS:
+        if key.startswith(IMAGE_PREFIX) and key[len(IMAGE_PREFIX):] in SO101_LAYOUT.cameras:
             if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
                 raise ValueError(f"{where}: input feature {key} has shape {shape}, expected (3, S, S) (SO-101 "
                                  f"renders square images)")
             cameras.append(key[len(IMAGE_PREFIX):])
             sides.add(shape[1])
-        elif key == STATE_KEY and shape == (len(STATE_NAMES),):
+        elif key == STATE_KEY and shape == (len(SO101_LAYOUT.state_names),):
             continue
         else:
             raise ValueError(f"{where}: input feature {key} {shape} is not one the SO-101 export writes; expected "
@@ -163,8 +157,8 @@ def check_features(config: Any, where: str) -> tuple[tuple[str, ...], int | None
         raise ValueError(f"{where}: the cameras have sizes {sorted(sides)}, expected one (the env renders every "
                          f"camera at one size)")
     out = {k: tuple(f.shape) for k, f in config.output_features.items()}
-    if out != {ACTION_KEY: (len(ACTION_NAMES),)}:
-        raise ValueError(f"{where}: output features {out}, expected {{'action': ({len(ACTION_NAMES)},)}} "
+    if out != {ACTION_KEY: (len(SO101_LAYOUT.action_names),)}:
+        raise ValueError(f"{where}: output features {out}, expected {{'action': ({len(SO101_LAYOUT.action_names)},)}} "
                          f"([dx, dy, dz, grasp])")
     return tuple(cameras), (sides.pop() if sides else None)
 
@@ -216,7 +210,7 @@ class GridSPoints:
         for key, out in self._policy.grids_last_output().items():
             cam = key[len(IMAGE_PREFIX):] if key.startswith(IMAGE_PREFIX) else key
             hit = None if out.coords is None else self._seen.get(out.coords.data_ptr())
-            if hit is not None and cam in LEROBOT_CAMERAS:
+            if hit is not None and cam in SO101_LAYOUT.cameras:
                 found[cam] = (hit[0][0].double().numpy(), hit[1])
         self._seen.clear()
         return found

@@ -66,7 +66,7 @@ def _run_libero(args: argparse.Namespace) -> int:
 def _run_export_lerobot(args: argparse.Namespace) -> int:
     values = picked_fields(args, ExportConfig)
     summary = export_lerobot(values.pop("data"), values.pop("out"), **values)
-    for name, st in summary["tasks"].items():
+    for name, st in summary["files"].items():
         print(f"{st['demos']:4d} demos {st['frames']:6d} frames  {name}")
     print(f"{summary['episodes']} episodes, {summary['frames']} frames -> {summary['root']}")
     return 0
