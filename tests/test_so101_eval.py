@@ -14,11 +14,15 @@ import torch
 from grids_vla.cli import main
 from grids_vla.envs.libero.dataset import LiberoDemoDataset, find_demo_files, read_demo
 from grids_vla.envs.so101.env import SO101Env
+from grids_vla.envs.so101.expert import Expert
 from grids_vla.envs.so101.generate import CAMERA_NAMES, attempt_seed, generate
 from grids_vla.envs.so101.scene import COLOURS, sample_scene
 from grids_vla.experiments.evaluate_so101 import (
     IN_SEED_BASE,
+    LIFT_M,
     POLICY_CAMERAS,
+    REACH_M,
+    Progress,
     TargetMasks,
     observation_to_batch,
     scene_for,
@@ -118,6 +122,29 @@ def test_targets_project_onto_their_pixels() -> None:
     env.close()
 
 
+def test_progress_follows_the_expert_and_a_still_arm() -> None:
+    """The expert's episode reaches the cube, lifts it and succeeds; an arm that holds still does neither."""
+    env = SO101Env(TASK, image_size=SIZE, cameras=())
+    try:
+        env.reset(scene=sample_scene(TASK, 3))
+        still = Progress(env)
+        for _ in range(5):
+            env.step(np.asarray([0.0, 0.0, 0.0, 0.5]))
+            still(env)
+        assert still.reach > REACH_M
+        assert still.record() == {"reach_cm": round(100 * still.reach, 2), "lift_cm": 0.0, "reached": False,
+                                  "lifted": False}
+        env.reset(scene=sample_scene(TASK, 3))
+        expert, progress, success = Expert(), Progress(env), False
+        while not expert.done and env.steps < 160:
+            _, success = env.step(expert.act(env))
+            progress(env)
+        rec = progress.record()
+        assert success and rec["reached"] and rec["lifted"] and progress.lift > LIFT_M and progress.reach < 0.01
+    finally:
+        env.close()
+
+
 def test_eval_in_and_ood_resume_points_video(run_dir, tmp_path) -> None:
     out = tmp_path / "in"
     res = _eval(run_dir, out, "--scenes", "in", "--episodes", "2", "--video", "1")
@@ -128,6 +155,7 @@ def test_eval_in_and_ood_resume_points_video(run_dir, tmp_path) -> None:
         assert e["task_id"] == TASK and e["steps"] == 6 and not e["success"]
         assert len(e["latencies_ms"]) == 3 and len(e["actions_sha256"]) == 64 and e["instruction"] in INSTRUCTIONS
         assert set(e["points"]) == {"agentview", "eye_in_hand"} and e["points"]["agentview"]["frames"] == 3
+        assert e["reach_cm"] > 100 * REACH_M and not e["reached"] and e["lift_cm"] == 0 and not e["lifted"]
     assert res["complete"] and res["overall"]["episodes"] == 2 and res["run"]["scenes"] == "in"
     assert res["latency_ms"]["calls"] == 6
     pts = res["points"]
@@ -136,6 +164,8 @@ def test_eval_in_and_ood_resume_points_video(run_dir, tmp_path) -> None:
         assert a["frames"] == 6 and 0 <= a["policy"]["within_radius"] <= 1 and "on_mask" in a["random"]
     md = (out / "results.md").read_text()
     assert "Where the points looked" in md and f"in/{IN_SEED_BASE + 1}" in md
+    assert res["progress"] == {"episodes": 2, "reached": 0, "lifted": 0, "success": 0}
+    assert "How far the episodes got" in md and "closest to cube (cm)" in md
     assert eps[0]["visuals"] and all((out / v).stat().st_size > 0 for v in eps[0]["visuals"])
     assert "visuals" not in eps[1]
     before = (out / "episodes.jsonl").read_text()

@@ -54,9 +54,10 @@ from .report import (
     to_markdown,
 )
 
-__all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "SCENE_SETS", "SO101EvalConfig", "TargetMasks", "evaluate_so101",
-           "finish_episode", "noise_seed", "observation_to_batch", "open_run", "run_episode", "run_so101_eval",
-           "scene_for", "scene_record", "scene_run", "target_names", "target_pixels", "write_so101_results"]
+__all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "Progress", "SCENE_SETS", "SO101EvalConfig", "TargetMasks",
+           "evaluate_so101", "finish_episode", "noise_seed", "observation_to_batch", "open_run", "progress_summary",
+           "run_episode", "run_so101_eval", "scene_for", "scene_record", "scene_run", "target_names", "target_pixels",
+           "write_so101_results"]
 
 #: Episode ``i`` of ``--scenes in`` plays ``sample_scene(task, IN_SEED_BASE + i)``: above every 32-bit training seed.
 IN_SEED_BASE = 2**32
@@ -66,6 +67,9 @@ DEFAULT_EPISODES = {"in": 50, "ood": N_OOD}
 POLICY_CAMERAS = {"agentview": "front", "eye_in_hand": "wrist"}
 #: The SO-101 control rate: MP4s play one frame per env step in real time.
 VIDEO_FPS = 10
+#: How far a failed episode got: ``reached`` when the grasp point came within REACH_M of the cube to move's centre,
+#: ``lifted`` when that cube, held, rose LIFT_M above where it started.
+REACH_M, LIFT_M = 0.02, 0.02
 INSTRUCTIONS = {"pick_place_bowl": "put the COLOUR cube in the bowl",
                 "stack": "stack the COLOUR cube on the COLOUR cube"}
 
@@ -161,6 +165,26 @@ def target_pixels(env: Any, camera: str) -> np.ndarray:
     return px
 
 
+class Progress:
+    """Tracks how far an episode gets: the closest the grasp point comes to the cube to move (m) and the most that
+    cube rises while held (m); call after every env step."""
+
+    def __init__(self, env: Any) -> None:
+        self.z0 = float(env.object_pos("target")[2])
+        self.reach, self.lift = np.inf, 0.0
+        self(env)
+
+    def __call__(self, env: Any) -> None:
+        cube = env.object_pos("target")
+        self.reach = min(self.reach, float(np.linalg.norm(env.grasp_point - cube)))
+        if env.held("target"):
+            self.lift = max(self.lift, float(cube[2]) - self.z0)
+
+    def record(self) -> dict[str, Any]:
+        return {"reach_cm": round(100 * self.reach, 2), "lift_cm": round(100 * self.lift, 2),
+                "reached": self.reach < REACH_M, "lifted": self.lift > LIFT_M}
+
+
 class TargetMasks:
     """``(H, W)`` bool masks of the pixels showing a target (:func:`target_names`; the gripper is its whole subtree)
     in an env camera's upright image, from MuJoCo's segmentation rendering; one renderer per compiled model."""
@@ -221,6 +245,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
     video: list[dict[str, Any]] = []
     steps, success = 0, False
     digest = hashlib.sha256()
+    progress = Progress(env)
 
     def snap() -> dict[str, Any]:
         return {"step": steps, "images": {c: obs[POLICY_CAMERAS[c]].copy() for c in cams}, "coords": probe.coords}
@@ -241,6 +266,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
             for j, a in enumerate(actions):
                 digest.update(a.tobytes())
                 obs, success = env.step(a)
+                progress(env)
                 steps += 1
                 if success or steps >= max_steps:
                     break
@@ -259,7 +285,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
         looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
                         "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
     return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
-            "points": looked, "actions_sha256": digest.hexdigest()}
+            "points": looked, "actions_sha256": digest.hexdigest(), "progress": progress.record()}
 
 
 # --------------------------------------------------------------------------------------------------- the evaluation
@@ -303,18 +329,38 @@ def _check_policy(policy: GridSVLAPolicy, instructions: set[str]) -> None:
                              f"only config.instructions); train on demos that hold every colour of the task")
 
 
+def progress_summary(episodes: list[dict[str, Any]]) -> dict[str, int] | None:
+    """How many episodes reached the cube, lifted it and succeeded (``None`` if any episode lacks the fields: an
+    evaluation from before they were recorded)."""
+    if not episodes or any("reached" not in e for e in episodes):
+        return None
+    return {"episodes": len(episodes), "reached": sum(e["reached"] for e in episodes),
+            "lifted": sum(e["lifted"] for e in episodes), "success": sum(e["success"] for e in episodes)}
+
+
 def _markdown(res: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
-    lines = [to_markdown(res).rstrip("\n"), "", "| episode | scene | instruction | light | table | distractors | "
-             "success | steps |", "|---:|---|---|---|---|---|---:|---:|"]
+    lines = [to_markdown(res).rstrip("\n"), ""]
+    prog = res.get("progress")
+    if prog:
+        n = prog["episodes"]
+        lines += [f"How far the episodes got: the grasp point within {100 * REACH_M:.0f} cm of the cube to move in "
+                  f"{prog['reached']}/{n}, the cube held and lifted {100 * LIFT_M:.0f} cm in {prog['lifted']}/{n}, "
+                  f"success in {prog['success']}/{n}.", ""]
+    lines += ["| episode | scene | instruction | light | table | distractors | closest to cube (cm) | lifted (cm) | "
+              "success | steps |", "|---:|---|---|---|---|---|---:|---:|---|---:|"]
     for e in sorted(episodes, key=lambda e: e["episode"]):
         lines.append(f"| {e['episode']} | {e['scene']} | {e['instruction']} | {e['light']} | {e['table']} | "
-                     f"{', '.join(e['distractors']) or '-'} | {'yes' if e['success'] else 'no'} | {e['steps']} |")
+                     f"{', '.join(e['distractors']) or '-'} | {e.get('reach_cm', '-')} | {e.get('lift_cm', '-')} | "
+                     f"{'yes' if e['success'] else 'no'} | {e['steps']} |")
     return "\n".join(lines) + "\n"
 
 
 def write_so101_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Rewrite ``results.json`` and ``results.md`` (atomically) from the episodes so far; returns the summary."""
     res = summarize(run, episodes)
+    prog = progress_summary(episodes)
+    if prog is not None:
+        res["progress"] = prog
     atomic_write_text(out / "results.json", json.dumps(res, indent=2))
     atomic_write_text(out / "results.md", _markdown(res, episodes))
     return res
@@ -354,7 +400,8 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
             record = i < n_video
             ep = run_episode(env, policy, scene, max_steps, execute, seed, record=record, masks=masks)
             rec = {**scene_record(cfg.task, cfg.scenes, i, scene),
-                   "success": ep["success"], "steps": ep["steps"], "actions_sha256": ep["actions_sha256"],
+                   "success": ep["success"], "steps": ep["steps"], **ep["progress"],
+                   "actions_sha256": ep["actions_sha256"],
                    "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
             if ep["points"] is not None:
                 rec["points"] = episode_points(ep["points"], mcfg, seed=seed)

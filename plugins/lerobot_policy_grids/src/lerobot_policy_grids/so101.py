@@ -41,6 +41,7 @@ from grids_vla.envs.so101.scene import N_OOD, TASKS
 from grids_vla.experiments.evaluate_so101 import (
     DEFAULT_EPISODES,
     VIDEO_FPS,
+    Progress,
     SO101EvalConfig,
     TargetMasks,
     finish_episode,
@@ -266,6 +267,7 @@ def run_episode(env: Any, policy: Any, pre: Any, post: Any, scene: Any, cameras:
     latest: dict[str, np.ndarray] = {}
     steps, success = 0, False
     digest = hashlib.sha256()
+    progress = Progress(env)
     while steps < max_steps and not success:
         batch = pre(so101_observation(obs, cameras, env.instruction))
         n0, t0 = calls.n, time.perf_counter()
@@ -286,12 +288,13 @@ def run_episode(env: Any, policy: Any, pre: Any, post: Any, scene: Any, cameras:
         a = post(action).to("cpu").numpy().astype(np.float64).reshape(-1)
         digest.update(a.tobytes())
         obs, success = env.step(a)
+        progress(env)
         steps += 1
     if record:
         video.append({"images": {c: obs[c].copy() for c in cameras}, "points": dict(latest)})
     points = {cam: {k: np.stack(v) for k, v in d.items()} for cam, d in looks.items()} or None
     return {"success": bool(success), "steps": steps, "latencies": latencies, "points": points, "grids": grids,
-            "video": video, "actions_sha256": digest.hexdigest()}
+            "video": video, "actions_sha256": digest.hexdigest(), "progress": progress.record()}
 
 
 def write_episode_video(path: Path, frames: list[dict[str, Any]], cameras: tuple[str, ...], fps: int) -> None:
@@ -357,7 +360,7 @@ def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict
             record = i < n_video
             ep = run_episode(env, policy, pre, post, scene, cameras, max_steps, calls, probe, masks, record)
             rec = {**scene_record(cfg.task, cfg.scenes, i, scene), "success": ep["success"], "steps": ep["steps"],
-                   "actions_sha256": ep["actions_sha256"],
+                   **ep["progress"], "actions_sha256": ep["actions_sha256"],
                    "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
             if ep["points"] is not None:
                 grid = next(iter(ep["grids"].values()))

@@ -40,6 +40,9 @@ CARTESIAN_BOUNDS = np.asarray([[0.1, -0.3, 0.0], [0.5, 0.3, 0.4]])
 REST_SPEED = 0.05  # m/s: a cube slower than this rests
 DOWN = np.asarray([0.0, 0.0, -1.0])
 JAW_DIRECTION = np.asarray([0.0, 1.0, 0.0])
+#: A position step whose norm is below this holds the arm where it is (the IK target is reset to the grasp point)
+#: instead of moving the target by it.
+HOLD_BELOW = 1e-6
 
 
 def in_bowl(cube_pos: np.ndarray, bowl_xy: np.ndarray, speed: float = 0.0, held: bool = False) -> bool:
@@ -168,7 +171,7 @@ class SO101Env:
                              f"finite values [dx, dy, dz, grasp]")
         m, d = self.model, self.data
         delta = np.clip(a[:3], -1.0, 1.0)
-        if np.linalg.norm(delta) < 1e-6:  # hold where the arm is instead of chasing an overshot target
+        if np.linalg.norm(delta) < HOLD_BELOW:  # hold where the arm is instead of chasing an overshot target
             if not self._holding:
                 self._target = self.grasp_point.copy()
             self._holding = True
