@@ -106,6 +106,10 @@ def test_so101_plan_trains_evaluates_archives_resumes_and_rebuilds(tmp_path, dem
             (i, t, 0, f"in/{evaluate_so101.IN_SEED_BASE}") for i, t in enumerate(TASKS)
         ]
         assert all((e["steps"] < 4) if e["success"] else (e["steps"] == 4) for e in eps)  # --max-steps 4
+        n_reached = sum(e["reached"] for e in eps)
+        assert res["progress"] == {"episodes": 2, "reached": n_reached, "lifted": sum(e["lifted"] for e in eps),
+                                   "success": sum(e["success"] for e in eps)}
+        assert "How far the episodes got" in (run / "eval" / "results.md").read_text()
         for e, task in zip(eps, TASKS):  # each task's own evaluation, merged unchanged
             (own,) = _lines(run / "eval" / task / "episodes.jsonl")
             assert own["actions_sha256"] == e["actions_sha256"] and own["task_id"] == task

@@ -261,6 +261,8 @@ def _merge_so101(args: argparse.Namespace, out: Path, parts: list[dict], perturb
     """The tasks' evaluations as one, in the files of a LIBERO evaluation: task ``i`` of the plan is ``task_id`` i
     (its name in ``task``) and a scene's index is its ``init_state``, so two runs' episodes pair on the same scenes
     as LIBERO's do on the same init states."""
+    from grids_vla.experiments.evaluate_so101 import progress_markdown, progress_summary
+
     tasks = args.plan["tasks"]
     episodes = []
     for i, task in enumerate(tasks):
@@ -272,8 +274,11 @@ def _merge_so101(args: argparse.Namespace, out: Path, parts: list[dict], perturb
            "instructions": {str(i): p["run"]["instructions"][t] for i, (t, p) in enumerate(zip(tasks, parts))},
            "max_steps": limits[tasks[0]] if len(set(limits.values())) == 1 else limits, "workers": workers}
     res = summarize(run, episodes)
+    prog = progress_summary(episodes)
+    if prog is not None:
+        res["progress"] = prog
     atomic_write_text(out / EPISODES_NAME, "".join(json.dumps(e) + "\n" for e in episodes))
-    atomic_write_text(out / "results.md", to_markdown(res))
+    atomic_write_text(out / "results.md", to_markdown(res) + ("\n" + progress_markdown(res) if prog else ""))
     atomic_write_text(out / "results.json", json.dumps(res, indent=2))
     return res
 

@@ -55,7 +55,8 @@ from .report import (
 )
 
 __all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "Progress", "SCENE_SETS", "SO101EvalConfig", "TargetMasks",
-           "evaluate_so101", "finish_episode", "noise_seed", "observation_to_batch", "open_run", "progress_summary",
+           "evaluate_so101", "finish_episode", "noise_seed", "observation_to_batch", "open_run", "progress_markdown",
+           "progress_summary",
            "run_episode", "run_so101_eval", "scene_for", "scene_record", "scene_run", "target_names", "target_pixels",
            "write_so101_results"]
 
@@ -338,14 +339,21 @@ def progress_summary(episodes: list[dict[str, Any]]) -> dict[str, int] | None:
             "lifted": sum(e["lifted"] for e in episodes), "success": sum(e["success"] for e in episodes)}
 
 
+def progress_markdown(res: dict[str, Any]) -> str:
+    """``results.md``'s line on how far the episodes got (empty without ``res["progress"]``)."""
+    prog = res.get("progress")
+    if not prog:
+        return ""
+    n = prog["episodes"]
+    return (f"How far the episodes got: the grasp point within {100 * REACH_M:.0f} cm of the cube to move in "
+            f"{prog['reached']}/{n}, the cube held and lifted {100 * LIFT_M:.0f} cm in {prog['lifted']}/{n}, success "
+            f"in {prog['success']}/{n}.\n")
+
+
 def _markdown(res: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
     lines = [to_markdown(res).rstrip("\n"), ""]
-    prog = res.get("progress")
-    if prog:
-        n = prog["episodes"]
-        lines += [f"How far the episodes got: the grasp point within {100 * REACH_M:.0f} cm of the cube to move in "
-                  f"{prog['reached']}/{n}, the cube held and lifted {100 * LIFT_M:.0f} cm in {prog['lifted']}/{n}, "
-                  f"success in {prog['success']}/{n}.", ""]
+    if res.get("progress"):
+        lines += [progress_markdown(res).rstrip("\n"), ""]
     lines += ["| episode | scene | instruction | light | table | distractors | closest to cube (cm) | lifted (cm) | "
               "success | steps |", "|---:|---|---|---|---|---|---:|---:|---|---:|"]
     for e in sorted(episodes, key=lambda e: e["episode"]):
