@@ -18,6 +18,7 @@ pytest.importorskip("libero.libero", reason="LIBERO extra not installed: pip ins
 from grids_vla.cli import main as cli_main  # noqa: E402
 from grids_vla.envs.libero.data import quat_to_axis_angle  # noqa: E402
 from grids_vla.envs.libero.env import get_suite  # noqa: E402
+from grids_vla.experiments.rollout import BLIND_VALUE  # noqa: E402
 from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy  # noqa: E402
 from grids_vla.policy.evaluation import (  # noqa: E402
     default_max_steps,
@@ -97,6 +98,21 @@ def test_one_episode_through_the_cli_then_resume(checkpoint: Path, tmp_path: Pat
     assert again["latency_ms"] == res["latency_ms"] and again["overall"] == res["overall"]
     with pytest.raises(ValueError, match="other settings"):
         _eval(checkpoint, out, "--perturbation", "lighting")
+    with pytest.raises(ValueError, match="other settings"):
+        _eval(checkpoint, out, "--blind", "agentview")
+
+
+def test_blind_cameras_are_shown_grey(checkpoint: Path, tmp_path: Path) -> None:
+    """--blind: the same episode with both cameras grey acts otherwise, is recorded as such, and resumes."""
+    plain = _eval(checkpoint, tmp_path / "plain")
+    out = tmp_path / "blind"
+    res = _eval(checkpoint, out, "--blind", "agentview", "eye_in_hand")
+    _check(res, out)
+    assert res["run"]["blind"] == ["agentview", "eye_in_hand"] and "blind" not in plain["run"]
+    (ep,) = _episodes(out)
+    (ep0,) = _episodes(tmp_path / "plain")
+    assert ep["actions_sha256"] != ep0["actions_sha256"]
+    assert _eval(checkpoint, out, "--blind", "agentview", "eye_in_hand")["latency_ms"] == res["latency_ms"]
 
 
 def test_video_of_the_first_episode_reads_back(checkpoint: Path, tmp_path: Path) -> None:
@@ -258,6 +274,9 @@ def test_observation_matches_the_demo_reader_format() -> None:
     assert torch.equal(b["eye_in_hand"][0].permute(1, 2, 0), torch.from_numpy(img[::-1].copy()))
     expected = np.concatenate([obs["ee_pos"], quat_to_axis_angle(quat), obs["gripper_states"]]).astype(np.float32)
     assert torch.equal(b["state"][0], torch.from_numpy(expected)) and b["instruction"] == ["do it"]
+    blind = observation_to_batch(obs, ("agentview", "eye_in_hand"), "do it", blind=("agentview",))
+    assert blind["agentview"].shape == b["agentview"].shape and bool((blind["agentview"] == BLIND_VALUE).all())
+    assert torch.equal(blind["eye_in_hand"], b["eye_in_hand"]) and torch.equal(blind["state"], b["state"])
 
 
 def test_bad_input_raises_clear_errors(checkpoint: Path, tmp_path: Path) -> None:
@@ -277,6 +296,8 @@ def test_bad_input_raises_clear_errors(checkpoint: Path, tmp_path: Path) -> None
                   "--out", str(tmp_path / "o5")])
     with pytest.raises(ValueError, match="official init states"):
         _eval(checkpoint, tmp_path / "o6", "--episodes-per-task", "51")
+    with pytest.raises(ValueError, match=r"--blind: found \['wrist'\], expected distinct cameras of the policy"):
+        _eval(checkpoint, tmp_path / "o7", "--blind", "wrist")
 
 
 def test_mp4_frame_drawing_marks_the_points() -> None:

@@ -179,6 +179,10 @@ def test_eval_in_and_ood_resume_points_video(run_dir, tmp_path) -> None:
     (e,) = _episodes(out)
     assert e["scene"] == "ood/0" and e["distractors"] and res["points"] and res["run"]["perturbation"]
 
+    out = tmp_path / "blind"  # the front camera grey: the same scene, other actions
+    res = _eval(run_dir, out, "--scenes", "in", "--episodes", "1", "--blind", "agentview")
+    assert res["run"]["blind"] == ["agentview"] and _episodes(out)[0]["actions_sha256"] != eps[0]["actions_sha256"]
+
 
 def _one_line(capsys, argv: list[str], *named: str) -> None:
     assert main(argv) == 2
@@ -203,5 +207,7 @@ def test_cli_errors(tmp_path, capsys) -> None:
               "LIBERO flags")
     _one_line(capsys, [*base, "--scenes", "in"], "--scenes", "SO-101 flags")
     _one_line(capsys, [*base, "--env", "so101"], "4 ([dx, dy, dz, grasp])", "--action-dim 4")
+    _one_line(capsys, ["eval", "--checkpoint", str(so101), "--env", "so101", "--blind", "front", "--scenes", "ood",
+                       "--episodes", "1", "--out", str(tmp_path / "o")], "--blind: found ['front']", "agentview")
     _one_line(capsys, ["eval", "--checkpoint", str(so101), "--env", "so101", "--out", str(tmp_path / "o")],
               "trained without the instructions")

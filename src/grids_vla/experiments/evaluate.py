@@ -40,7 +40,7 @@ from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .evaluate_so101 import HELP as SO101_HELP
 from .evaluate_so101 import SO101_ONLY, SO101EvalConfig, run_so101_eval
 from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, write_results
-from .rollout import EpisodeRunner, parse_perturbation, task_instruction, worker_init, worker_play
+from .rollout import EpisodeRunner, check_blind, parse_perturbation, task_instruction, worker_init, worker_play
 
 __all__ = ["ENVS", "EvalConfig", "evaluate", "add_commands"]
 
@@ -66,6 +66,7 @@ class EvalConfig:
     video: int = 0
     fresh: bool = False
     video_frames: int = 4
+    blind: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
@@ -123,6 +124,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
         if cfg.episodes_per_task > n_init:
             raise ValueError(f"episodes_per_task={cfg.episodes_per_task} exceeds the {n_init} official init states "
                              f"of {suite} task {t}")
+    check_blind(cfg.blind, mcfg.cameras)
     max_steps = cfg.max_steps or step_limit(suite)
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
     run = {"checkpoint": str(ckpt), "weights_sha256": file_sha256(ckpt / WEIGHTS_NAME), "suite": suite,
@@ -131,6 +133,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
            "chunk": mcfg.chunk, "settle_steps": cfg.settle_steps, "threads": cfg.threads, "image_size": mcfg.image_size,
            "reducer": mcfg.reducer, "k": mcfg.k, "cameras": list(mcfg.cameras), "msaa": False,
            "workers": cfg.workers}
+    if cfg.blind:  # only when set, so evaluations from before the option still resume
+        run["blind"] = list(cfg.blind)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ep_path = out / EPISODES_NAME
@@ -156,7 +160,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> dict[str, Any]:
             for t in tasks for i in range(cfg.episodes_per_task) if (t, i) not in done]
     # `suite` already names a PRO / Plus variant; only a scene perturbation is left for the episode runner to apply.
     setup = EpisodeRunner.Setup(str(ckpt), suite, cfg.perturbation if scene else None, instructions, max_steps,
-                                 execute, cfg.settle_steps, str(out), cfg.video_frames)
+                                 execute, cfg.settle_steps, str(out), cfg.video_frames, tuple(cfg.blind))
     t_start = time.perf_counter()
 
     def finished(rec: dict[str, Any]) -> None:
@@ -221,6 +225,8 @@ _HELP = {
              "(needs imageio and imageio-ffmpeg: the [video] extra)",
     "fresh": "discard episodes an earlier run left in --out",
     "video_frames": "policy calls shown in each contact sheet",
+    "blind": "cameras (the policy's names, e.g. agentview eye_in_hand) shown to the policy as a uniform grey image: "
+             "how much success remains without them says how much the policy uses them",
 }
 
 

@@ -90,6 +90,7 @@ class SO101EvalConfig:
     video: int = 0
     fresh: bool = False
     video_frames: int = 4
+    blind: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
@@ -123,16 +124,17 @@ def noise_seed(scenes: str, i: int) -> int:
     return i if scenes == "in" else 100_000 + i
 
 
-def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
+def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str,
+                         blind: tuple[str, ...] = ()) -> dict[str, Any]:
     """One SO-101 env observation as a batch of 1 in the demo reader's format: the env's cameras under the demo files'
-    names (:data:`POLICY_CAMERAS`), the 8-D state, the instruction."""
+    names (:data:`POLICY_CAMERAS`; the ``blind`` ones uniform grey), the 8-D state, the instruction."""
     unknown = [c for c in cameras if c not in POLICY_CAMERAS]
     if unknown:
         raise KeyError(f"the policy reads cameras {unknown} that SO-101 demos do not have; they have "
                        f"{list(POLICY_CAMERAS)}")
     named = {cam: obs[POLICY_CAMERAS[cam]] for cam in cameras}
     state = {k: obs[k] for k in ("ee_pos", "ee_quat", "gripper_states")}
-    return rollout.observation_to_batch({**named, **state}, cameras, instruction)
+    return rollout.observation_to_batch({**named, **state}, cameras, instruction, blind)
 
 
 # ------------------------------------------------------------------------------------------- targets in the images
@@ -228,11 +230,13 @@ class TargetMasks:
 
 
 def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, execute: int, noise_seed: int = 0,
-                record: bool = False, points: bool = True, masks: TargetMasks | None = None) -> dict[str, Any]:
+                record: bool = False, points: bool = True, masks: TargetMasks | None = None,
+                blind: tuple[str, ...] = ()) -> dict[str, Any]:
     """Roll out one episode in ``scene`` (the SO-101 counterpart of :func:`.rollout.run_episode`): success, steps,
     per-call latencies (s), the SHA-256 of the executed actions and, with ``record``, ``frames`` / ``video`` (images
     under the policy's camera names with the reducer's coordinates); with ``points`` and a policy with sampling
-    points, ``points`` per policy camera: its points, the targets' pixels and masks at each call."""
+    points, ``points`` per policy camera: its points, the targets' pixels and masks at each call. The ``blind``
+    cameras are shown to the policy as a uniform grey image."""
     cams = policy.config.cameras
     obs = env.reset(scene=scene)
     measure = points and policy.config.reducer != "dense"
@@ -253,7 +257,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, 
 
     try:
         while steps < max_steps and not success:
-            batch = observation_to_batch(obs, cams, env.instruction)
+            batch = observation_to_batch(obs, cams, env.instruction, blind)
             t0 = time.perf_counter()
             chunk = policy.predict_action(batch, generator=noise_gen)[0]
             latencies.append(time.perf_counter() - t0)
@@ -383,6 +387,7 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
     mcfg = policy.config
     scenes = [scene_for(cfg.task, cfg.scenes, i) for i in range(cfg.episodes)]
+    rollout.check_blind(cfg.blind, mcfg.cameras)
     _check_policy(policy, {s.instruction for s in scenes})
     max_steps = cfg.max_steps or MAX_STEPS[cfg.task]
     execute = min(cfg.execute or mcfg.chunk, mcfg.chunk)
@@ -391,6 +396,8 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
            "threads": cfg.threads, "image_size": mcfg.image_size, "reducer": mcfg.reducer, "k": mcfg.k,
            "cameras": list(mcfg.cameras), "env_cameras": [POLICY_CAMERAS[c] for c in mcfg.cameras],
            "fast_render": True, "workers": 1}
+    if cfg.blind:  # only when set, so evaluations from before the option still resume
+        run["blind"] = list(cfg.blind)
     out = Path(cfg.out)
     episodes = open_run(out, run, cfg.episodes, cfg.fresh)
     done = {e["episode"] for e in episodes}
@@ -406,7 +413,8 @@ def evaluate_so101(cfg: SO101EvalConfig, log: Any = None) -> dict[str, Any]:
             scene = scenes[i]
             seed = noise_seed(cfg.scenes, i)  # the flow head's noise
             record = i < n_video
-            ep = run_episode(env, policy, scene, max_steps, execute, seed, record=record, masks=masks)
+            ep = run_episode(env, policy, scene, max_steps, execute, seed, record=record, masks=masks,
+                             blind=tuple(cfg.blind))
             rec = {**scene_record(cfg.task, cfg.scenes, i, scene),
                    "success": ep["success"], "steps": ep["steps"], **ep["progress"],
                    "actions_sha256": ep["actions_sha256"],

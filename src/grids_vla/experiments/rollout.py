@@ -18,8 +18,9 @@ from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .points import episode_points, policy_pixels
 from .report import VIDEO_FPS, save_visuals
 
-__all__ = ["NOOP_ACTION", "parse_perturbation", "task_instruction", "observation_to_batch", "CoordsProbe",
-           "run_episode", "EpisodeRunner", "worker_init", "worker_play"]
+__all__ = ["BLIND_VALUE", "NOOP_ACTION", "CoordsProbe", "EpisodeRunner", "check_blind", "image_batch",
+           "observation_to_batch", "parse_perturbation", "run_episode", "task_instruction", "worker_init",
+           "worker_play"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
@@ -55,13 +56,31 @@ def task_instruction(bench: Any, task_id: int) -> str:
     return " ".join(words) if isinstance(words, list | tuple) else str(words)
 
 
-def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
-    """One env observation as a batch of 1 in the demo reader's format (upright uint8 images, 8-D state)."""
+#: What every pixel of a camera the policy is not shown (an evaluation's ``blind`` cameras) reads: mid grey.
+BLIND_VALUE = 128
+
+
+def image_batch(image: np.ndarray, blind: bool = False) -> torch.Tensor:
+    """One ``(H, W, 3)`` uint8 frame as the policy's ``(1, 3, H, W)`` input; ``blind``: every pixel ``BLIND_VALUE``."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    return torch.full_like(x, BLIND_VALUE) if blind else x
+
+
+def check_blind(blind: tuple[str, ...], cameras: tuple[str, ...]) -> None:
+    """Refuse ``--blind`` cameras the policy does not read, or a camera named twice."""
+    if any(c not in cameras for c in blind) or len(set(blind)) != len(blind):
+        raise ValueError(f"--blind: found {list(blind)}, expected distinct cameras of the policy: {list(cameras)}")
+
+
+def observation_to_batch(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str,
+                         blind: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One env observation as a batch of 1 in the demo reader's format (upright uint8 images, 8-D state); the
+    ``blind`` cameras are shown as a uniform grey image."""
     batch: dict[str, Any] = {}
     for cam in cameras:
         if cam not in obs:
             raise KeyError(f"the environment renders no camera {cam!r}; it has {sorted(obs)}")
-        batch[cam] = torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1).unsqueeze(0)
+        batch[cam] = image_batch(obs[cam], cam in blind)
     batch["state"] = torch.from_numpy(state_vector(obs).astype(np.float32)).unsqueeze(0)
     batch["instruction"] = [instruction]
     return batch
@@ -82,13 +101,14 @@ class CoordsProbe:
 
 
 def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
-                record: bool = False, points: bool = True) -> dict[str, Any]:
+                record: bool = False, points: bool = True, blind: tuple[str, ...] = ()) -> dict[str, Any]:
     """Roll out one episode from init state ``init_index``; returns success, steps, per-call latencies (s) and, with
     ``record``, ``frames`` (the observation at each policy call with the reducer's coordinates) and ``video`` (every
     observation from the first policy call to the end, ``steps + 1`` of them, each with the coordinates of the call
     whose action it was given to). With ``points`` and a policy with sampling points (any reducer but dense), the
     result's ``points`` holds per camera where they looked at each policy call and where the task's targets were
-    (see :mod:`.points`; needs a LIBERO env with its simulator)."""
+    (see :mod:`.points`; needs a LIBERO env with its simulator). The ``blind`` cameras are shown to the policy as a
+    uniform grey image (the recorded frames stay the rendered ones)."""
     cams = policy.config.cameras
     obs = env.reset(init_index)
     for _ in range(settle_steps):
@@ -108,7 +128,7 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
 
     try:
         while steps < max_steps and not success:
-            batch = observation_to_batch(obs, cams, env.instruction)
+            batch = observation_to_batch(obs, cams, env.instruction, blind)
             t0 = time.perf_counter()
             chunk = policy.predict_action(batch, generator=noise_gen)[0]
             latencies.append(time.perf_counter() - t0)
@@ -155,6 +175,7 @@ class EpisodeRunner:
         settle_steps: int
         out: str
         video_frames: int
+        blind: tuple[str, ...] = ()  # cameras the policy is shown as uniform grey
 
     def __init__(self, setup: Setup, policy: GridSVLAPolicy) -> None:
         self.setup, self.policy = setup, policy
@@ -179,7 +200,8 @@ class EpisodeRunner:
     def play(self, t: int, i: int, record: bool) -> dict[str, Any]:
         """Episode ``i`` of task ``t`` (official init state ``i``) as an ``episodes.jsonl`` record."""
         s = self.setup
-        ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record)
+        ep = run_episode(self._env_for(t), self.policy, i, s.max_steps, s.execute, s.settle_steps, record=record,
+                         blind=s.blind)
         rec = {"task_id": t, "episode": i, "init_state": i, "success": ep["success"], "steps": ep["steps"],
                "actions_sha256": ep["actions_sha256"], "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
         if ep["points"] is not None:
