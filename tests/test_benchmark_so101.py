@@ -250,3 +250,26 @@ def test_committed_so101_plan_is_valid_and_documented() -> None:
         # 200 demos per task, seed 0
         assert [m[0] for m in study] == plan["tasks"] and {m[1:3] for m in study} == {("200", "0")}, doc
         assert f"benchmarks/libero/success.py --plan {path.relative_to(ROOT)}" in text, doc
+
+
+def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
+    """benchmarks/so101/reach_probe.py on a tiny untrained policy: both scene sets and the data check are reported;
+    a horizon beyond the chunk is a one-line error."""
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    probe = _load(ROOT / "benchmarks" / "so101" / "reach_probe.py", "reach_probe")
+    cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=8, vision_depth=1, vision_heads=1, dim=8, depth=1,
+                         heads=1, k=2, chunk=4, action_dim=4, instructions=("put the red cube in the bowl",))
+    ckpt = GridSVLAPolicy(cfg).save_pretrained(tmp_path / "policy")
+    out = tmp_path / "probe.json"
+    assert probe.main(["--checkpoint", str(ckpt), "--scenes", "3", "--horizon", "4", "--data",
+                       str(demos / "pick_place_bowl"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for scenes in ("demo_scenes", "held_out_scenes"):
+        for axis in ("x", "y"):
+            s = res[scenes][axis]
+            assert -1 <= s["corr"] <= 1 and s["mean_abs_diff"] >= 0 and s["expert_std"] >= 0
+        assert res[scenes]["y"]["expert_std"] > 0  # the scenes' cubes lie at different sides
+    assert res["data"] == {"demos": 1}
+    with pytest.raises(SystemExit, match="--horizon: found 5, expected 1 to the policy's chunk"):
+        probe.main(["--checkpoint", str(ckpt), "--horizon", "5"])

@@ -64,9 +64,13 @@ def probe(policy: GridSVLAPolicy, task: str, seeds: list[int], horizon: int) -> 
 
 def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
     """The demos' first front frame (the cube's pixel centroid, found by colour) against their first actions."""
+    import h5py
+
     cols, acts = [], []
     for path in find_demo_files(data):
-        for i in range(demos_per_file):
+        with h5py.File(path, "r") as f:
+            n = sum(1 for k in f["data"] if k.startswith("demo_"))
+        for i in range(min(n, demos_per_file)):
             d = read_demo(path, i, upright=True)
             colour = next(c for c in COLOURS if f" {c} cube" in str(d["instruction"]))
             img = d["agentview_rgb"][0].astype(float)
@@ -75,7 +79,9 @@ def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
                 rows, columns = np.nonzero(mask)
                 cols.append((rows.mean(), columns.mean()))
                 acts.append(d["actions"][:horizon, :2].sum(0))
-    c, a = np.asarray(cols), np.asarray(acts)
+    c, a = np.asarray(cols).reshape(-1, 2), np.asarray(acts).reshape(-1, 2)
+    if len(c) < 3:
+        return {"demos": len(c)}  # too few for a correlation
     return {"demos": len(c), "corr_row_x": round(float(np.corrcoef(c[:, 0], a[:, 0])[0, 1]), 3),
             "corr_column_y": round(float(np.corrcoef(c[:, 1], a[:, 1])[0, 1]), 3)}
 
@@ -94,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ckpt = resolve_checkpoint(args.checkpoint)
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
-    if args.horizon > policy.config.chunk:
-        sys.exit(f"--horizon: found {args.horizon}, expected at most the policy's chunk ({policy.config.chunk})")
+    if not 1 <= args.horizon <= policy.config.chunk:
+        sys.exit(f"--horizon: found {args.horizon}, expected 1 to the policy's chunk ({policy.config.chunk})")
+    if args.scenes < 3:
+        sys.exit(f"--scenes: found {args.scenes}, expected >= 3 (a correlation over the scenes)")
     res = {"checkpoint": str(ckpt), "task": args.task, "horizon": args.horizon, "scenes": args.scenes,
            "demo_scenes": probe(policy, args.task, [attempt_seed(0, args.task, i) for i in range(args.scenes)],
                                 args.horizon),
