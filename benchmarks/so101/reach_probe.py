@@ -34,8 +34,15 @@ from grids_vla.experiments.evaluate_so101 import IN_SEED_BASE, POLICY_CAMERAS, o
 from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy
 
 
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson's r, or ``None`` where one side does not vary (a policy that answers every scene alike)."""
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return None
+    return round(float(np.corrcoef(a, b)[0, 1]), 3)
+
+
 def _stats(policy_sums: np.ndarray, expert_sums: np.ndarray) -> dict:
-    return {axis: {"corr": round(float(np.corrcoef(policy_sums[:, i], expert_sums[:, i])[0, 1]), 3),
+    return {axis: {"corr": _corr(policy_sums[:, i], expert_sums[:, i]),
                    "mean_abs_diff": round(float(np.abs(policy_sums[:, i] - expert_sums[:, i]).mean()), 3),
                    "expert_std": round(float(expert_sums[:, i].std()), 3)}
             for i, axis in enumerate(("x", "y"))}
