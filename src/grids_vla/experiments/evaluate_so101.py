@@ -56,9 +56,8 @@ from .report import (
 
 __all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "Progress", "SCENE_SETS", "SO101EvalConfig", "TargetMasks",
            "evaluate_so101", "finish_episode", "noise_seed", "observation_to_batch", "open_run", "progress_markdown",
-           "progress_summary",
-           "run_episode", "run_so101_eval", "scene_for", "scene_record", "scene_run", "target_names", "target_pixels",
-           "write_so101_results"]
+           "progress_summary", "run_episode", "run_so101_eval", "scene_for", "scene_record", "scene_run",
+           "target_names", "target_pixels", "write_so101_results"]
 
 #: Episode ``i`` of ``--scenes in`` plays ``sample_scene(task, IN_SEED_BASE + i)``: above every 32-bit training seed.
 IN_SEED_BASE = 2**32
