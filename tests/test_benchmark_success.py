@@ -175,11 +175,14 @@ def test_study_plan_runs_stages_in_order_keeps_checkpoints_and_adds_ood_later(tm
     # the run folders gone, a later stage's new perturbation is evaluated from the archived checkpoint alone, and
     # the kept checkpoint plays the archived in-distribution episode action for action
     shutil.rmtree(tmp_path / "out")
-    plan["stages"].append({"name": "more", "variants": ["grids-16"], "seeds": [0], "ood": ["table_color:0.5"]})
+    plan["stages"].append({"name": "more", "variants": ["grids-16"], "seeds": [0], "ood": ["table_color:0.5", "blind"]})
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     bench.main([*common, "--stage", "more"])
     assert not (tmp_path / "out" / "runs" / "grids-16_s0" / "checkpoints").exists()  # nothing retrained
     assert json.loads((kept / "ood" / "table_color-0.5" / "results.json").read_text())["complete"]
+    blind = json.loads((kept / "ood" / "blind" / "results.json").read_text())
+    assert blind["complete"] and blind["run"]["blind"] == ["agentview", "eye_in_hand"]
+    assert blind["run"]["perturbation"] is None
     from grids_vla.policy.evaluation import EvalConfig, evaluate
     evaluate(EvalConfig(checkpoint=str(kept / "checkpoint"), suite="libero_object", tasks=(0,), episodes_per_task=1,
                         max_steps=4, out=str(tmp_path / "replay")))

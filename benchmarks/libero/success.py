@@ -18,7 +18,8 @@ archived run is only used when its settings are the ones asked for and it was tr
 ``--plan FILE`` runs a whole study instead (``benchmarks/libero/study.json``): the file names the suite, data,
 archive and protocol, and lists stages in order of value, each a set of variants x seeds, optionally kept (the final
 checkpoint committed beside the results) and evaluated out of distribution (``ood``: perturbation specs, each
-evaluated on ``ood_episodes_per_task`` episodes per task; ``liberoplus:`` specs run in ``--liberoplus-python``'s
+evaluated on ``ood_episodes_per_task`` episodes per task; ``blind`` shows the policy grey images instead of a changed
+scene; ``liberoplus:`` specs run in ``--liberoplus-python``'s
 environment on a fixed spread of ``ood_plus_per_task`` variant tasks per base task). Every run is evaluated from
 ``final/``, its last checkpoint stored in float16 (what the archive keeps), so a kept checkpoint re-evaluates to the
 same episodes.
@@ -97,6 +98,11 @@ def final_policy(run: Path) -> Path:
     return final
 
 
+#: The ``ood`` spec that evaluates a run with every camera shown grey (``grids-vla eval --blind``): how much of its
+#: success does not need the images.
+BLIND = "blind"
+
+
 def eval_run(args: argparse.Namespace, variant: str, seed: int, perturbation: str | None = None) -> dict:
     """Evaluate ``final/`` in distribution (``run/eval``) or under ``perturbation`` (``run/ood/<slug>``)."""
     run = run_dir(args, variant, seed)
@@ -112,6 +118,12 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int, perturbation: st
     out = run / "ood" / ood_slug(perturbation)
     if perturbation.startswith("liberoplus:"):  # LIBERO-plus lives in its own environment: run it there
         return _eval_liberoplus(args, final, perturbation, out)
+    if perturbation == BLIND:  # no scene change: the same episodes with every camera shown grey
+        cameras = GridSVLAPolicy.from_pretrained(final).config.cameras
+        return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, blind=tuple(cameras),
+                                   episodes_per_task=args.ood_episodes_per_task,
+                                   tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
+                                   max_steps=args.max_steps, out=str(out), workers=args.eval_workers))
     return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, perturbation=perturbation,
                                episodes_per_task=args.ood_episodes_per_task,
                                tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
