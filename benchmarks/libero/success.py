@@ -55,7 +55,6 @@ from grids_vla.policy.evaluation import (
     load_episodes,
     mcnemar_exact,
     paired_outcomes,
-    summarize,
     to_markdown,
     wilson_interval,
 )
@@ -118,13 +117,10 @@ def eval_run(args: argparse.Namespace, variant: str, seed: int, perturbation: st
     out = run / "ood" / ood_slug(perturbation)
     if perturbation.startswith("liberoplus:"):  # LIBERO-plus lives in its own environment: run it there
         return _eval_liberoplus(args, final, perturbation, out)
-    if perturbation == BLIND:  # no scene change: the same episodes with every camera shown grey
-        cameras = GridSVLAPolicy.from_pretrained(final).config.cameras
-        return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, blind=tuple(cameras),
-                                   episodes_per_task=args.ood_episodes_per_task,
-                                   tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
-                                   max_steps=args.max_steps, out=str(out), workers=args.eval_workers))
-    return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, perturbation=perturbation,
+    # BLIND changes no scene: the same episodes with every camera shown grey
+    blind = tuple(GridSVLAPolicy.from_pretrained(final).config.cameras) if perturbation == BLIND else ()
+    return evaluate(EvalConfig(checkpoint=str(final), suite=args.suite, blind=blind,
+                               perturbation=None if blind else perturbation,
                                episodes_per_task=args.ood_episodes_per_task,
                                tasks=tuple(args.tasks) if args.tasks else None, threads=args.eval_threads,
                                max_steps=args.max_steps, out=str(out), workers=args.eval_workers))
@@ -273,7 +269,7 @@ def _merge_so101(args: argparse.Namespace, out: Path, parts: list[dict], perturb
     """The tasks' evaluations as one, in the files of a LIBERO evaluation: task ``i`` of the plan is ``task_id`` i
     (its name in ``task``) and a scene's index is its ``init_state``, so two runs' episodes pair on the same scenes
     as LIBERO's do on the same init states."""
-    from grids_vla.experiments.evaluate_so101 import progress_markdown, progress_summary
+    from grids_vla.experiments.evaluate_so101 import progress_markdown, summarize_so101
 
     tasks = args.plan["tasks"]
     episodes = []
@@ -285,12 +281,10 @@ def _merge_so101(args: argparse.Namespace, out: Path, parts: list[dict], perturb
            "perturbation": perturbation, "tasks": list(range(len(tasks))), "task_names": list(tasks),
            "instructions": {str(i): p["run"]["instructions"][t] for i, (t, p) in enumerate(zip(tasks, parts))},
            "max_steps": limits[tasks[0]] if len(set(limits.values())) == 1 else limits, "workers": workers}
-    res = summarize(run, episodes)
-    prog = progress_summary(episodes)
-    if prog is not None:
-        res["progress"] = prog
+    res = summarize_so101(run, episodes)
     atomic_write_text(out / EPISODES_NAME, "".join(json.dumps(e) + "\n" for e in episodes))
-    atomic_write_text(out / "results.md", to_markdown(res) + ("\n" + progress_markdown(res) if prog else ""))
+    md = to_markdown(res) + ("\n" + progress_markdown(res) if "progress" in res else "")
+    atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.json", json.dumps(res, indent=2))
     return res
 

@@ -57,7 +57,7 @@ from .report import (
 __all__ = ["IN_SEED_BASE", "POLICY_CAMERAS", "Progress", "SCENE_SETS", "SO101EvalConfig", "TargetMasks",
            "evaluate_so101", "finish_episode", "noise_seed", "observation_to_batch", "open_run", "progress_markdown",
            "progress_summary", "run_episode", "run_so101_eval", "scene_for", "scene_record", "scene_run",
-           "target_names", "target_pixels", "write_so101_results"]
+           "summarize_so101", "target_names", "target_pixels", "write_so101_results"]
 
 #: Episode ``i`` of ``--scenes in`` plays ``sample_scene(task, IN_SEED_BASE + i)``: above every 32-bit training seed.
 IN_SEED_BASE = 2**32
@@ -366,12 +366,18 @@ def _markdown(res: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_so101_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rewrite ``results.json`` and ``results.md`` (atomically) from the episodes so far; returns the summary."""
+def summarize_so101(run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`.report.summarize` plus ``progress`` (:func:`progress_summary`) when the episodes record it."""
     res = summarize(run, episodes)
     prog = progress_summary(episodes)
     if prog is not None:
         res["progress"] = prog
+    return res
+
+
+def write_so101_results(out: Path, run: dict[str, Any], episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rewrite ``results.json`` and ``results.md`` (atomically) from the episodes so far; returns the summary."""
+    res = summarize_so101(run, episodes)
     atomic_write_text(out / "results.json", json.dumps(res, indent=2))
     atomic_write_text(out / "results.md", _markdown(res, episodes))
     return res
