@@ -274,3 +274,5 @@ def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
     assert res["data"] == {"demos": 1}
     with pytest.raises(SystemExit, match="--horizon: found 5, expected 1 to the policy's chunk"):
         probe.main(["--checkpoint", str(ckpt), "--horizon", "5"])
+    with pytest.raises(SystemExit, match="--checkpoint: .*nope"):
+        probe.main(["--checkpoint", str(tmp_path / "nope")])

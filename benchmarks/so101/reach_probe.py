@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from grids_vla.policy.checkpoint import resolve_checkpoint
 
-    ckpt = resolve_checkpoint(args.checkpoint)
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"--checkpoint: {e}")
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
     if not 1 <= args.horizon <= policy.config.chunk:
         sys.exit(f"--horizon: found {args.horizon}, expected 1 to the policy's chunk ({policy.config.chunk})")
