@@ -86,6 +86,8 @@ def data_dir(tmp_path_factory) -> Path:
     dict(reducer="grids", k=1, predictor="attention", cond_on_language=True),
     dict(reducer="tokenlearner", k=4),
     dict(reducer="grids", k=16, fastv_keep=8, fastv_layer=0),
+    dict(reducer="grids", k=4, vision_stem="conv"),
+    dict(reducer="grids", k=4, vision_stem="conv", after_layer=0),
 ])
 def test_forward_shapes(kw) -> None:
     cfg = tiny(**kw)
@@ -201,6 +203,28 @@ def test_bad_input_raises_clear_errors() -> None:
         tiny(reducer="grids", k=4, fastv_keep=100)
     with pytest.raises(ValueError, match="unknown GridSVLAConfig fields"):
         GridSVLAConfig.from_dict({"dimm": 3})
+    with pytest.raises(ValueError, match="vision_stem must be one of"):
+        tiny(vision_stem="resnet")
+    with pytest.raises(ValueError, match="patch_size must be a power of 2 >= 2, got 6"):
+        tiny(vision_stem="conv", image_size=60, patch_size=6)
+
+
+def test_conv_stem_makes_the_same_token_grid_from_overlapping_windows() -> None:
+    """``vision_stem="conv"``: log2(p) stride-2 3x3 convolutions then 1x1 give the same (S/p)^2 token map as the
+    patch embedding, and a token depends on pixels beyond its own p x p patch (the patch stem's do not)."""
+    for stem in ("patch", "conv"):
+        cfg = tiny(vision_stem=stem)
+        torch.manual_seed(0)
+        enc = GridSVLAPolicy(cfg).vision.eval()
+        x = torch.randn(1, len(cfg.cameras), 3, cfg.image_size, cfg.image_size, requires_grad=True)
+        tokens = enc.embed(x)
+        assert tokens.shape == (1, len(cfg.cameras), cfg.grid_tokens, cfg.vision_dim)
+        side, p = cfg.grid[1], cfg.patch_size
+        tokens[0, 0, 3 * side + 3].sum().backward()  # token (3, 3): pixels [3p, 4p) in both axes
+        seen = x.grad[0, 0].abs().sum(0) > 0
+        rows, cols = seen.nonzero().unbind(1)
+        inside = (rows.min() >= 3 * p) & (rows.max() < 4 * p) & (cols.min() >= 3 * p) & (cols.max() < 4 * p)
+        assert bool(inside) == (stem == "patch"), stem
 
 
 # -------------------------------------------------------------------------------------------------- save / load

@@ -593,6 +593,7 @@ _HELP = {
     "shift": "augmentation: random shift of up to this many pixels",
     "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",
     "cameras": "camera names, in token order",
+    "vision_stem": "image to tokens: patch (linear patch embedding) or conv (3x3 stride-2 convolutions, then 1x1)",
     "vision_dim": "ViT width",
     "vision_depth": "ViT attention layers",
     "dim": "transformer width",

@@ -126,6 +126,21 @@ class Block(nn.Module):
         return q, k, v
 
 
+def patch_stem(config: GridSVLAConfig) -> nn.Module:
+    """Image ``(N, 3, S, S)`` -> token map ``(N, vision_dim, S/p, S/p)`` as ``config.vision_stem`` says: one strided
+    ``p x p`` convolution (``"patch"``), or ``log2(p)`` 3x3 stride-2 convolutions, widths doubling up to
+    ``vision_dim``, each followed by GroupNorm and GELU, then a 1x1 projection (``"conv"``)."""
+    c = config
+    if c.vision_stem == "patch":
+        return nn.Conv2d(3, c.vision_dim, c.patch_size, c.patch_size)
+    n = c.patch_size.bit_length() - 1
+    widths = [max(c.vision_dim >> (n - 1 - i), 8) for i in range(n)]
+    layers: list[nn.Module] = []
+    for cin, cout in zip([3, *widths[:-1]], widths):
+        layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(widths[-1], c.vision_dim, 1))
+
+
 class VisionEncoder(nn.Module):
     """A small ViT shared by all cameras: patchify, add position and camera embeddings, a few blocks.
 
@@ -136,7 +151,7 @@ class VisionEncoder(nn.Module):
     def __init__(self, config: GridSVLAConfig) -> None:
         super().__init__()
         c = config
-        self.patch = nn.Conv2d(3, c.vision_dim, c.patch_size, c.patch_size)
+        self.patch = patch_stem(c)
         self.pos = nn.Parameter(torch.randn(1, c.grid_tokens, c.vision_dim) * 0.02)
         self.camera = nn.Parameter(torch.randn(len(c.cameras), 1, c.vision_dim) * 0.02)
         self.blocks = nn.ModuleList(Block(c.vision_dim, c.vision_heads, c.mlp_ratio, c.dropout)
