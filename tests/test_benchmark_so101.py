@@ -276,3 +276,33 @@ def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
         probe.main(["--checkpoint", str(ckpt), "--horizon", "5"])
     with pytest.raises(SystemExit, match="--checkpoint: .*nope"):
         probe.main(["--checkpoint", str(tmp_path / "nope")])
+
+
+def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) -> None:
+    """benchmarks/so101/token_probe.py: its ridge recovers a noiseless linear map (R^2 ~ 1 held out) and scores
+    pure noise near or below 0; end to end on a tiny untrained policy it writes the three probes; too few scenes
+    is a one-line error."""
+    import numpy as np
+
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    tp = _load(ROOT / "benchmarks" / "so101" / "token_probe.py", "token_probe")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 40))
+    y = x @ rng.normal(size=(40, 2)) + 3.0
+    good = tp.probe(x[:80], y[:80], x[80:], y[80:])
+    assert good["r2_x"] > 0.99 and good["r2_y"] > 0.99 and good["features"] == 40
+    noise = tp.probe(x[:80], rng.normal(size=(80, 2)), x[80:], rng.normal(size=(40, 2)))
+    assert noise["r2_x"] < 0.2 and noise["r2_y"] < 0.2
+    cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=8, vision_depth=1, vision_heads=1, dim=8, depth=1,
+                         heads=1, k=2, chunk=4, action_dim=4,
+                         instructions=tuple(f"put the {c} cube in the bowl" for c in COLOURS))
+    ckpt = GridSVLAPolicy(cfg).save_pretrained(tmp_path / "policy")
+    out = tmp_path / "tp.json"
+    assert tp.main(["--checkpoint", str(ckpt), "--fit", "10", "--held-out", "10", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["tokens"]["features"] == len(cfg.cameras) * cfg.k * cfg.dim
+    assert res["front_pixels_32"]["features"] == 3 * 32 * 32
+    assert set(res["tokens_untrained"]) == set(res["tokens"])
+    with pytest.raises(SystemExit, match="--fit: found 5, expected >= 10 scenes"):
+        tp.main(["--checkpoint", str(ckpt), "--fit", "5"])
