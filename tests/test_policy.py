@@ -87,7 +87,7 @@ def data_dir(tmp_path_factory) -> Path:
     dict(reducer="tokenlearner", k=4),
     dict(reducer="grids", k=16, fastv_keep=8, fastv_layer=0),
     dict(reducer="grids", k=4, vision_stem="conv"),
-    dict(reducer="grids", k=4, vision_stem="conv", after_layer=0),
+    dict(reducer="grids", k=4, vision_stem="coordconv", after_layer=0),
 ])
 def test_forward_shapes(kw) -> None:
     cfg = tiny(**kw)
@@ -212,7 +212,7 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_conv_stem_makes_the_same_token_grid_from_overlapping_windows() -> None:
     """``vision_stem="conv"``: log2(p) stride-2 3x3 convolutions then 1x1 give the same (S/p)^2 token map as the
     patch embedding, and a token depends on pixels beyond its own p x p patch (the patch stem's do not)."""
-    for stem in ("patch", "conv"):
+    for stem in ("patch", "conv", "coordconv"):
         cfg = tiny(vision_stem=stem)
         torch.manual_seed(0)
         enc = GridSVLAPolicy(cfg).vision.eval()
@@ -225,6 +225,23 @@ def test_conv_stem_makes_the_same_token_grid_from_overlapping_windows() -> None:
         rows, cols = seen.nonzero().unbind(1)
         inside = (rows.min() >= 3 * p) & (rows.max() < 4 * p) & (cols.min() >= 3 * p) & (cols.max() < 4 * p)
         assert bool(inside) == (stem == "patch"), stem
+
+
+def test_coordconv_stem_tells_where_a_uniform_image_is() -> None:
+    """``"coordconv"`` appends x, y in [-1, 1] (x along the width): on a uniform image its tokens still differ by
+    position, as the conv stem's do not (up to the image border)."""
+    from grids_vla.policy.modeling_grids_vla import CoordChannels
+
+    x = CoordChannels()(torch.zeros(2, 3, 4, 6))
+    assert x.shape == (2, 5, 4, 6)
+    torch.testing.assert_close(x[0, 3, 0], torch.linspace(-1, 1, 6))
+    torch.testing.assert_close(x[1, 4, :, 2], torch.linspace(-1, 1, 4))
+    for stem, varies in (("conv", False), ("coordconv", True)):
+        torch.manual_seed(0)
+        stem_net = GridSVLAPolicy(tiny(vision_stem=stem)).vision.patch.eval()
+        with torch.no_grad():
+            t = stem_net(torch.full((1, 3, SIZE, SIZE), 0.3))[0, :, 2:-2, 2:-2]  # inner tokens, away from padding
+        assert bool((t - t[:, :1, :1]).abs().max() > 1e-4) == varies, stem
 
 
 # -------------------------------------------------------------------------------------------------- save / load

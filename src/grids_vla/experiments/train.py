@@ -593,7 +593,8 @@ _HELP = {
     "shift": "augmentation: random shift of up to this many pixels",
     "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",
     "cameras": "camera names, in token order",
-    "vision_stem": "image to tokens: patch (linear patch embedding) or conv (3x3 stride-2 convolutions, then 1x1)",
+    "vision_stem": "image to tokens: patch (linear patch embedding), conv (3x3 stride-2 convolutions, then 1x1) or "
+                   "coordconv (the same with each pixel's x, y as two more input channels)",
     "vision_dim": "ViT width",
     "vision_depth": "ViT attention layers",
     "dim": "transformer width",

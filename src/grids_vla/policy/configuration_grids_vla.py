@@ -11,7 +11,7 @@ __all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_field_types", "kept
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
 ACTION_HEADS = ("l1", "flow")
-VISION_STEMS = ("patch", "conv")
+VISION_STEMS = ("patch", "conv", "coordconv")
 # Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
 PRESETS: dict[str, dict[str, Any]] = {
     "dense": {"reducer": "dense"},
@@ -99,10 +99,11 @@ class GridSVLAConfig:
     remaining ``vision_depth - L`` blocks run on the K tokens of each camera only.
 
     ``vision_stem`` turns each image into its ``patch_size``-px tokens: ``"patch"`` (a ViT's linear patch embedding,
-    one strided convolution) or ``"conv"`` (``log2(patch_size)`` 3x3 stride-2 convolutions with GroupNorm and GELU,
+    one strided convolution), ``"conv"`` (``log2(patch_size)`` 3x3 stride-2 convolutions with GroupNorm and GELU,
     then a 1x1 projection; "early convolutions", Xiao et al. 2021), whose tokens already carry local shape and colour
-    from overlapping windows. The token grid is the same either way. Checkpoints written before the field existed
-    load as ``"patch"``.
+    from overlapping windows, or ``"coordconv"``: the same convolutions on the image with two more channels, each
+    pixel's x and y in [-1, 1] (CoordConv, Liu et al. 2018), so the first layer can already tie what it sees to where.
+    The token grid is the same in all three. Checkpoints written before the field existed load as ``"patch"``.
 
     ``action_head`` picks how the chunk is produced: ``"l1"`` regresses it in one pass (L1 loss); ``"flow"`` is a
     pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
@@ -159,9 +160,9 @@ class GridSVLAConfig:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if self.vision_stem not in VISION_STEMS:
             raise ValueError(f"vision_stem must be one of {VISION_STEMS}, got {self.vision_stem!r}")
-        if self.vision_stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
-            raise ValueError(f"vision_stem 'conv' halves the image per layer, so patch_size must be a power of 2 "
-                             f">= 2, got {self.patch_size}")
+        if self.vision_stem != "patch" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"vision_stem {self.vision_stem!r} halves the image per layer, so patch_size must be a "
+                             f"power of 2 >= 2, got {self.patch_size}")
         if self.vision_dim % self.vision_heads or self.dim % self.heads:
             raise ValueError("vision_dim must be divisible by vision_heads and dim by heads")
         if self.action_head not in ACTION_HEADS:

@@ -126,17 +126,30 @@ class Block(nn.Module):
         return q, k, v
 
 
+class CoordChannels(nn.Module):
+    """Appends two channels to an image batch: each pixel's x and y, from -1 (left / top) to 1 (CoordConv)."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        n, _, h, w = images.shape
+        y = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
+        x = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
+        grid = torch.stack(torch.meshgrid(x, y, indexing="xy"))  # (2, h, w): x then y
+        return torch.cat([images, grid.expand(n, -1, -1, -1)], dim=1)
+
+
 def patch_stem(config: GridSVLAConfig) -> nn.Module:
     """Image ``(N, 3, S, S)`` -> token map ``(N, vision_dim, S/p, S/p)`` as ``config.vision_stem`` says: one strided
     ``p x p`` convolution (``"patch"``), or ``log2(p)`` 3x3 stride-2 convolutions, widths doubling up to
-    ``vision_dim``, each followed by GroupNorm and GELU, then a 1x1 projection (``"conv"``)."""
+    ``vision_dim``, each followed by GroupNorm and GELU, then a 1x1 projection (``"conv"``; ``"coordconv"`` first
+    appends the pixel coordinates as two channels)."""
     c = config
     if c.vision_stem == "patch":
         return nn.Conv2d(3, c.vision_dim, c.patch_size, c.patch_size)
     n = c.patch_size.bit_length() - 1
     widths = [max(c.vision_dim >> (n - 1 - i), 8) for i in range(n)]
-    layers: list[nn.Module] = []
-    for cin, cout in zip([3, *widths[:-1]], widths):
+    coords = c.vision_stem == "coordconv"
+    layers: list[nn.Module] = [CoordChannels()] if coords else []
+    for cin, cout in zip([5 if coords else 3, *widths[:-1]], widths):
         layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(widths[-1], c.vision_dim, 1))
 
