@@ -306,3 +306,21 @@ def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) ->
     assert set(res["tokens_untrained"]) == set(res["tokens"])
     with pytest.raises(SystemExit, match="--fit: found 5, expected >= 10 scenes"):
         tp.main(["--checkpoint", str(ckpt), "--fit", "5"])
+
+
+def test_locate_writes_a_curve_per_stem(tmp_path) -> None:
+    """benchmarks/so101/locate.py on tiny settings: one held-out R^2 curve per stem, scored every --every steps and
+    at the end; an unknown stem or too few scenes is a one-line error."""
+    loc = _load(ROOT / "benchmarks" / "so101" / "locate.py", "locate")
+    out = tmp_path / "locate.json"
+    assert loc.main(["--stems", "patch", "coordconv", "--fit", "12", "--held-out", "10", "--steps", "3",
+                     "--every", "2", "--batch-size", "4", "--image-size", "32", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["curves"]) == {"patch", "coordconv"}
+    for curve in res["curves"].values():
+        assert [c["step"] for c in curve] == [2, 3]
+        assert all(c["r2_x"] <= 1 and c["r2_y"] <= 1 and c["train_loss"] >= 0 for c in curve)
+    with pytest.raises(SystemExit, match=r"--stems: found \['resnet'\]"):
+        loc.main(["--stems", "resnet"])
+    with pytest.raises(SystemExit, match="--held-out: found 3, expected >= 10"):
+        loc.main(["--held-out", "3"])
