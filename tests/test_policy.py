@@ -659,10 +659,10 @@ def test_flow_save_load_round_trip_and_old_checkpoints(tmp_path) -> None:
     l1 = GridSVLAPolicy(tiny()).eval()
     l1.save_pretrained(tmp_path / "old")
     meta = json.loads((tmp_path / "old" / "config.json").read_text())
-    del meta["config"]["action_head"], meta["config"]["flow_steps"]
+    del meta["config"]["action_head"], meta["config"]["flow_steps"], meta["config"]["vision_stem"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     old = GridSVLAPolicy.from_pretrained(tmp_path / "old").eval()
-    assert old.config.action_head == "l1" and old.config.flow_steps == 10
+    assert old.config.action_head == "l1" and old.config.flow_steps == 10 and old.config.vision_stem == "patch"
     torch.testing.assert_close(old.predict_action(b), l1.predict_action(b), rtol=0, atol=0)
 
 
