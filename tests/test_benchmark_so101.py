@@ -267,11 +267,21 @@ def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
                        str(demos / "pick_place_bowl"), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     for scenes in ("demo_scenes", "held_out_scenes"):
-        for axis in ("x", "y"):
-            s = res[scenes][axis]
-            assert (s["corr"] is None or -1 <= s["corr"] <= 1) and s["mean_abs_diff"] >= 0 and s["expert_std"] >= 0
+        for view in (res[scenes], res[scenes]["blind"]):
+            for axis in ("x", "y"):
+                s = view[axis]
+                assert (s["corr"] is None or -1 <= s["corr"] <= 1) and s["mean_abs_diff"] >= 0 \
+                    and s["expert_std"] >= 0
         assert res[scenes]["y"]["expert_std"] > 0  # the scenes' cubes lie at different sides
     assert res["data"] == {"demos": 1}
+    # later in the episode: the expert has moved, so its next moves differ from its first ones
+    later = tmp_path / "later.json"
+    assert probe.main(["--checkpoint", str(ckpt), "--scenes", "3", "--horizon", "4", "--after", "6",
+                       "--out", str(later)]) == 0
+    assert json.loads(later.read_text())["after"] == 6
+    assert json.loads(later.read_text())["demo_scenes"]["x"] != res["demo_scenes"]["x"]
+    with pytest.raises(SystemExit, match="--after: found -1, expected >= 0"):
+        probe.main(["--checkpoint", str(ckpt), "--horizon", "4", "--after", "-1"])
     with pytest.raises(SystemExit, match="--horizon: found 5, expected 1 to the policy's chunk"):
         probe.main(["--checkpoint", str(ckpt), "--horizon", "5"])
     with pytest.raises(SystemExit, match="--checkpoint: .*nope"):

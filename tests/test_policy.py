@@ -176,6 +176,35 @@ def test_the_reducer_changes_the_policy_output() -> None:
     assert not torch.allclose(before, model.predict_action(b))
 
 
+def test_state_dropout_swaps_the_state_token_in_training_only() -> None:
+    """``state_dropout``: in training that share of samples gets the "no state" token, at evaluation none does; at
+    1.0 the policy has no state path at all and its output ignores the state; the old default has no extra weight."""
+    b = batch_for(tiny(), b=64)
+    other = {**b, "state": b["state"] + 5.0}
+    assert not hasattr(GridSVLAPolicy(tiny()), "no_state")  # 0.0 keeps the architecture unchanged
+
+    model = GridSVLAPolicy(tiny(state_dropout=0.5))
+    imgs = {c: b[c] for c in model.config.cameras}
+    null = model.no_state + model.type_embed[2]
+    with torch.no_grad():
+        torch.manual_seed(0)
+        dropped = torch.isclose(model.train()._prefix(imgs, b["state"], b["instruction"])[0][:, -1], null).all(-1)
+        assert 16 <= dropped.sum() <= 48  # about half of 64
+        kept = torch.isclose(model.eval()._prefix(imgs, b["state"], b["instruction"])[0][:, -1], null).all(-1)
+        assert not kept.any()
+    assert not torch.allclose(model.predict_action(b), model.predict_action(other))  # evaluation reads the state
+
+    blind = GridSVLAPolicy(tiny(state_dropout=1.0)).eval()
+    assert not hasattr(blind, "state_proj")
+    torch.testing.assert_close(blind.predict_action(b), blind.predict_action(other), rtol=0, atol=0)
+    loss, _ = blind.train().compute_loss(b)
+    loss.backward()
+    assert all(p.grad is not None for n, p in blind.named_parameters() if "no_state" in n)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="state_dropout must be in \\[0, 1\\]"):
+            tiny(state_dropout=bad)
+
+
 def test_bad_input_raises_clear_errors() -> None:
     cfg = tiny()
     model = GridSVLAPolicy(cfg)
@@ -659,10 +688,12 @@ def test_flow_save_load_round_trip_and_old_checkpoints(tmp_path) -> None:
     l1 = GridSVLAPolicy(tiny()).eval()
     l1.save_pretrained(tmp_path / "old")
     meta = json.loads((tmp_path / "old" / "config.json").read_text())
-    del meta["config"]["action_head"], meta["config"]["flow_steps"], meta["config"]["vision_stem"]
+    for name in ("action_head", "flow_steps", "vision_stem", "state_dropout"):
+        del meta["config"][name]
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     old = GridSVLAPolicy.from_pretrained(tmp_path / "old").eval()
     assert old.config.action_head == "l1" and old.config.flow_steps == 10 and old.config.vision_stem == "patch"
+    assert old.config.state_dropout == 0.0
     torch.testing.assert_close(old.predict_action(b), l1.predict_action(b), rtol=0, atol=0)
 
 

@@ -6,6 +6,12 @@ first chunk from the same first observation and sums the same number of its acti
 correlation of the two sums over the scenes and their mean absolute difference, on demo scenes (``attempt_seed(0,
 task, i)``, what ``grids-vla data so101 --seed 0`` trained on) and on held-out evaluation scenes (``2**32 + i``). A
 policy that reads the cube's position has a high correlation on both; one that plays the average reach has none.
+``blind`` repeats it with both cameras grey.
+
+``--after N`` probes later instead: the expert plays the first ``N`` steps, then the policy's chunk from that frame
+is compared with the expert's next moves. Once the arm has started towards the cube its pose says where the cube is,
+so a policy that copies the motion from its state (the "copycat" shortcut) follows the expert there even blind,
+while at step 0 it cannot.
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/so101/reach_probe.py --checkpoint RUN/final \\
         --task pick_place_bowl --scenes 20 --out benchmarks/so101/pilot/NAME/reach_probe.json
@@ -48,25 +54,31 @@ def _stats(policy_sums: np.ndarray, expert_sums: np.ndarray) -> dict:
             for i, axis in enumerate(("x", "y"))}
 
 
-def probe(policy: GridSVLAPolicy, task: str, seeds: list[int], horizon: int) -> dict:
-    env = SO101Env(task, image_size=policy.config.image_size,
-                   cameras=tuple(POLICY_CAMERAS[c] for c in policy.config.cameras))
-    pol, exp = [], []
+def probe(policy: GridSVLAPolicy, task: str, seeds: list[int], horizon: int, after: int = 0) -> dict:
+    cams = policy.config.cameras
+    env = SO101Env(task, image_size=policy.config.image_size, cameras=tuple(POLICY_CAMERAS[c] for c in cams))
+    pol, blind, exp = [], [], []
+
+    def first_moves(batch: dict) -> np.ndarray:
+        chunk = policy.predict_action(batch, generator=torch.Generator().manual_seed(0))[0]
+        return chunk[:horizon, :2].double().clamp(-1, 1).sum(0).numpy()
+
     try:
         for s in seeds:
-            obs = env.reset(scene=sample_scene(task, s))
-            chunk = policy.predict_action(observation_to_batch(obs, policy.config.cameras, env.instruction),
-                                          generator=torch.Generator().manual_seed(0))[0]
-            expert, acts = Expert(), []
+            obs, expert = env.reset(scene=sample_scene(task, s)), Expert()
+            for _ in range(after):
+                obs, _ = env.step(expert.act(env))
+            pol.append(first_moves(observation_to_batch(obs, cams, env.instruction)))
+            blind.append(first_moves(observation_to_batch(obs, cams, env.instruction, blind=cams)))
+            acts = []
             for _ in range(horizon):
                 a = expert.act(env)
                 acts.append(a[:2])
                 env.step(a)
-            pol.append(chunk[:horizon, :2].double().clamp(-1, 1).sum(0).numpy())
             exp.append(np.sum(acts, 0))
     finally:
         env.close()
-    return _stats(np.asarray(pol), np.asarray(exp))
+    return {**_stats(np.asarray(pol), np.asarray(exp)), "blind": _stats(np.asarray(blind), np.asarray(exp))}
 
 
 def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="pick_place_bowl", choices=TASKS)
     p.add_argument("--scenes", type=int, default=20, help="scenes of each set (demo, held-out)")
     p.add_argument("--horizon", type=int, default=8, help="first actions summed (the chunk's length at most)")
+    p.add_argument("--after", type=int, default=0, help="expert steps played before the probed frame")
     p.add_argument("--data", default=None, help="the task's demo folder, for the data check")
     p.add_argument("--out", default=None, help="write the result here as JSON")
     args = p.parse_args(argv)
@@ -112,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
     if not 1 <= args.horizon <= policy.config.chunk:
         sys.exit(f"--horizon: found {args.horizon}, expected 1 to the policy's chunk ({policy.config.chunk})")
+    if args.after < 0:
+        sys.exit(f"--after: found {args.after}, expected >= 0 (expert steps before the probed frame)")
     if args.scenes < 3:
         sys.exit(f"--scenes: found {args.scenes}, expected >= 3 (a correlation over the scenes)")
-    res = {"checkpoint": str(ckpt), "task": args.task, "horizon": args.horizon, "scenes": args.scenes,
+    res = {"checkpoint": str(ckpt), "task": args.task, "horizon": args.horizon, "after": args.after,
+           "scenes": args.scenes,
            "demo_scenes": probe(policy, args.task, [attempt_seed(0, args.task, i) for i in range(args.scenes)],
-                                args.horizon),
-           "held_out_scenes": probe(policy, args.task, [IN_SEED_BASE + i for i in range(args.scenes)], args.horizon)}
+                                args.horizon, args.after),
+           "held_out_scenes": probe(policy, args.task, [IN_SEED_BASE + i for i in range(args.scenes)], args.horizon,
+                                    args.after)}
     if args.data:
         res["data"] = data_check(args.data, 15, args.horizon)
     text = json.dumps(res, indent=2)

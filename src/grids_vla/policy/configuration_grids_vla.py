@@ -110,6 +110,12 @@ class GridSVLAConfig:
     :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`). Checkpoints written before the field existed load
     as ``"l1"``.
 
+    ``state_dropout`` is the share of training samples whose state token is replaced by a learned "no state" token.
+    A policy that reads its own pose can copy the expert's motion from it once the motion has started (the "copycat"
+    shortcut; Wen et al. 2020) and then needs the images only in an episode's first few frames, too few for the loss
+    to notice. Dropping the state makes every frame a vision problem. ``1.0`` never reads the state (also at
+    inference); below 1 evaluation always reads it.
+
     ``points_lr_scale`` is the one training option kept here, as LeRobot's policy configs keep theirs: the GridS
     coordinate heads learn at ``lr * points_lr_scale`` (see ``experiments.train.param_groups``), so a preset can name
     it. It changes no weight; evaluation ignores it.
@@ -138,6 +144,7 @@ class GridSVLAConfig:
     language: str = "learned"
     instructions: tuple[str, ...] = ()
     state_dim: int = 8
+    state_dropout: float = 0.0
     action_dim: int = 7
     chunk: int = 8
     action_head: str = "l1"
@@ -195,6 +202,8 @@ class GridSVLAConfig:
             raise ValueError(f"points_lr_scale must be > 0, got {self.points_lr_scale!r}")
         if self.points_lr_scale != 1.0 and self.reducer != "grids":
             raise ValueError(f"points_lr_scale is a GridS option; reducer {self.reducer!r} has no coordinate head")
+        if not 0.0 <= self.state_dropout <= 1.0:
+            raise ValueError(f"state_dropout must be in [0, 1], got {self.state_dropout!r}")
         if not 0.0 <= self.dropout < 1.0 or self.mlp_ratio <= 0:
             raise ValueError("need 0 <= dropout < 1 and mlp_ratio > 0")
 

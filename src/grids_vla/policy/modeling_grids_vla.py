@@ -244,7 +244,10 @@ class GridSVLAPolicy(nn.Module):
         else:
             self.reducer = create_reducer(c.reducer, width, None if c.reducer == "dense" else c.k, grid_size=c.grid,
                                           **kwargs)
-        self.state_proj = nn.Sequential(nn.Linear(c.state_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
+        if c.state_dropout < 1.0:
+            self.state_proj = nn.Sequential(nn.Linear(c.state_dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
+        if c.state_dropout > 0.0:
+            self.no_state = nn.Parameter(torch.randn(c.dim) * 0.02)
         self.camera_slot = nn.Parameter(torch.randn(len(c.cameras), 1, c.dim) * 0.02)
         self.type_embed = nn.Parameter(torch.randn(4, c.dim) * 0.02)  # language, visual, state, action
         self.action_queries = nn.Parameter(torch.randn(c.chunk, c.dim) * 0.02)
@@ -378,13 +381,24 @@ class GridSVLAPolicy(nn.Module):
             visual, coords, aux = self._reduce(tokens, lang)
             visual = self.vision_proj(self.vision.run(visual, c.after_layer))
         visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
-        state_tok = self.state_proj((state.to(lang) - self.state_mean) / self.state_std)
+        state_tok = self._state_token(state.to(lang))
         prefix = torch.cat([
             (lang + self.type_embed[0]).unsqueeze(1),
             visual + self.type_embed[1],
             (state_tok + self.type_embed[2]).unsqueeze(1),
         ], dim=1)
         return prefix, coords, aux
+
+    def _state_token(self, state: Tensor) -> Tensor:
+        """``(B, dim)`` state tokens; ``config.state_dropout`` of them (in training) or all (at 1.0) "no state"."""
+        p = self.config.state_dropout
+        if p == 1.0:
+            return self.no_state.expand(state.shape[0], -1)
+        tok = self.state_proj((state - self.state_mean) / self.state_std)
+        if p == 0.0 or not self.training:
+            return tok
+        drop = torch.rand(state.shape[0], 1, device=state.device) < p
+        return torch.where(drop, self.no_state.to(tok), tok)
 
     def _reduce(self, feats: Tensor, lang: Tensor) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """The reducer over ``(B, cams, H*W, C)`` -> tokens ``(B, cams, K, C)``, coordinates and aux."""
