@@ -60,3 +60,19 @@ def test_aggregate_over_episode_records():
     assert agg["across_episodes"] == pytest.approx(0.05)  # mean x 0 vs 20 px: std 10 on x, 0 on y -> 5 px
     assert agg["policy"]["within_radius"] == pytest.approx(0.25)  # frame-weighted: 1 of 4 calls
     assert aggregate_points([None, {}], 100) is None
+
+
+def test_every_points_benchmark_variant_is_a_valid_policy_config():
+    """benchmarks/points/points.py's variants are GridSVLAConfig overrides: each builds (a typo fails here, not
+    after a run's data loading) and each is a distinct configuration."""
+    import importlib.util
+    from pathlib import Path
+
+    from grids_vla.policy import GridSVLAConfig
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "points" / "points.py"
+    spec = importlib.util.spec_from_file_location("points_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    configs = [GridSVLAConfig(k=16, **overrides).to_dict() for overrides in mod.VARIANTS.values()]
+    assert len({repr(sorted(c.items())) for c in configs}) == len(configs)

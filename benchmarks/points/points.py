@@ -49,6 +49,11 @@ VARIANTS: dict[str, dict] = {
     "attention-l0-lr100": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 100.0},
     "attention-lr30": {"predictor": "attention", "points_lr_scale": 30.0},
     "pooled-l0-lr30": {"after_layer": 0, "points_lr_scale": 30.0},
+    # the policy never reads the arm's state (GridSVLAConfig.state_dropout=1), so every frame needs the images
+    "pooled-nostate": {"state_dropout": 1.0},
+    "attention-nostate": {"predictor": "attention", "state_dropout": 1.0},
+    "attention-lr30-nostate": {"predictor": "attention", "points_lr_scale": 30.0, "state_dropout": 1.0},
+    "pooled-state50": {"state_dropout": 0.5},
 }
 ARCHIVED = ("points.json", "metrics.csv", "train_config.json")
 
