@@ -697,6 +697,21 @@ def test_flow_save_load_round_trip_and_old_checkpoints(tmp_path) -> None:
     torch.testing.assert_close(old.predict_action(b), l1.predict_action(b), rtol=0, atol=0)
 
 
+def test_l2_head_is_the_l1_architecture_with_a_squared_error_loss() -> None:
+    """``action_head="l2"``: the same weights as ``"l1"`` (a checkpoint's weights load either way), the loss is the
+    mean squared error of the same prediction, and loading it under an l1 config names the difference."""
+    l1, l2 = GridSVLAPolicy(tiny()), GridSVLAPolicy(tiny(action_head="l2"))
+    l2.load_state_dict(l1.state_dict(), strict=True)
+    b = batch_for(tiny())
+    out1, out2 = l1.compute_loss(b)[1], l2.compute_loss(b)[1]
+    torch.testing.assert_close(out1.actions, out2.actions, rtol=0, atol=0)
+    target = (b["action"] - l2.action_mean) / l2.action_std
+    torch.testing.assert_close(l2.compute_loss(b)[0], ((out2.actions - target) ** 2).mean())
+    torch.testing.assert_close(l1.compute_loss(b)[0], (out1.actions - target).abs().mean())
+    with pytest.raises(ValueError, match="this policy's head is 'l2'"):
+        l2({c: b[c] for c in l2.config.cameras}, b["state"], b["instruction"], noise=torch.zeros(3, 4, 7))
+
+
 def test_flow_head_bad_input() -> None:
     with pytest.raises(ValueError, match="action_head must be one of"):
         tiny(action_head="diffusion")

@@ -603,8 +603,8 @@ _HELP = {
     "state_dim": "proprioception size (ee_pos 3 + ee_ori 3 + gripper 2)",
     "state_dropout": "share of training samples whose state token is a learned 'no state' token (1: the policy "
                      "never reads the state; against copying the motion from the state)",
-    "action_head": "l1 (regress the chunk in one pass) or flow (pi0-style flow matching, sampled in --flow-steps "
-                   "Euler steps)",
+    "action_head": "l1 (regress the chunk in one pass), l2 (the same with a squared-error loss) or flow (pi0-style "
+                   "flow matching, sampled in --flow-steps Euler steps)",
     "flow_steps": "flow head: Euler integration steps per action chunk at inference",
 }
 

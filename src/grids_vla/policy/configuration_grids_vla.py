@@ -10,7 +10,7 @@ __all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_field_types", "kept
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
-ACTION_HEADS = ("l1", "flow")
+ACTION_HEADS = ("l1", "l2", "flow")
 VISION_STEMS = ("patch", "conv", "coordconv")
 # Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -105,8 +105,10 @@ class GridSVLAConfig:
     pixel's x and y in [-1, 1] (CoordConv, Liu et al. 2018), so the first layer can already tie what it sees to where.
     The token grid is the same in all three. Checkpoints written before the field existed load as ``"patch"``.
 
-    ``action_head`` picks how the chunk is produced: ``"l1"`` regresses it in one pass (L1 loss); ``"flow"`` is a
-    pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
+    ``action_head`` picks how the chunk is produced: ``"l1"`` regresses it in one pass (L1 loss); ``"l2"`` the same
+    with a squared-error loss, whose gradient grows with the error, so the few frames a policy gets badly wrong (an
+    episode's first moves) weigh more than the many it nearly fits, where L1 gives every frame the same weight;
+    ``"flow"`` is a pi0-style flow-matching head that denoises a Gaussian chunk in ``flow_steps`` Euler steps (see
     :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`). Checkpoints written before the field existed load
     as ``"l1"``.
 

@@ -207,8 +207,8 @@ def _minilm() -> Any:
 class GridSVLAPolicy(nn.Module):
     """The compact VLA (see the module docstring). Build with a :class:`GridSVLAConfig`.
 
-    ``action_head="l1"``: one joint transformer pass over prefix and learned action queries; the query outputs are
-    the normalised chunk (L1 loss).
+    ``action_head="l1"`` / ``"l2"``: one joint transformer pass over prefix and learned action queries; the query
+    outputs are the normalised chunk (L1 / squared-error loss).
 
     ``action_head="flow"`` (pi0's flow matching): with noise ``e ~ N(0, I)`` and normalised actions ``a``, the action
     tokens embed ``x_t = t * e + (1 - t) * a`` (pi0's convention: ``t = 1`` is noise, ``t = 0`` data) plus a time
@@ -335,11 +335,13 @@ class GridSVLAPolicy(nn.Module):
         if target is not None and tuple(target.shape) != shape:
             raise ValueError(f"action targets have shape {tuple(target.shape)}, the policy predicts {shape} "
                              f"(chunk={c.chunk})")
-        if c.action_head == "l1":
+        if c.action_head != "flow":
             if noise is not None or flow_time is not None:
-                raise ValueError("noise and flow_time are for action_head='flow'; this policy's head is 'l1'")
-            actions = self._l1_actions(prefix)
-            loss = None if target is None else F.l1_loss(actions.float(), target.float())
+                raise ValueError(f"noise and flow_time are for action_head='flow'; this policy's head is "
+                                 f"{c.action_head!r}")
+            actions = self._regressed_actions(prefix)
+            loss_fn = F.l1_loss if c.action_head == "l1" else F.mse_loss
+            loss = None if target is None else loss_fn(actions.float(), target.float())
             return PolicyOutput(actions, coords, aux, loss)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
@@ -417,8 +419,8 @@ class GridSVLAPolicy(nn.Module):
             aux = {"all": out.aux}
         return visual, coords, aux
 
-    def _l1_actions(self, prefix: Tensor) -> Tensor:
-        """L1 head: one joint pass over prefix + learned action queries (full attention)."""
+    def _regressed_actions(self, prefix: Tensor) -> Tensor:
+        """L1 / L2 head: one joint pass over prefix + learned action queries (full attention)."""
         c = self.config
         b = prefix.shape[0]
         seq = torch.cat([prefix, (self.action_queries + self.type_embed[3]).unsqueeze(0).expand(b, -1, -1)], dim=1)
@@ -459,8 +461,9 @@ class GridSVLAPolicy(nn.Module):
 
     def compute_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> tuple[Tensor,
                                                                                                     PolicyOutput]:
-        """Training loss (L1 on the chunk, or the flow head's velocity MSE) against the normalised target chunk;
-        ``batch`` as from the LIBERO demo reader; ``generator`` seeds the flow head's noise and time draws."""
+        """Training loss (L1 or squared error on the chunk, or the flow head's velocity MSE) against the normalised
+        target chunk; ``batch`` as from the LIBERO demo reader; ``generator`` seeds the flow head's noise and time
+        draws."""
         target = (batch["action"].to(self.action_mean) - self.action_mean) / self.action_std
         out = self(self._batch_images(batch), batch["state"], batch["instruction"], target=target,
                    generator=generator)
