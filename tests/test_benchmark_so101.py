@@ -334,3 +334,44 @@ def test_locate_writes_a_curve_per_stem(tmp_path) -> None:
         loc.main(["--stems", "resnet"])
     with pytest.raises(SystemExit, match="--held-out: found 3, expected >= 10"):
         loc.main(["--held-out", "3"])
+
+
+def test_first_moves_cuts_demos_and_fits_a_policy_on_them(tmp_path, demos) -> None:
+    """benchmarks/so101/first_moves.py: ``cut`` keeps each demo's first frames and nothing else changes; ``fit``
+    reports per step the policy's first moves against the demos'; bad input is a one-line error."""
+    import h5py
+    import numpy as np
+
+    from grids_vla.envs.libero.dataset import find_demo_files, read_demo
+    from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+    tool = _load(ROOT / "benchmarks" / "so101" / "first_moves.py", "first_moves")
+    assert tool.main(["cut", "--data", str(demos), "--frames", "5", "--out", str(tmp_path / "cut")]) == 0
+    before, after = find_demo_files(demos), find_demo_files(tmp_path / "cut")
+    assert [p.name for p in after] == [p.name for p in before]
+    for a, b in zip(before, after):
+        full, short = read_demo(a, 0), read_demo(b, 0)
+        assert short["actions"].shape[0] == 5 and short["instruction"] == full["instruction"]
+        np.testing.assert_array_equal(short["agentview_rgb"], full["agentview_rgb"][:5])
+        np.testing.assert_array_equal(short["actions"], full["actions"][:5])
+        with h5py.File(b) as f:
+            assert f["data/demo_0"].attrs["num_samples"] == 5
+
+    cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=8, vision_depth=1, vision_heads=1, dim=8, depth=1,
+                         heads=1, k=2, chunk=4, action_dim=4,
+                         instructions=tuple(f"put the {c} cube in the bowl" for c in COLOURS)
+                         + tuple(f"stack the {c} cube on the {d} cube" for c in COLOURS for d in COLOURS if c != d))
+    ckpt = GridSVLAPolicy(cfg).save_pretrained(tmp_path / "policy")
+    with pytest.raises(SystemExit, match="--steps: only 2 demos reach step 0, expected >= 3"):
+        tool.main(["fit", "--checkpoint", str(ckpt), "--data", str(tmp_path / "cut"), "--steps", "0"])
+    shutil.copy(after[0], after[0].with_name("copy_" + after[0].name))  # a third demo reaching each step
+    out = tmp_path / "fit.json"
+    assert tool.main(["fit", "--checkpoint", str(ckpt), "--data", str(tmp_path / "cut"), "--steps", "0", "4",
+                      "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["steps"]
+    assert set(res) == {"0", "4"} and res["0"]["demos"] == 3
+    assert res["0"]["y"]["demo_std"] > 0 and res["0"]["y"]["policy_std"] >= 0
+    with pytest.raises(SystemExit, match="does not exist"):
+        tool.main(["cut", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="--frames: found 0, expected >= 1"):
+        tool.main(["cut", "--data", str(demos), "--frames", "0", "--out", str(tmp_path / "x")])
