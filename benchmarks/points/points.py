@@ -54,6 +54,9 @@ VARIANTS: dict[str, dict] = {
     "attention-nostate": {"predictor": "attention", "state_dropout": 1.0},
     "attention-lr30-nostate": {"predictor": "attention", "points_lr_scale": 30.0, "state_dropout": 1.0},
     "pooled-state50": {"state_dropout": 0.5},
+    # a squared-error loss: the frames the policy gets badly wrong weigh more (benchmarks/so101/RESULTS.md)
+    "pooled-l2": {"action_head": "l2"},
+    "attention-lr30-l2": {"predictor": "attention", "points_lr_scale": 30.0, "action_head": "l2"},
 }
 ARCHIVED = ("points.json", "metrics.csv", "train_config.json")
 
