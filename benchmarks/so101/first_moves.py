@@ -63,7 +63,7 @@ def fit(policy, data: str, steps: list[int], demos: int) -> dict:
     ds = LiberoDemoDataset(find_demo_files(data), chunk=policy.config.chunk)
     res = {}
     for t in steps:
-        items = [ds[i] for i, (_, _, step) in enumerate(ds.index) if step == t][:demos]
+        items = [ds[i] for i in [i for i, (_, _, step) in enumerate(ds.index) if step == t][:demos]]
         if len(items) < 3:
             raise ValueError(f"--steps: only {len(items)} demos reach step {t}, expected >= 3")
         batch = {k: torch.stack([it[k] for it in items]) for k in (*policy.config.cameras, "state", "action")}
