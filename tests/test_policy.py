@@ -360,6 +360,52 @@ def test_sampler_and_augmentation_are_deterministic() -> None:
     assert torch.equal(augment(img, torch.Generator(), 0, 0.0), img.float() / 255)
 
 
+def test_start_frames_are_drawn_start_weight_times_as_often() -> None:
+    from grids_vla.experiments.train import start_pool
+
+    index = [(f, d, t) for f in range(2) for d in range(2) for t in range(5)]  # 4 demos of 5 frames
+    assert start_pool(index, 0, 1) is None and start_pool(index, 2, 1) is None
+    pool = start_pool(index, 2, 3)
+    assert len(pool) == 4 * (2 * 3 + 3)
+    counts = {i: pool.count(i) for i in range(len(index))}
+    assert all(counts[i] == (3 if index[i][2] < 2 else 1) for i in counts)
+    s = StepSampler(len(index), 9, seed=0, pool=pool)
+    epoch = [i for step in range(4) for i in s.batch(step)]  # 36 draws: one pass over the pool
+    assert sorted(epoch) == sorted(pool)
+    assert s.batch(5) == StepSampler(len(index), 9, seed=0, start_step=5, pool=pool).batch(5)
+    for bad, match in ((dict(start_frames=4), "go together"), (dict(start_weight=3), "go together"),
+                       (dict(start_frames=-1, start_weight=2), "start_frames must be a non-negative int"),
+                       (dict(start_frames=2, start_weight=0), "start_weight must be a positive int")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad)
+
+
+def test_training_with_start_frames_draws_them_and_resume_keeps_the_setting(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    common = dict(start_frames=3, start_weight=4)
+    train(_small(data_dir, out, stop_after=2, **common), tiny(instructions=()))
+    # 4 demos of 12 frames: 3 frames x 4 + 9 frames each
+    assert "(each demo's first 3 x4: 84 draws an epoch)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="resume must keep the run's settings.*start_weight"):
+        train(_small(data_dir, out, resume="latest", start_frames=3, start_weight=2))
+    assert train(_small(data_dir, out, resume="latest", **common))["step"] == 4
+    # a checkpoint from before these fields existed resumes as a run without them
+    old = tmp_path / "old"
+    train(_small(data_dir, old, stop_after=2), tiny(instructions=()))
+    path = latest_checkpoint(old) / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    for name in ("start_frames", "start_weight"):
+        del state["train_config"][name]
+    torch.save(state, path)
+    assert train(_small(data_dir, old, resume="latest"))["step"] == 4
+    with pytest.raises(ValueError, match="start_frames"):
+        train(_small(data_dir, old, resume="latest", steps=6, **common))
+    capsys.readouterr()
+    assert cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--start-frames", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--start-frames 3 and --start-weight 1 go together" in err[0], err
+
+
 def _read_metrics(out: Path) -> list[dict]:
     with open(out / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))

@@ -25,7 +25,7 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 # Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
 # checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
 RUN_FIELDS = ("batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed", "shift",
-              "color_jitter")
+              "color_jitter", "start_frames", "start_weight")
 # What a training run writes into its folder; a folder holding any of them holds a run.
 RUN_ENTRIES = ("train_config.json", "metrics.csv", CHECKPOINTS_DIR, "tb")
 # "auto" decodes the images into memory when they take at most this share of the memory available.
@@ -80,17 +80,24 @@ class TrainConfig:
     overwrite: bool = False
     stop_after: int | None = None
     tensorboard: bool = False
+    start_frames: int = 0
+    start_weight: int = 1
 
     def __post_init__(self) -> None:
         check_field_types(type(self), vars(self))
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_workers", "shift"):
+        for name in ("warmup_steps", "num_workers", "shift", "start_frames"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
+        if not isinstance(self.start_weight, int) or self.start_weight < 1:
+            raise ValueError(f"start_weight must be a positive int, got {self.start_weight!r}")
+        if (self.start_weight > 1) != (self.start_frames > 0):
+            raise ValueError(f"--start-frames {self.start_frames} and --start-weight {self.start_weight} go together: "
+                             "give both (frames > 0, weight > 1) or neither")
         if self.preload not in PRELOAD_MODES:
             raise ValueError(f"preload must be one of {PRELOAD_MODES}, got {self.preload!r}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -120,13 +127,18 @@ def _summary_writer_class() -> type:
 
 class StepSampler:
     """Batches of dataset indices as a pure function of the step: step ``s`` reads positions ``[s*G, (s+1)*G)`` of an
-    endless stream of seeded per-epoch permutations (``G`` = global batch), and this process takes its slice."""
+    endless stream of seeded per-epoch permutations (``G`` = global batch), and this process takes its slice. With
+    ``pool`` (dataset indices, repeats allowed) the permutations run over the pool and its entries are returned."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1,
+                 pool: Sequence[int] | None = None) -> None:
+        if pool is not None:
+            n = len(pool)
         if n < 1:
             raise ValueError("the dataset is empty")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start_step, self.rank, self.world = start_step, rank, world
+        self.pool = pool
         self._perms: dict[int, Tensor] = {}
 
     def _perm(self, epoch: int) -> Tensor:
@@ -138,13 +150,22 @@ class StepSampler:
     def batch(self, step: int) -> list[int]:
         g = self.batch_size * self.world
         start = step * g + self.rank * self.batch_size
-        return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.batch_size)]
+        drawn = [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.batch_size)]
+        return drawn if self.pool is None else [self.pool[i] for i in drawn]
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
         while True:
             yield self.batch(step)
             step += 1
+
+
+def start_pool(index: Sequence[tuple[int, int, int]], frames: int, weight: int) -> list[int] | None:
+    """Dataset indices in which each demo's first ``frames`` frames (``t < frames`` in ``index``'s ``(file, demo, t)``)
+    appear ``weight`` times and the rest once; ``None`` (draw uniformly) when nothing is oversampled."""
+    if frames <= 0 or weight <= 1:
+        return None
+    return [i for i, (_, _, t) in enumerate(index) for _ in range(weight if t < frames else 1)]
 
 
 def augment(images: Tensor, gen: torch.Generator, shift: int, jitter: float,
@@ -357,7 +378,9 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     if resume_from is not None:
         state = _load_state(resume_from)
         saved = state["train_config"]
-        changed = {k: (saved[k], getattr(cfg, k)) for k in RUN_FIELDS if saved[k] != getattr(cfg, k)}
+        defaults = TrainConfig()  # fields added later are absent from older checkpoints, which ran with the default
+        changed = {k: (saved.get(k, getattr(defaults, k)), getattr(cfg, k)) for k in RUN_FIELDS
+                   if saved.get(k, getattr(defaults, k)) != getattr(cfg, k)}
         if changed:
             raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
         start = int(state["step"])
@@ -407,7 +430,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     model, opt = acc.prepare(model, opt)
     device = acc.device
 
-    sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes)
+    pool = start_pool(ds.index, cfg.start_frames, cfg.start_weight)
+    sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed, start, acc.process_index, acc.num_processes, pool)
     # The loader's own generator: creating its iterator would otherwise draw from the global RNG, one draw that a
     # resumed run (global RNG restored above) makes again, so dropout masks would shift against an uninterrupted run.
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -445,7 +469,10 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     model.train()
     batches = iter(loader)
     if acc.is_main_process:
-        print(f"training {mc.reducer} ({kept_tokens(mc.reducer, mc.k)}) on {len(files)} files, {len(ds)} frames; "
+        drawn = "" if pool is None else (f" (each demo's first {cfg.start_frames} x{cfg.start_weight}: "
+                                         f"{len(pool)} draws an epoch)")
+        print(f"training {mc.reducer} ({kept_tokens(mc.reducer, mc.k)}) on {len(files)} files, {len(ds)} frames"
+              f"{drawn}; "
               f"steps {start}->{cfg.steps}, batch {cfg.batch_size} x {acc.num_processes}, device {device}",
               file=log, flush=True)
         held = f", then held there to step {cfg.steps}" if cfg.steps > planned else ""
@@ -592,6 +619,9 @@ _HELP = {
     "log_every": "print progress (loss, lr, samples/s) every N steps; metrics.csv gets every step",
     "shift": "augmentation: random shift of up to this many pixels",
     "color_jitter": "augmentation: brightness/contrast/saturation jitter of up to this fraction",
+    "start_frames": "with --start-weight W: each demo's first N frames are drawn W times as often as the rest (the "
+                    "frames where only the images tell the moves apart; 0: all frames alike)",
+    "start_weight": "how many times as often --start-frames' frames are drawn (1: all frames alike)",
     "cameras": "camera names, in token order",
     "vision_stem": "image to tokens: patch (linear patch embedding), conv (3x3 stride-2 convolutions, then 1x1) or "
                    "coordconv (the same with each pixel's x, y as two more input channels)",
