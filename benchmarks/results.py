@@ -466,6 +466,11 @@ def distinct(values: list[Any]) -> str:
     return ", ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in counts.items())
 
 
+def _settings(fields: dict) -> str:
+    """A plan's ``{field: value}`` as the flags that set them, e.g. ``--vision-stem coordconv``."""
+    return " ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in fields.items())
+
+
 def shown_path(path: Path) -> str:
     """A path as the report shows it: relative to the repository when inside it, else only its name (so no local
     path ever lands in the report)."""
@@ -1247,8 +1252,9 @@ def so101_section(plan_file: Path, archive: Path, n_boot: int = N_BOOT) -> list[
              "verdict says *better* or *worse* only when the interval excludes 0.", "",
              f"Plan: one policy per run trained on the demos of {', '.join(plan.get('tasks', []))} "
              f"(`{plan.get('data')}`), {plan.get('steps')} steps x batch {plan.get('batch_size')}, lr "
-             f"{plan.get('lr')}, warm-up {plan.get('warmup_steps')}; "
-             + ", ".join(f"{v} ({n} seeds)" for v, n in planned.items())
+             f"{plan.get('lr')}, warm-up {plan.get('warmup_steps')}"
+             + "".join(f", {part} options {_settings(plan[part])}" for part in ("model", "train") if plan.get(part))
+             + "; " + ", ".join(f"{v} ({n} seeds)" for v, n in planned.items())
              + f"; evaluated per task on {plan.get('episodes_per_task')} held-out in-distribution scenes and "
              f"{plan.get('ood_episodes_per_task')} OOD scenes, once each.", ""]
     if not runs:

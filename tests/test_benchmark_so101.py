@@ -86,7 +86,10 @@ def _cells(md: str, *first: str) -> list[str]:
 
 def test_so101_plan_trains_evaluates_archives_resumes_and_rebuilds(tmp_path, demos) -> None:
     bench = _runner()
-    plan = _plan(tmp_path, demos)
+    # the plan's own protocol fields: model fields on top of every preset, training options for every run
+    protocol = {"model": {"vision_stem": "coordconv", "action_head": "l2"},
+                "train": {"start_frames": 2, "start_weight": 3}}
+    plan = _plan(tmp_path, demos, **protocol)
     archive = tmp_path / "archive" / "pick_place_bowl+stack"
     out = tmp_path / "out"
     common = ["--plan", str(plan), "--save-every", "1", "--num-workers", "0", "--max-steps", "4", "--threads", "1"]
@@ -135,9 +138,12 @@ def test_so101_plan_trains_evaluates_archives_resumes_and_rebuilds(tmp_path, dem
         ).read_bytes()
         data = json.loads((kept / "data.json").read_text())
         assert data["demos"] == 2 and data["actions_sha256"] == bench.data_fingerprint(str(demos))["actions_sha256"]
-        model = json.loads((kept / "train_config.json").read_text())["model"]
+        settings = json.loads((kept / "train_config.json").read_text())
+        model = settings["model"]
         asked = {evaluate_so101.scene_for(t, scenes, 0).instruction for t in TASKS for scenes in ("in", "ood")}
         assert model["action_dim"] == 4 and asked <= set(model["instructions"])
+        assert {k: model[k] for k in protocol["model"]} == protocol["model"]
+        assert {k: settings["train"][k] for k in protocol["train"]} == protocol["train"]
 
     # resumed: nothing retrained, no episode played again (a replay would measure new latencies)
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "success" not in p.name}
@@ -154,6 +160,11 @@ def test_so101_plan_trains_evaluates_archives_resumes_and_rebuilds(tmp_path, dem
     again = json.loads((out / "success.json").read_text())
     assert again["paired_vs_dense"] == report["paired_vs_dense"]
     assert again["variants"]["dense"]["seeds"]["0"]["source"] == str(archive / "dense_s0")
+    # the archive is refused for a plan with another protocol
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(json.loads(plan.read_text()) | {"model": {"vision_stem": "coordconv"}}))
+    with pytest.raises(SystemExit, match=r"does not match this comparison \(action_head: archived 'l2', asked 'l1'\)"):
+        bench.main(["--plan", str(other), "--archive", str(archive), "--out", str(out), "--phase", "report"])
 
     # two evaluation processes play the same episodes as one
     args = argparse.Namespace(
@@ -202,8 +213,16 @@ def test_so101_plan_errors_name_the_field(tmp_path, demos, monkeypatch) -> None:
             [{"variants": ["dense"], "seeds": [0], "ood": ["lighting:0.8"]}],
             r"stage 0 \(unnamed\): found 'ood'",
         ),
+        "model": ({"reducer": "dense"}, r"model: \['reducer'\] are set by the preset 'dense'"),
+        "train": ({"lr": 0.1}, r"train: unknown or fixed fields \['lr'\]"),
     }
     for key, (value, message) in bad.items():
+        with pytest.raises(SystemExit, match=message):
+            bench.load_plan(str(_plan(tmp_path, demos, **{key: value})))
+    for key, value, message in (("model", {"vision_stem": "hex"}, r"model: .*vision_stem"),
+                                ("model", {"image_size": 64}, r"model: unknown or fixed fields \['image_size'\]"),
+                                ("train", {"start_frames": 2}, r"train: --start-frames 2 and --start-weight 1 go"),
+                                ("train", [1], r"train: found \[1\], expected an object")):
         with pytest.raises(SystemExit, match=message):
             bench.load_plan(str(_plan(tmp_path, demos, **{key: value})))
     plan = json.loads(_plan(tmp_path, demos).read_text())

@@ -28,12 +28,17 @@ A plan with ``"env": "so101"`` (``benchmarks/so101/study.json``) names ``tasks``
 trained on the SO-101 demos of all of them, and every run is evaluated per task on ``episodes_per_task`` held-out
 in-distribution scenes (``eval``) and on the first ``ood_episodes_per_task`` OOD scenes (``ood/ood_scenes``), in the
 same files and archive layout as a LIBERO run (see the SO-101 section below).
+
+A plan may also carry ``"train"`` (``{field: value}`` for some ``grids-vla train`` options, e.g. ``start_frames``) and
+``"model"`` (policy fields added to every variant's preset, e.g. ``vision_stem``): part of the protocol, applied to
+every run and checked against archived runs like the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import functools
 import hashlib
 import json
@@ -75,9 +80,10 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
     cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
                       save_every=args.save_every, log_every=50, resume="latest" if done is not None else None,
-                      overwrite=done is None)  # a run killed before its first checkpoint starts over
+                      overwrite=done is None,  # a run killed before its first checkpoint starts over
+                      **plan_part(args, "train"))
     extra = so101_model_fields(args) if env_of(args) == "so101" else {}
-    model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data), **extra)
+    model = GridSVLAConfig.preset(variant, image_size=data_image_size(args.data), **extra, **plan_part(args, "model"))
     return Path(train(cfg, None if done is not None else model)["checkpoint"])
 
 
@@ -375,10 +381,14 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
     if not cfg_path.is_file():
         raise SystemExit(f"archived run {folder} has no train_config.json: cannot check it matches the command line")
     cfg = json.loads(cfg_path.read_text())
+    train_defaults, model_defaults = TrainConfig().to_dict(), GridSVLAConfig().to_dict()
     want = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
-            "seed": seed}
-    diff = {k: (cfg["train"].get(k), v) for k, v in want.items() if cfg["train"].get(k) != v}
-    diff |= {k: (cfg["model"].get(k), v) for k, v in PRESETS[variant].items() if cfg["model"].get(k) != v}
+            "seed": seed} | {k: train_defaults[k] for k in PLAN_TRAIN_FIELDS} | plan_part(args, "train")
+    diff = {k: (cfg["train"].get(k, train_defaults[k]), v) for k, v in want.items()
+            if cfg["train"].get(k, train_defaults[k]) != v}
+    wanted_model = GridSVLAConfig.preset(variant, **plan_part(args, "model")).to_dict()  # every field but the data's
+    diff |= {k: (cfg["model"].get(k, model_defaults[k]), v) for k, v in wanted_model.items()
+             if k not in PLAN_MODEL_FIXED and cfg["model"].get(k, model_defaults[k]) != v}
     if res["suite"] != args.suite:
         diff["suite"] = (res["suite"], args.suite)
     if res["episodes_per_task"] != args.episodes_per_task:
@@ -536,6 +546,42 @@ def _plot(rows: dict, path: Path) -> None:
 # Plan fields that set a command-line option of the same name (the plan is the record of the study's protocol).
 PLAN_OPTIONS = ("suite", "data", "archive", "steps", "batch_size", "lr", "warmup_steps", "episodes_per_task",
                 "ood_episodes_per_task", "ood_plus_per_task")
+# A plan's optional "train" ({field: value}) sets these TrainConfig fields for every run; its optional "model" sets
+# GridSVLAConfig fields on top of every variant's preset (those no preset of the plan sets itself).
+PLAN_TRAIN_FIELDS = ("start_frames", "start_weight", "shift", "color_jitter", "weight_decay", "min_lr_ratio",
+                     "grad_clip")
+PLAN_MODEL_FIXED = ("instructions", "image_size", "action_dim")  # taken from the data (and the SO-101 scenes)
+
+
+def plan_part(args: argparse.Namespace, part: str) -> dict:
+    """The plan's ``"train"`` or ``"model"`` settings (empty without a plan or without that part)."""
+    return dict((getattr(args, "plan", None) or {}).get(part, {}))
+
+
+def _check_plan_parts(plan: dict, where: str) -> None:
+    """The plan's ``"train"`` and ``"model"``: known fields, values the configs accept, no clash with a preset."""
+    for part, allowed in (("train", set(PLAN_TRAIN_FIELDS)),
+                          ("model", {f.name for f in dataclasses.fields(GridSVLAConfig)} - set(PLAN_MODEL_FIXED))):
+        given = plan.get(part, {})
+        if not isinstance(given, dict):
+            raise SystemExit(f"{where}: {part}: found {given!r}, expected an object of {{field: value}}")
+        unknown = sorted(set(given) - allowed)
+        if unknown:
+            raise SystemExit(f"{where}: {part}: unknown or fixed fields {unknown}; expected some of {sorted(allowed)}")
+    variants = sorted({v for st in plan["stages"] for v in st["variants"]})
+    for v in variants:
+        clash = sorted(set(plan.get("model", {})) & set(PRESETS[v]))
+        if clash:
+            raise SystemExit(f"{where}: model: {clash} are set by the preset {v!r}; a plan may only add fields no "
+                             f"preset of it sets")
+        try:
+            GridSVLAConfig.preset(v, **plan.get("model", {}))
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"{where}: model: {e}") from None
+    try:
+        TrainConfig(**plan.get("train", {}))
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"{where}: train: {e}") from None
 
 
 def load_plan(path: str) -> dict:
@@ -547,7 +593,7 @@ def load_plan(path: str) -> dict:
     env = plan.get("env", "libero")
     if env not in ENVS:
         raise SystemExit(f"--plan {path}: env: found {env!r}, expected one of {', '.join(ENVS)}")
-    fields = {*PLAN_OPTIONS, "env", "stages"} - (set(NOT_FOR_SO101) if env == "so101" else set()) \
+    fields = {*PLAN_OPTIONS, "env", "stages", "train", "model"} - (set(NOT_FOR_SO101) if env == "so101" else set()) \
         | ({"tasks"} if env == "so101" else set())
     unknown = sorted(set(plan) - fields - {"comment"})
     if unknown:
@@ -581,6 +627,7 @@ def load_plan(path: str) -> dict:
                              f"{st.get('variants')!r}")
         if not st.get("seeds") or not all(isinstance(x, int) for x in st["seeds"]):
             raise SystemExit(f"{where}: seeds must be a non-empty list of ints, got {st.get('seeds')!r}")
+    _check_plan_parts(plan, f"--plan {path}")
     return plan
 
 
