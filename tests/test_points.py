@@ -63,8 +63,8 @@ def test_aggregate_over_episode_records():
 
 
 def test_every_points_benchmark_variant_is_a_valid_policy_config():
-    """benchmarks/points/points.py's variants are GridSVLAConfig overrides: each builds (a typo fails here, not
-    after a run's data loading) and each is a distinct configuration."""
+    """benchmarks/points/points.py's variants are GridSVLAConfig overrides (and TrainConfig ones under "train"): each
+    builds (a typo fails here, not after a run's data loading) and each is a distinct configuration."""
     import importlib.util
     from pathlib import Path
 
@@ -74,5 +74,12 @@ def test_every_points_benchmark_variant_is_a_valid_policy_config():
     spec = importlib.util.spec_from_file_location("points_bench", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    configs = [GridSVLAConfig(k=16, **overrides).to_dict() for overrides in mod.VARIANTS.values()]
-    assert len({repr(sorted(c.items())) for c in configs}) == len(configs)
+    from grids_vla.experiments.train import TrainConfig
+
+    configs = []
+    for name in mod.VARIANTS:
+        model, train = mod.split_variant(name)
+        configs.append((GridSVLAConfig(k=16, **model).to_dict(), TrainConfig(**train).to_dict()))
+    assert len({repr([sorted(m.items()), sorted(t.items())]) for m, t in configs}) == len(configs)
+    assert mod.split_variant("pooled-l2-start16x6")[1] == {
+        "start_frames": 16, "start_weight": 6}

@@ -26,7 +26,7 @@ from grids_vla.experiments.train import TrainConfig, train
 from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
 from grids_vla.policy.checkpoint import latest_checkpoint
 
-# GridS-16 variants compared here: overrides of the default GridSVLAConfig.
+# GridS-16 variants compared here: overrides of the default GridSVLAConfig (and, under "train", of TrainConfig).
 VARIANTS: dict[str, dict] = {
     "pooled": {},  # the paper's predictor, after the encoder (the project's default)
     "attention": {"predictor": "attention"},
@@ -57,8 +57,18 @@ VARIANTS: dict[str, dict] = {
     # a squared-error loss: the frames the policy gets badly wrong weigh more (benchmarks/so101/RESULTS.md)
     "pooled-l2": {"action_head": "l2"},
     "attention-lr30-l2": {"predictor": "attention", "points_lr_scale": 30.0, "action_head": "l2"},
+    # and each demo's first 16 frames (the arm still at its start pose) drawn 6x as often (TrainConfig.start_frames)
+    "pooled-l2-start16x6": {"action_head": "l2", "train": {"start_frames": 16, "start_weight": 6}},
+    "attention-lr30-l2-start16x6": {"predictor": "attention", "points_lr_scale": 30.0, "action_head": "l2",
+                                    "train": {"start_frames": 16, "start_weight": 6}},
 }
 ARCHIVED = ("points.json", "metrics.csv", "train_config.json")
+
+
+def split_variant(variant: str) -> tuple[dict, dict]:
+    """A variant's ``(GridSVLAConfig fields, TrainConfig fields)``."""
+    fields = dict(VARIANTS[variant])
+    return fields, fields.pop("train", {})
 
 
 def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
@@ -68,10 +78,11 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         return json.loads(result.read_text())
     done = latest_checkpoint(out)
     if done is None or done.name != f"step_{args.steps:07d}":
+        model_fields, train_fields = split_variant(variant)
         cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=seed, save_every=250, log_every=50, resume="latest" if done is not None else None,
-                          overwrite=done is None)
-        model = GridSVLAConfig(k=16, image_size=data_image_size(args.data), **VARIANTS[variant])
+                          overwrite=done is None, **train_fields)
+        model = GridSVLAConfig(k=16, image_size=data_image_size(args.data), **model_fields)
         done = Path(train(cfg, None if done is not None else model)["checkpoint"])
     policy = GridSVLAPolicy.from_pretrained(done).eval()
     rep = {"variant": variant, "seed": seed, "steps": args.steps, "checkpoint": done.name,
