@@ -73,6 +73,9 @@ def test_observation_is_the_exported_datasets_frame(so101: SimpleNamespace) -> N
                 assert batch[key].dtype == torch.float32 and batch[key].shape == (1, *item[key].shape)
                 torch.testing.assert_close(batch[key][0], item[key], rtol=0, atol=0)
             assert batch["task"] == [item["task"]]
+            grey = so101_observation(obs, ("front", "wrist"), env.instruction, blind=("wrist",))
+            assert torch.equal(grey["observation.images.front"], batch["observation.images.front"])
+            assert torch.all(grey["observation.images.wrist"] == 128 / 255)  # BLIND_VALUE, as the library's
             obs, _ = env.step(actions[t])
     finally:
         env.close()
@@ -169,6 +172,13 @@ def test_lerobot_train_then_evaluate_in_and_ood(policy: str, so101: SimpleNamesp
     assert (ev_ood / "episodes.jsonl").read_text() == before
     assert main(["eval", "--policy-path", str(ckpt), "--task", TASK, "--scenes", "ood", "--episodes", "1",
                  "--max-steps", "7", "--out", str(ev_ood)]) == 2
+    if policy == "act_grids":  # both cameras grey: recorded in the run; a camera the policy lacks is refused
+        blind = ["eval", "--policy-path", str(ckpt), "--task", TASK, "--scenes", "ood", "--episodes", "1",
+                 "--max-steps", str(MAX_STEPS), "--out", str(tmp_path / "blind")]
+        assert main([*blind, "--blind", "front", "wrist"]) == 0
+        res = json.loads((tmp_path / "blind" / "results.json").read_text())
+        assert res["run"]["blind"] == ["front", "wrist"] and res["overall"]["episodes"] == 1
+        assert main([*blind[:-1], str(tmp_path / "blind_top"), "--blind", "top"]) == 2
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str], *named: str) -> None:

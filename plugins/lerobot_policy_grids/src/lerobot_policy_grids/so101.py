@@ -55,6 +55,7 @@ from grids_vla.experiments.evaluate_so101 import (
 )
 from grids_vla.experiments.points import episode_points
 from grids_vla.experiments.report import video_frame
+from grids_vla.experiments.rollout import BLIND_VALUE, check_blind
 from grids_vla.sampling import coords_to_image_fraction
 
 __all__ = ["SO101LeRobotEvalConfig", "GridSPoints", "check_features", "evaluate_lerobot_so101", "load_checkpoint",
@@ -82,6 +83,7 @@ class SO101LeRobotEvalConfig:
     out: str = "outputs/eval_so101_lerobot"
     video: int = 0
     fresh: bool = False
+    blind: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.policy_path:
@@ -164,15 +166,17 @@ def check_features(config: Any, where: str) -> tuple[tuple[str, ...], int | None
     return tuple(cameras), (sides.pop() if sides else None)
 
 
-def so101_observation(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str) -> dict[str, Any]:
+def so101_observation(obs: dict[str, np.ndarray], cameras: tuple[str, ...], instruction: str,
+                      blind: tuple[str, ...] = ()) -> dict[str, Any]:
     """One SO-101 env observation as a LeRobot batch of 1 with the exported dataset's features (see the module
-    docstring), before the policy's pre-processor."""
+    docstring), before the policy's pre-processor; the ``blind`` cameras are uniform grey (``BLIND_VALUE``)."""
     from lerobot.envs.utils import preprocess_observation
 
     missing = [c for c in cameras if c not in obs]
     if missing:
         raise KeyError(f"the env rendered no camera {missing}; it has {sorted(k for k in obs if obs[k].ndim == 3)}")
-    raw = {"pixels": {cam: obs[cam] for cam in cameras}, "agent_pos": state_vector(obs).astype(np.float32)}
+    pixels = {cam: np.full_like(obs[cam], BLIND_VALUE) if cam in blind else obs[cam] for cam in cameras}
+    raw = {"pixels": pixels, "agent_pos": state_vector(obs).astype(np.float32)}
     batch = preprocess_observation(raw)
     batch["task"] = [instruction]
     return batch
@@ -254,10 +258,11 @@ class _ModelCalls:
 
 def run_episode(env: Any, policy: Any, pre: Any, post: Any, scene: Any, cameras: tuple[str, ...], max_steps: int,
                 calls: _ModelCalls, probe: GridSPoints | None = None, masks: TargetMasks | None = None,
-                record: bool = False) -> dict[str, Any]:
+                record: bool = False, blind: tuple[str, ...] = ()) -> dict[str, Any]:
     """Roll out one episode: success, steps, latencies (s) of the ``select_action`` calls that ran the model, the
     SHA-256 of the executed actions; with ``probe``, ``points`` per camera (points, targets, target masks in pixels at
-    each model call); with ``record``, ``video`` frames (images and the latest points as image fractions)."""
+    each model call); with ``record``, ``video`` frames (images and the latest points as image fractions; the rendered
+    images, also of the ``blind`` cameras, which the policy sees grey)."""
     obs = env.reset(scene=scene)
     policy.reset()
     latencies: list[float] = []
@@ -269,7 +274,7 @@ def run_episode(env: Any, policy: Any, pre: Any, post: Any, scene: Any, cameras:
     digest = hashlib.sha256()
     progress = Progress(env)
     while steps < max_steps and not success:
-        batch = pre(so101_observation(obs, cameras, env.instruction))
+        batch = pre(so101_observation(obs, cameras, env.instruction, blind))
         n0, t0 = calls.n, time.perf_counter()
         with torch.inference_mode():
             action = policy.select_action(batch)
@@ -329,6 +334,7 @@ def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict
     policy, pre, post = load_checkpoint(path, cfg.device)
     pcfg = policy.config
     cameras, side = check_features(pcfg, str(path / "config.json"))
+    check_blind(cfg.blind, cameras)
     is_grids = hasattr(policy, "grids") and hasattr(policy, "grids_last_output")
     no_points = points_problem(pcfg, side) if is_grids else "not a GridS policy"
     max_steps = cfg.max_steps or MAX_STEPS[cfg.task]
@@ -341,6 +347,8 @@ def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict
            "workers": 1, "policy_type": pcfg.type, "lerobot": lerobot.__version__, "device": cfg.device,
            "seed": cfg.seed, "noise_seeds": "seed + episode (in), seed + 100000 + episode (ood)",
            "points": "recorded" if no_points is None else f"not recorded: {no_points}"}
+    if cfg.blind:  # only when set, so evaluations from before the option still resume
+        run["blind"] = list(cfg.blind)
     out = Path(cfg.out)
     episodes = open_run(out, run, cfg.episodes, cfg.fresh)
     done = {e["episode"] for e in episodes}
@@ -358,7 +366,7 @@ def evaluate_lerobot_so101(cfg: SO101LeRobotEvalConfig, log: Any = None) -> dict
             seed = cfg.seed + noise_seed(cfg.scenes, i)
             set_seed(seed)
             record = i < n_video
-            ep = run_episode(env, policy, pre, post, scene, cameras, max_steps, calls, probe, masks, record)
+            ep = run_episode(env, policy, pre, post, scene, cameras, max_steps, calls, probe, masks, record, cfg.blind)
             rec = {**scene_record(cfg.task, cfg.scenes, i, scene), "success": ep["success"], "steps": ep["steps"],
                    **ep["progress"], "actions_sha256": ep["actions_sha256"],
                    "latencies_ms": [round(1000 * x, 4) for x in ep["latencies"]]}
@@ -396,6 +404,8 @@ EVAL_HELP = {
     "out": "output folder: run.json, episodes.jsonl (a rerun resumes), results.json, results.md, videos/",
     "video": "MP4s of the first N episodes (-1: all) with the GridS points drawn",
     "fresh": "start over instead of resuming the episodes in --out",
+    "blind": "env cameras (e.g. front wrist) shown to the policy as a uniform grey image: how much success remains "
+             "without them says how much the policy uses them",
 }
 EXPORT_HELP = {
     "data": "a *_demo.hdf5 file of `grids-vla data so101` or a folder of them (e.g. DATA/pick_place_bowl)",
