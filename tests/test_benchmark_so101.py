@@ -305,6 +305,14 @@ def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
         probe.main(["--checkpoint", str(ckpt), "--horizon", "5"])
     with pytest.raises(SystemExit, match="--checkpoint: .*nope"):
         probe.main(["--checkpoint", str(tmp_path / "nope")])
+    # the data check finds the cube to move, the first colour the instruction names, whatever the colours' order
+    from grids_vla.envs.so101.scene import sample_scene
+
+    first, second = list(COLOURS)[-1], list(COLOURS)[0]
+    assert probe.target_colour(f"stack the {first} cube on the {second} cube") == first
+    assert probe.target_colour(sample_scene("stack", 3).instruction) == sample_scene("stack", 3).target.colour
+    with pytest.raises(ValueError, match="names no cube colour"):
+        probe.target_colour("stack the cubes")
 
 
 def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) -> None:

@@ -81,6 +81,14 @@ def probe(policy: GridSVLAPolicy, task: str, seeds: list[int], horizon: int, aft
     return {**_stats(np.asarray(pol), np.asarray(exp)), "blind": _stats(np.asarray(blind), np.asarray(exp))}
 
 
+def target_colour(instruction: str) -> str:
+    """The colour of the cube to move: the first one the instruction names ("stack the red cube on the blue cube")."""
+    named = [(instruction.index(f" {c} cube"), c) for c in COLOURS if f" {c} cube" in instruction]
+    if not named:
+        raise ValueError(f"instruction {instruction!r} names no cube colour of {list(COLOURS)}")
+    return min(named)[1]
+
+
 def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
     """The demos' first front frame (the cube's pixel centroid, found by colour) against their first actions."""
     import h5py
@@ -91,7 +99,7 @@ def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
             n = sum(1 for k in f["data"] if k.startswith("demo_"))
         for i in range(min(n, demos_per_file)):
             d = read_demo(path, i, upright=True)
-            colour = next(c for c in COLOURS if f" {c} cube" in str(d["instruction"]))
+            colour = target_colour(str(d["instruction"]))
             img = d["agentview_rgb"][0].astype(float)
             mask = np.linalg.norm(img - 255 * np.asarray(COLOURS[colour]), axis=-1) < 80
             if mask.any():
