@@ -269,6 +269,11 @@ def test_committed_so101_plan_is_valid_and_documented() -> None:
         # 200 demos per task, seed 0
         assert [m[0] for m in study] == plan["tasks"] and {m[1:3] for m in study} == {("200", "0")}, doc
         assert f"benchmarks/libero/success.py --plan {path.relative_to(ROOT)}" in text, doc
+    # the docs' training command uses the plan's protocol (its model and train parts)
+    docs = (ROOT / "docs/so101.md").read_text()
+    train = re.search(r"grids-vla train --data runs/so101/data .*?(?=\n\.venv|\n```)", docs, re.S).group(0)
+    for field, value in {**plan["model"], **plan["train"]}.items():
+        assert f"--{field.replace('_', '-')} {value}" in train, (field, train)
 
 
 def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
