@@ -1,8 +1,10 @@
 """The project's atomic writers: a failed write leaves the old content and no temp file behind."""
 
+import json
+
 import pytest
 
-from grids_vla._io import atomic_path, atomic_write_text, replace_dir
+from grids_vla._io import atomic_path, atomic_write_text, replace_dir, write_json
 
 
 def test_atomic_write_text_keeps_bytes(tmp_path):
@@ -36,3 +38,12 @@ def test_replace_dir(tmp_path):
     replace_dir(tmp, final)
     assert sorted(p.name for p in final.iterdir()) == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_1"]
+
+
+def test_write_json_returns_the_text_and_writes_it_when_asked(tmp_path):
+    res = {"a": [1, 2], "b": {"c": 0.5}}
+    text = write_json(res, None)
+    assert json.loads(text) == res and not list(tmp_path.iterdir())
+    out = tmp_path / "new" / "r.json"  # its folder is made
+    assert write_json(res, out) == text and out.read_text() == text + "\n"
+    assert not list(out.parent.glob("*.tmp"))

@@ -17,7 +17,6 @@ its training frames varies its first moves as the demos do; one that answers eve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grids_vla._io import atomic_write_text
+from grids_vla._io import write_json
 from grids_vla.envs.libero.dataset import LiberoDemoDataset, find_demo_files
 
 
@@ -117,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {"checkpoint": str(ckpt), "data": args.data, "steps": fit(policy, args.data, args.steps, args.demos)}
     except ValueError as e:
         sys.exit(str(e))
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), text + "\n")
+    print(write_json(res, args.out))
     return 0
 
 

@@ -15,17 +15,15 @@ cannot learn it from actions at the study's budget either.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grids_vla._io import atomic_write_text
+from grids_vla._io import write_json
 from grids_vla.envs.so101.env import SO101Env
 from grids_vla.envs.so101.generate import attempt_seed
 from grids_vla.envs.so101.scene import TASKS, sample_scene
@@ -113,11 +111,8 @@ def main(argv: list[str] | None = None) -> int:
            "threads": torch.get_num_threads(), "label": "target cube's table position (x, y), standardised",
            "curves": {s: learn(s, x_fit, y_fit_n, x_test, y_test_n, args.steps, args.every, args.batch_size,
                                args.lr, args.seed) for s in args.stems}}
-    text = json.dumps(res, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), text + "\n")
-    else:
+    text = write_json(res, args.out)
+    if not args.out:
         print(text)
     return 0
 

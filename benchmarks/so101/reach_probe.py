@@ -23,14 +23,12 @@ found in the front image by its colour (a check that the demos carry the informa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from grids_vla._io import atomic_write_text
+from grids_vla._io import write_json
 from grids_vla.envs.libero.dataset import find_demo_files, read_demo
 from grids_vla.envs.so101.env import SO101Env
 from grids_vla.envs.so101.expert import Expert
@@ -145,11 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.after)}
     if args.data:
         res["data"] = data_check(args.data, 15, args.horizon)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), text + "\n")
+    print(write_json(res, args.out))
     return 0
 
 

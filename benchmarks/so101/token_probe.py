@@ -20,15 +20,13 @@ action head does not use it; low R^2 means the encoder or the reducer lose it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grids_vla._io import atomic_write_text
+from grids_vla._io import write_json
 from grids_vla.envs.so101.env import SO101Env
 from grids_vla.envs.so101.generate import attempt_seed
 from grids_vla.envs.so101.scene import TASKS, sample_scene
@@ -140,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
            "tokens": probe(visual_tokens(policy, fit_b), fit_y, visual_tokens(policy, test_b), test_y),
            "tokens_untrained": probe(visual_tokens(fresh, fit_b), fit_y, visual_tokens(fresh, test_b), test_y),
            "front_pixels_32": probe(pixels(fit_b, c.cameras[0]), fit_y, pixels(test_b, c.cameras[0]), test_y)}
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), text + "\n")
+    print(write_json(res, args.out))
     return 0
 
 

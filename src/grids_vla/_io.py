@@ -7,6 +7,7 @@ content or the new one, never half of it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -37,6 +38,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, newline: str | No
     """Write ``text`` to ``path`` atomically (``newline`` as in :func:`open`)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline=newline) as f:
         f.write(text)
+
+
+def write_json(result: object, out: str | os.PathLike[str] | None) -> str:
+    """``result`` as indented JSON text; also written atomically to ``out`` (its folder made) when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, text + "\n")
+    return text
 
 
 def replace_dir(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
