@@ -384,11 +384,11 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
     train_defaults, model_defaults = TrainConfig().to_dict(), GridSVLAConfig().to_dict()
     want = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
             "seed": seed} | {k: train_defaults[k] for k in PLAN_TRAIN_FIELDS} | plan_part(args, "train")
-    diff = {k: (cfg["train"].get(k, train_defaults[k]), v) for k, v in want.items()
-            if cfg["train"].get(k, train_defaults[k]) != v}
     wanted_model = GridSVLAConfig.preset(variant, **plan_part(args, "model")).to_dict()  # every field but the data's
-    diff |= {k: (cfg["model"].get(k, model_defaults[k]), v) for k, v in wanted_model.items()
-             if k not in PLAN_MODEL_FIXED and cfg["model"].get(k, model_defaults[k]) != v}
+    had = [(k, cfg["train"].get(k, train_defaults[k]), v) for k, v in want.items()]
+    had += [(k, cfg["model"].get(k, model_defaults[k]), v) for k, v in wanted_model.items()
+            if k not in PLAN_MODEL_FIXED]
+    diff = {k: (old, new) for k, old, new in had if old != new}
     if res["suite"] != args.suite:
         diff["suite"] = (res["suite"], args.suite)
     if res["episodes_per_task"] != args.episodes_per_task:

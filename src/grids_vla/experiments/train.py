@@ -379,8 +379,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         state = _load_state(resume_from)
         saved = state["train_config"]
         defaults = TrainConfig()  # fields added later are absent from older checkpoints, which ran with the default
-        changed = {k: (saved.get(k, getattr(defaults, k)), getattr(cfg, k)) for k in RUN_FIELDS
-                   if saved.get(k, getattr(defaults, k)) != getattr(cfg, k)}
+        was = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
+        changed = {k: (v, getattr(cfg, k)) for k, v in was.items() if v != getattr(cfg, k)}
         if changed:
             raise ValueError(f"resume must keep the run's settings; changed (checkpoint vs now): {changed}")
         start = int(state["step"])
