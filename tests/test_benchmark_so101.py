@@ -276,7 +276,7 @@ def test_committed_so101_plan_is_valid_and_documented() -> None:
         assert f"--{field.replace('_', '-')} {value}" in train, (field, train)
 
 
-def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
+def test_reach_probe_writes_its_numbers(tmp_path, demos, monkeypatch) -> None:
     """benchmarks/so101/reach_probe.py on a tiny untrained policy: both scene sets and the data check are reported;
     a horizon beyond the chunk is a one-line error."""
     from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
@@ -318,6 +318,14 @@ def test_reach_probe_writes_its_numbers(tmp_path, demos) -> None:
     assert probe.target_colour(sample_scene("stack", 3).instruction) == sample_scene("stack", 3).target.colour
     with pytest.raises(ValueError, match="names no cube colour"):
         probe.target_colour("stack the cubes")
+    # demos whose instruction names no colour: a one-line exit naming --data and the demo
+    def no_colour(text: str) -> str:
+        raise ValueError(f"instruction {text!r} names no cube colour")
+
+    monkeypatch.setattr(probe, "target_colour", no_colour)
+    with pytest.raises(SystemExit, match=r"^--data .*_demo.hdf5 demo_0: instruction .* names no cube colour$"):
+        probe.main(["--checkpoint", str(ckpt), "--scenes", "3", "--horizon", "4",
+                    "--data", str(demos / "pick_place_bowl")])
 
 
 def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) -> None:

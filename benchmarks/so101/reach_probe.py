@@ -97,7 +97,10 @@ def data_check(data: str, demos_per_file: int, horizon: int) -> dict:
             n = sum(1 for k in f["data"] if k.startswith("demo_"))
         for i in range(min(n, demos_per_file)):
             d = read_demo(path, i, upright=True)
-            colour = target_colour(str(d["instruction"]))
+            try:
+                colour = target_colour(str(d["instruction"]))
+            except ValueError as e:
+                raise ValueError(f"{path} demo_{i}: {e}") from None
             img = d["agentview_rgb"][0].astype(float)
             mask = np.linalg.norm(img - 255 * np.asarray(COLOURS[colour]), axis=-1) < 80
             if mask.any():
@@ -142,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
            "held_out_scenes": probe(policy, args.task, [IN_SEED_BASE + i for i in range(args.scenes)], args.horizon,
                                     args.after)}
     if args.data:
-        res["data"] = data_check(args.data, 15, args.horizon)
+        try:
+            res["data"] = data_check(args.data, 15, args.horizon)
+        except ValueError as e:
+            sys.exit(f"--data {args.data}: {e}")
     print(write_json(res, args.out))
     return 0
 
