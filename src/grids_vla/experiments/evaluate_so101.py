@@ -25,7 +25,6 @@ from MuJoCo's segmentation rendering.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -42,7 +41,7 @@ from ..envs.so101.scene import BOWL_RIM_HEIGHT, N_OOD, TASKS, Scene, ood_scenes,
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from . import rollout
-from .points import episode_points, policy_pixels
+from .points import episode_points
 from .report import (
     EPISODES_NAME,
     RUN_NAME,
@@ -231,65 +230,34 @@ class TargetMasks:
 def run_episode(env: Any, policy: GridSVLAPolicy, scene: Scene, max_steps: int, execute: int, noise_seed: int = 0,
                 record: bool = False, points: bool = True, masks: TargetMasks | None = None,
                 blind: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Roll out one episode in ``scene`` (the SO-101 counterpart of :func:`.rollout.run_episode`): success, steps,
-    per-call latencies (s), the SHA-256 of the executed actions and, with ``record``, ``frames`` / ``video`` (images
-    under the policy's camera names with the reducer's coordinates); with ``points`` and a policy with sampling
-    points, ``points`` per policy camera: its points, the targets' pixels and masks at each call. The ``blind``
-    cameras are shown to the policy as a uniform grey image."""
+    """Roll out one episode in ``scene`` (the SO-101 counterpart of :func:`.rollout.run_episode`; the result:
+    :func:`.rollout.play_episode` with the episode's ``progress``). Images are kept under the policy's camera names;
+    with ``points`` and a policy with sampling points, the targets are measured in each camera (``masks``: a
+    segmentation renderer to reuse). The ``blind`` cameras are shown to the policy as a uniform grey image."""
     cams = policy.config.cameras
     obs = env.reset(scene=scene)
     measure = points and policy.config.reducer != "dense"
     own_masks = masks is None and measure
     masks = TargetMasks() if own_masks else masks
-    probe = rollout.CoordsProbe(policy) if record or measure else None
-    looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
-    noise_gen = torch.Generator().manual_seed(noise_seed)
-    latencies: list[float] = []
-    frames: list[dict[str, Any]] = []
-    video: list[dict[str, Any]] = []
-    steps, success = 0, False
-    digest = hashlib.sha256()
     progress = Progress(env)
 
-    def snap() -> dict[str, Any]:
-        return {"step": steps, "images": {c: obs[POLICY_CAMERAS[c]].copy() for c in cams}, "coords": probe.coords}
+    def step(action: np.ndarray) -> tuple[Any, bool]:
+        obs, success = env.step(action)
+        progress(env)
+        return obs, success
+
+    def targets(cam: str) -> tuple[np.ndarray, np.ndarray]:
+        return target_pixels(env, POLICY_CAMERAS[cam]), masks(env, POLICY_CAMERAS[cam])
 
     try:
-        while steps < max_steps and not success:
-            batch = observation_to_batch(obs, cams, env.instruction, blind)
-            t0 = time.perf_counter()
-            chunk = policy.predict_action(batch, generator=noise_gen)[0]
-            latencies.append(time.perf_counter() - t0)
-            if measure and probe.coords is not None:
-                looks.append((probe.coords[0], {c: target_pixels(env, POLICY_CAMERAS[c]) for c in cams},
-                              {c: masks(env, POLICY_CAMERAS[c]) for c in cams}))
-            if record:
-                frames.append(snap())
-                video.append(frames[-1])
-            actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
-            for j, a in enumerate(actions):
-                digest.update(a.tobytes())
-                obs, success = env.step(a)
-                progress(env)
-                steps += 1
-                if success or steps >= max_steps:
-                    break
-                if record and j < len(actions) - 1:  # the chunk's last obs goes to the next call
-                    video.append(snap())
-        if record and latencies:
-            video.append(snap())  # the final observation
+        ep = rollout.play_episode(policy, obs, to_batch=lambda o: observation_to_batch(o, cams, env.instruction, blind),
+                                  step=step, image=lambda o, cam: o[POLICY_CAMERAS[cam]], noise_seed=noise_seed,
+                                  max_steps=max_steps, execute=execute, record=record,
+                                  targets=targets if measure else None)
     finally:
-        if probe is not None:
-            probe.remove()
         if own_masks:
             masks.close()
-    looked = None
-    if looks:
-        pix = policy_pixels(policy, torch.stack([c for c, _, _ in looks]))
-        looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
-                        "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
-    return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
-            "points": looked, "actions_sha256": digest.hexdigest(), "progress": progress.record()}
+    return {**ep, "progress": progress.record()}
 
 
 # --------------------------------------------------------------------------------------------------- the evaluation

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from .points import episode_points, policy_pixels
 from .report import VIDEO_FPS, save_visuals
 
 __all__ = ["BLIND_VALUE", "NOOP_ACTION", "CoordsProbe", "EpisodeRunner", "check_blind", "image_batch",
-           "observation_to_batch", "parse_perturbation", "run_episode", "task_instruction", "worker_init",
-           "worker_play"]
+           "observation_to_batch", "parse_perturbation", "play_episode", "run_episode", "task_instruction",
+           "worker_init", "worker_play"]
 
 #: Neutral action used while the scene settles: no motion, gripper open.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
@@ -100,48 +101,46 @@ class CoordsProbe:
         self._handle.remove()
 
 
-def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
-                record: bool = False, points: bool = True, blind: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Roll out one episode from init state ``init_index``; returns success, steps, per-call latencies (s) and, with
-    ``record``, ``frames`` (the observation at each policy call with the reducer's coordinates) and ``video`` (every
-    observation from the first policy call to the end, ``steps + 1`` of them, each with the coordinates of the call
-    whose action it was given to). With ``points`` and a policy with sampling points (any reducer but dense), the
-    result's ``points`` holds per camera where they looked at each policy call and where the task's targets were
-    (see :mod:`.points`; needs a LIBERO env with its simulator). The ``blind`` cameras are shown to the policy as a
-    uniform grey image (the recorded frames stay the rendered ones)."""
+def play_episode(policy: GridSVLAPolicy, obs: Any, *, to_batch: Callable[[Any], dict[str, Any]],
+                 step: Callable[[np.ndarray], tuple[Any, bool]], image: Callable[[Any, str], np.ndarray],
+                 noise_seed: int, max_steps: int, execute: int, record: bool = False,
+                 targets: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+    """The closed loop of any simulator, from the first observation ``obs`` on: ``to_batch(obs)`` is the policy's input,
+    the first ``execute`` actions of each predicted chunk go to ``step(action) -> (obs, success)``, until success or
+    ``max_steps``. ``image(obs, camera)`` is a policy camera's frame; ``targets(camera)`` (``None``: not measured) the
+    task's target pixels and mask in it now. Returns success, steps, per-call latencies (s), the SHA-256 of the executed
+    actions (two plays of an episode agree iff they acted the same) and, with ``record``, ``frames`` (the observation at
+    each policy call with the reducer's coordinates) and ``video`` (every observation from the first call to the end,
+    ``steps + 1`` of them, each with the coordinates of the call whose action it was given to); with ``targets``, per
+    camera where the points looked at each call and where the targets were (``points``, see :mod:`.points`)."""
     cams = policy.config.cameras
-    obs = env.reset(init_index)
-    for _ in range(settle_steps):
-        obs, _, _, _ = env.step(NOOP_ACTION)
-    measure = points and policy.config.reducer != "dense"  # where the points look, against the simulator's targets
-    probe = CoordsProbe(policy) if record or measure else None
-    looks: list[tuple[torch.Tensor, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
-    noise_gen = torch.Generator().manual_seed(init_index)  # a flow head's sampling noise: same episode, same actions
+    probe = CoordsProbe(policy) if record or targets is not None else None
+    looks: list[tuple[torch.Tensor, dict[str, tuple[np.ndarray, np.ndarray]]]] = []
+    noise_gen = torch.Generator().manual_seed(noise_seed)  # a flow head's sampling noise: same episode, same actions
     latencies: list[float] = []
     frames: list[dict[str, Any]] = []
     video: list[dict[str, Any]] = []
     steps, success = 0, False
-    digest = hashlib.sha256()  # of every executed action: two plays of an episode agree iff they acted the same
+    digest = hashlib.sha256()
 
     def snap() -> dict[str, Any]:
-        return {"step": steps, "images": {c: obs[c].copy() for c in cams}, "coords": probe.coords}
+        return {"step": steps, "images": {c: image(obs, c).copy() for c in cams}, "coords": probe.coords}
 
     try:
         while steps < max_steps and not success:
-            batch = observation_to_batch(obs, cams, env.instruction, blind)
+            batch = to_batch(obs)
             t0 = time.perf_counter()
             chunk = policy.predict_action(batch, generator=noise_gen)[0]
             latencies.append(time.perf_counter() - t0)
-            if measure and probe.coords is not None:
-                looks.append((probe.coords[0], {c: target_pixels(env, c) for c in cams},
-                              {c: target_mask(env, c) for c in cams}))
+            if targets is not None and probe.coords is not None:
+                looks.append((probe.coords[0], {c: targets(c) for c in cams}))
             if record:
                 frames.append(snap())
                 video.append(frames[-1])
             actions = chunk[:execute].double().clamp(-1.0, 1.0).numpy()
             for j, a in enumerate(actions):
                 digest.update(a.tobytes())
-                obs, _, success, _ = env.step(a)
+                obs, success = step(a)
                 steps += 1
                 if success or steps >= max_steps:
                     break
@@ -154,11 +153,33 @@ def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: in
             probe.remove()
     looked = None
     if looks:  # per camera: (calls, K, 2) pixel points, (calls, M, 2) target pixels, (calls, H, W) target masks
-        pix = policy_pixels(policy, torch.stack([c for c, _, _ in looks]))
-        looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam] for _, t, _ in looks]),
-                        "masks": np.stack([m[cam] for _, _, m in looks])} for i, cam in enumerate(cams)}
+        pix = policy_pixels(policy, torch.stack([c for c, _ in looks]))
+        looked = {cam: {"points": pix[:, i], "targets": np.stack([t[cam][0] for _, t in looks]),
+                        "masks": np.stack([t[cam][1] for _, t in looks])} for i, cam in enumerate(cams)}
     return {"success": bool(success), "steps": steps, "latencies": latencies, "frames": frames, "video": video,
             "points": looked, "actions_sha256": digest.hexdigest()}
+
+
+def run_episode(env: Any, policy: GridSVLAPolicy, init_index: int, max_steps: int, execute: int, settle_steps: int,
+                record: bool = False, points: bool = True, blind: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Roll out one LIBERO episode from init state ``init_index`` after ``settle_steps`` no-op steps (the result:
+    :func:`play_episode`, whose policy noise is seeded by ``init_index``). With ``points`` and a policy with sampling
+    points (any reducer but dense), where they looked is measured against the simulator's targets. The ``blind``
+    cameras are shown to the policy as a uniform grey image (the recorded frames stay the rendered ones)."""
+    cams = policy.config.cameras
+    obs = env.reset(init_index)
+    for _ in range(settle_steps):
+        obs, _, _, _ = env.step(NOOP_ACTION)
+
+    def step(action: np.ndarray) -> tuple[Any, bool]:
+        obs, _, success, _ = env.step(action)
+        return obs, success
+
+    measure = points and policy.config.reducer != "dense"
+    return play_episode(policy, obs, to_batch=lambda o: observation_to_batch(o, cams, env.instruction, blind),
+                        step=step, image=lambda o, cam: o[cam], noise_seed=init_index, max_steps=max_steps,
+                        execute=execute, record=record,
+                        targets=(lambda cam: (target_pixels(env, cam), target_mask(env, cam))) if measure else None)
 
 
 class EpisodeRunner:
