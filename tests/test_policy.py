@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1027,3 +1028,21 @@ def test_points_lr_scale_needs_predicted_points_and_is_kept_on_resume(data_dir, 
             "--num-workers", "0", "--preload", "no", "--reducer", "dense", "--points-lr-scale", "3"]
     assert cli_main(argv) == 2
     assert "points_lr_scale is a GridS option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "least", "optional", "error"), [
+    (3, 1, False, None), (0, 0, False, None), (None, 1, True, None),
+    (0, 1, False, "n must be a positive int, got 0"), (-1, 0, False, "n must be a non-negative int, got -1"),
+    (True, 1, False, "n must be a positive int, got True"), (2.0, 1, False, "n must be a positive int, got 2.0"),
+    (None, 1, False, "n must be a positive int, got None"), (1, 2, False, "n must be an int >= 2, got 1")])
+def test_check_counts_names_the_field_and_what_it_expected(value, least, optional, error) -> None:
+    from types import SimpleNamespace
+
+    from grids_vla.policy.configuration_grids_vla import check_counts
+
+    obj = SimpleNamespace(m=5, n=value)
+    if error is None:
+        check_counts(obj, ("m", "n"), least=least, optional=optional)
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
+            check_counts(obj, ("m", "n"), least=least, optional=optional)

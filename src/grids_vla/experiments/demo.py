@@ -66,17 +66,13 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.tasks = tuple(int(t) for t in self.tasks)
         self.reference_runs = tuple(self.reference_runs)
-        for name in ("demos_per_task", "image_size", "steps", "batch_size", "episodes_per_task", "workers", "threads",
-                     "dense_timing_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        from ..policy.configuration_grids_vla import PRESETS, check_counts
+
+        check_counts(self, ("demos_per_task", "image_size", "steps", "batch_size", "episodes_per_task", "workers",
+                            "threads", "dense_timing_steps"))
+        check_counts(self, ("max_steps",), optional=True)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be a non-empty list of unique ids, got {list(self.tasks)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
-        from ..policy.configuration_grids_vla import PRESETS
-
         if self.variant not in PRESETS or PRESETS[self.variant]["reducer"] == "dense":
             choices = sorted(n for n, p in PRESETS.items() if p["reducer"] != "dense")
             raise ValueError(f"variant must be a GridS-like preset, one of {choices}, got {self.variant!r}")

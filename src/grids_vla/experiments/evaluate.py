@@ -36,6 +36,7 @@ from .._cli_fields import add_dataclass_fields, picked_fields
 from .._io import atomic_write_text, file_sha256
 from ..envs.libero.suites import step_limit
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
+from ..policy.configuration_grids_vla import check_counts
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .evaluate_so101 import HELP as SO101_HELP
 from .evaluate_so101 import SO101_ONLY, SO101EvalConfig, run_so101_eval
@@ -77,16 +78,9 @@ class EvalConfig:
             raise ValueError(f"video must be a number of episodes (0: none, -1: all), got {self.video!r}")
         if self.video:
             load_imageio()  # fail now, not after the first episode
-        for name in ("episodes_per_task", "threads", "workers", "video_frames"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(self.settle_steps, int) or self.settle_steps < 0:
-            raise ValueError(f"settle_steps must be a non-negative int, got {self.settle_steps!r}")
-        for name in ("max_steps", "execute"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_counts(self, ("episodes_per_task", "threads", "workers", "video_frames"))
+        check_counts(self, ("settle_steps",), least=0)
+        check_counts(self, ("max_steps", "execute"), optional=True)
         if self.tasks is not None:
             self.tasks = tuple(int(t) for t in self.tasks)
             if not self.tasks or len(set(self.tasks)) != len(self.tasks):

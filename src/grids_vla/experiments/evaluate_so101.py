@@ -39,6 +39,7 @@ from .._cli_fields import picked_fields
 from .._io import atomic_write_text, file_sha256
 from ..envs.so101.scene import BOWL_RIM_HEIGHT, N_OOD, TASKS, Scene, ood_scenes, sample_scene
 from ..policy.checkpoint import WEIGHTS_NAME, resolve_checkpoint
+from ..policy.configuration_grids_vla import check_counts
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from . import rollout
 from .points import episode_points
@@ -97,10 +98,7 @@ class SO101EvalConfig:
             raise ValueError(f"--task: found {self.task!r}, expected one of {', '.join(TASKS)}")
         if self.scenes not in SCENE_SETS:
             raise ValueError(f"--scenes: found {self.scenes!r}, expected in or ood")
-        for flag, v in (("--episodes", self.episodes), ("--max-steps", self.max_steps), ("--execute", self.execute),
-                        ("--threads", self.threads), ("--video-frames", self.video_frames)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{flag}: found {v!r}, expected an int >= 1")
+        check_counts(self, ("episodes", "max_steps", "execute", "threads", "video_frames"), optional=True)
         if self.episodes is None:
             self.episodes = DEFAULT_EPISODES[self.scenes]
         if self.scenes == "ood" and self.episodes > N_OOD:

@@ -38,7 +38,7 @@ from .._io import atomic_path, atomic_write_text
 from ..envs.libero.dataset import LiberoDemoDataset, data_image_size, dataset_statistics, find_demo_files
 from ..grids import GridSampler, MultiCameraGridS
 from ..policy.checkpoint import CHECKPOINTS_DIR, STATE_NAME, latest_checkpoint, save_checkpoint
-from ..policy.configuration_grids_vla import GridSVLAConfig, check_field_types, kept_tokens
+from ..policy.configuration_grids_vla import GridSVLAConfig, check_counts, check_field_types, kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config, sample_flow_time
 
 __all__ = ["TrainConfig", "train", "StepSampler", "augment", "data_fingerprint", "lr_lambda", "split_config",
@@ -85,16 +85,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(type(self), vars(self))
-        for name in ("steps", "batch_size", "save_every", "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_workers", "shift", "start_frames"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {getattr(self, name)!r}")
+        check_counts(self, ("steps", "batch_size", "save_every", "log_every", "start_weight"))
+        check_counts(self, ("warmup_steps", "num_workers", "shift", "start_frames"), least=0)
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.color_jitter < 0:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, color_jitter >= 0")
-        if not isinstance(self.start_weight, int) or self.start_weight < 1:
-            raise ValueError(f"start_weight must be a positive int, got {self.start_weight!r}")
         if (self.start_weight > 1) != (self.start_frames > 0):
             raise ValueError(f"--start-frames {self.start_frames} and --start-weight {self.start_weight} go together: "
                              "give both (frames > 0, weight > 1) or neither")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_field_types", "kept_tokens"]
+__all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_counts", "check_field_types", "kept_tokens"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
@@ -85,6 +85,18 @@ def check_field_types(cls: type, values: dict[str, Any]) -> None:
                 raise ValueError(f"{f.name} must be {' or '.join(wanted)}, got {value!r} ({type(value).__name__})")
 
 
+def check_counts(obj: Any, names: tuple[str, ...], least: int = 1, optional: bool = False) -> None:
+    """Raise ValueError naming the first field of ``obj`` among ``names`` that is not an int >= ``least`` (0: "a
+    non-negative int", 1: "a positive int"); with ``optional``, ``None`` passes."""
+    for name in names:
+        value = getattr(obj, name)
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            kind = {0: "a non-negative int", 1: "a positive int"}.get(least, f"an int >= {least}")
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 @dataclass
 class GridSVLAConfig:
     """Every architectural choice of :class:`~grids_vla.policy.modeling_grids_vla.GridSVLAPolicy`.
@@ -158,11 +170,8 @@ class GridSVLAConfig:
         self.cameras = tuple(self.cameras)
         self.instructions = tuple(self.instructions)
         self.reducer_kwargs = dict(self.reducer_kwargs)
-        for name in ("image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads", "k", "dim", "depth",
-                     "heads", "state_dim", "action_dim", "chunk", "flow_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_counts(self, ("image_size", "patch_size", "vision_dim", "vision_depth", "vision_heads", "k", "dim",
+                            "depth", "heads", "state_dim", "action_dim", "chunk", "flow_steps"))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must be a non-empty list of unique names, got {list(self.cameras)!r}")
         if self.image_size % self.patch_size:
