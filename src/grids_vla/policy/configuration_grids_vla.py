@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the attention head learning 30x faster than the rest: the first variant whose points follow the task
     # (benchmarks/points/RESULTS.md)
     "grids-16-attn-lr30": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0},
+    # the same head told the instruction (its queries get a projection of it): points that can go to the named object
+    "grids-16-attn-lr30-lang": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0,
+                                "cond_on_language": True},
     # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
     "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
     "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
