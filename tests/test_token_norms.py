@@ -1,0 +1,51 @@
+"""benchmarks/points/token_norms.py: where a checkpoint's points sit relative to the encoder's high-norm tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from grids_vla.policy import GridSVLAConfig, GridSVLAPolicy
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "points" / "token_norms.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("points_token_norms_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_points_on_the_high_norm_cell_and_off_it() -> None:
+    tn = _load()
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 1, 16, 8, generator=g)  # 3 frames, 1 camera, a 4 x 4 grid
+    feats[:, 0, 1 * 4 + 2] *= 10.0  # row 1, column 2 stands out in every frame
+    feats[:, 0, 3 * 4 + 0] *= 0.01  # row 3, column 0 is the quietest
+    on = torch.tensor([2 / 3, 1 / 3]).expand(3, 1, 2, 2)  # (x, y) of that cell's centre (align_corners)
+    off = torch.tensor([0.0, 1.0]).expand(3, 1, 2, 2)
+    rep = tn.norm_report(feats, on, (4, 4), ("front",))["front"]
+    assert rep["frames"] == 3 and rep["top_cells"][0][:2] == [1, 2]
+    assert rep["points_on_top"] == 1.0 and rep["points_mean_z"] > 2.0
+    rep = tn.norm_report(feats, off, (4, 4), ("front",))["front"]
+    assert rep["points_on_top"] == 0.0 and rep["points_mean_z"] < 0.0
+    assert "points_on_top" not in tn.norm_report(feats, None, (4, 4), ("front",))["front"]  # dense: no points
+
+
+@pytest.mark.parametrize("predictor", ["pooled", "attention"])
+def test_measure_reads_the_policy_and_leaves_it_as_it_was(predictor: str) -> None:
+    tn = _load()
+    torch.manual_seed(0)
+    cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=16, vision_depth=1, vision_heads=2, dim=16, depth=1,
+                         heads=2, mlp_ratio=2.0, k=4, chunk=2, instructions=("go",), predictor=predictor)
+    policy = GridSVLAPolicy(cfg).eval()
+    batch = {cam: torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8) for cam in cfg.cameras}
+    batch.update(state=torch.zeros(2, 8), instruction=["go", "go"])
+    rep = tn.measure(policy, batch)
+    assert set(rep) == set(cfg.cameras)
+    assert all(0.0 <= r["points_on_top"] <= 1.0 and len(r["top_cells"]) == 8 for r in rep.values())
+    assert "_reduce" not in vars(policy)  # the spy is gone: the class's method again
