@@ -49,3 +49,12 @@ def test_measure_reads_the_policy_and_leaves_it_as_it_was(predictor: str) -> Non
     assert set(rep) == set(cfg.cameras)
     assert all(0.0 <= r["points_on_top"] <= 1.0 and len(r["top_cells"]) == 8 for r in rep.values())
     assert "_reduce" not in vars(policy)  # the spy is gone: the class's method again
+
+
+def test_a_bad_checkpoint_is_one_line_naming_the_flag(tmp_path) -> None:
+    tn = _load()
+    with pytest.raises(SystemExit) as exc:
+        tn.main(["--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path)])
+    assert str(exc.value).startswith("--checkpoint: ") and "\n" not in str(exc.value)
+    with pytest.raises(SystemExit, match=r"^--top: found 1.5"):
+        tn.main(["--checkpoint", "x", "--data", "y", "--top", "1.5"])

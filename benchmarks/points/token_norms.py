@@ -98,14 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.top < 1:
         sys.exit(f"--top: found {args.top}, expected a fraction in (0, 1)")
     torch.set_num_threads(1)
-    from grids_vla.policy.checkpoint import resolve_checkpoint
-    from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy
+    from grids_vla.policy.checkpoint import load_policy_or_exit
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"--checkpoint: {e}")
-    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
+    ckpt, policy = load_policy_or_exit(args.checkpoint)
     try:
         batch = demo_batch(args.data, policy, args.demos, tuple(args.times))
     except (FileNotFoundError, ValueError) as e:

@@ -104,14 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"--frames: found {args.frames}, expected >= 1")
         print(f"{cut(args.data, args.frames, Path(args.out))} demos cut to {args.frames} frames in {args.out}")
         return 0
-    from grids_vla.policy.checkpoint import resolve_checkpoint
-    from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy
+    from grids_vla.policy.checkpoint import load_policy_or_exit
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"--checkpoint: {e}")
-    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
+    ckpt, policy = load_policy_or_exit(args.checkpoint)
     try:
         res = {"checkpoint": str(ckpt), "data": args.data, "steps": fit(policy, args.data, args.steps, args.demos)}
     except ValueError as e:

@@ -125,13 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the result here as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from grids_vla.policy.checkpoint import resolve_checkpoint
+    from grids_vla.policy.checkpoint import load_policy_or_exit
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"--checkpoint: {e}")
-    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
+    ckpt, policy = load_policy_or_exit(args.checkpoint)
     if not 1 <= args.horizon <= policy.config.chunk:
         sys.exit(f"--horizon: found {args.horizon}, expected 1 to the policy's chunk ({policy.config.chunk})")
     if args.after < 0:

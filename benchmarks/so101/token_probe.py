@@ -115,16 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the result here as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from grids_vla.policy.checkpoint import resolve_checkpoint
+    from grids_vla.policy.checkpoint import load_policy_or_exit
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"--checkpoint: {e}")
     for flag, value in (("--fit", args.fit), ("--held-out", args.held_out)):
         if value < 10:
             sys.exit(f"{flag}: found {value}, expected >= 10 scenes")
-    policy = GridSVLAPolicy.from_pretrained(ckpt).eval()
+    ckpt, policy = load_policy_or_exit(args.checkpoint)
     c = policy.config
     torch.manual_seed(0)
     fresh = GridSVLAPolicy(c).eval()

@@ -17,7 +17,7 @@ import torch
 from .._io import atomic_write_text, replace_dir
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "STATE_NAME", "CHECKPOINTS_DIR", "LATEST_NAME", "step_dir",
-           "latest_checkpoint", "resolve_checkpoint", "save_checkpoint"]
+           "latest_checkpoint", "load_policy_or_exit", "resolve_checkpoint", "save_checkpoint"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -52,6 +52,19 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         return latest
     raise FileNotFoundError(f"{p} is neither a policy checkpoint (no {CONFIG_NAME}) nor a training run folder")
 
+
+
+def load_policy_or_exit(path: str | os.PathLike[str], flag: str = "--checkpoint") -> tuple[Path, Any]:
+    """For command-line scripts: the checkpoint folder :func:`resolve_checkpoint` finds at ``path`` and its
+    :class:`~grids_vla.policy.GridSVLAPolicy` in eval mode; a missing or unusable ``path`` exits with one line naming
+    ``flag``."""
+    from .modeling_grids_vla import GridSVLAPolicy
+
+    try:
+        ckpt = resolve_checkpoint(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{flag}: {e}") from None
+    return ckpt, GridSVLAPolicy.from_pretrained(ckpt).eval()
 
 def save_checkpoint(run: str | os.PathLike[str], step: int, model: Any, state: dict[str, Any]) -> Path:
     """Write ``checkpoints/step_N`` (``model.save_pretrained`` plus the training ``state``) into a temp folder, move
