@@ -52,17 +52,17 @@ def norm_report(feats: Tensor, coords: Tensor | None, grid: tuple[int, int], cam
 
 
 def demo_batch(data: str, policy: Any, demos: int, times: tuple[int, ...]) -> dict[str, Any]:
-    """Frames ``times`` of the first ``demos`` demos of every task file under ``data``, as a policy batch."""
+    """Frames ``times`` of the first ``demos`` demos of every task file under ``data``, as a training batch (which
+    the policy reads as its input)."""
+    from torch.utils.data import default_collate
+
     from grids_vla.envs.libero.dataset import LiberoDemoDataset, find_demo_files
 
     ds = LiberoDemoDataset(find_demo_files(data), chunk=policy.config.chunk)
     idx = [i for i, (_, di, t) in enumerate(ds.index) if di < demos and t in times]
     if not idx:
         raise ValueError(f"no frame {list(times)} in the first {demos} demos of the files")
-    items = [ds[i] for i in idx]
-    batch = {cam: torch.stack([it[cam] for it in items]) for cam in policy.config.cameras}
-    return {**batch, "state": torch.stack([it["state"] for it in items]),
-            "instruction": [it["instruction"] for it in items]}
+    return default_collate([ds[i] for i in idx])
 
 
 def measure(policy: Any, batch: dict[str, Any], top: float = 0.1) -> dict[str, Any]:
