@@ -373,3 +373,50 @@ def test_attention_grad_changes_only_the_backward_pass():
     torch.testing.assert_close(gb, ga + extra)
     with pytest.raises(ValueError, match="attention_grad needs predictor='attention'"):
         GridSampler(8, 4, attention_grad=True)
+
+
+@pytest.mark.parametrize("predictor", ["pooled", "attention"])
+def test_look_features_place_the_points_and_the_tokens_are_sampled_from_x(predictor):
+    """With ``look_dim`` the points depend only on ``look``; the output tokens are ``x`` sampled at those points."""
+    g = perturb_(GridSampler(8, 4, grid_size=(6, 6), predictor=predictor, look_dim=3, geometry=False))
+    x, look = torch.randn(2, 36, 8), torch.randn(2, 36, 3)
+    out = g(x, look=look)
+    assert out.tokens.shape == (2, 4, 8)
+    torch.testing.assert_close(out.tokens, bilinear_sample(x, (6, 6), out.coords, True))
+    torch.testing.assert_close(g(torch.randn(2, 36, 8), look=look).coords, out.coords)  # x does not move them
+    assert not torch.allclose(g(x, look=torch.randn(2, 36, 3)).coords, out.coords)  # look does
+    out.tokens.sum().backward()
+    assert all(p.grad is not None for p in g.coordinate_head_parameters() if p.requires_grad)
+
+
+def test_multi_camera_passes_each_cameras_look():
+    m = perturb_(MultiCameraGridS(["a", "b"], 8, 4, grid_size=(6, 6), predictor="attention", look_dim=3))
+    x, look = {"a": torch.randn(2, 36, 8), "b": torch.randn(2, 36, 8)}, {"a": torch.randn(2, 36, 3)}
+    look["b"] = look["a"].clone()
+    out = m(x, look=look)
+    for cam in "ab":
+        torch.testing.assert_close(out[cam].coords, m.forward_camera(cam, x[cam], look=look[cam]).coords)
+    assert not torch.allclose(out["a"].coords, out["b"].coords)  # the camera embedding still tells them apart
+    with pytest.raises(KeyError, match="look: cameras expected"):
+        m(x, look={"a": look["a"]})
+
+
+@pytest.mark.parametrize(
+    "make,call,match",
+    [
+        (lambda: GridSampler(4, 2, look_dim=0), None, "look_dim must be a positive int or None, got 0"),
+        (lambda: GridSampler(4, 2, look_dim=3, coords="fixed-grid"), None, "coords='fixed-grid' predicts none"),
+        (lambda: GridSampler(4, 2, grid_size=(3, 3), look_dim=3), lambda g: g(torch.randn(1, 9, 4)),
+         "built with look_dim=3; pass look=\\(B, H\\*W, 3\\)"),
+        (lambda: GridSampler(4, 2, grid_size=(3, 3)), lambda g: g(torch.randn(1, 9, 4), look=torch.randn(1, 9, 3)),
+         "look was given, but this GridSampler was built without look_dim"),
+        (lambda: GridSampler(4, 2, grid_size=(3, 3), look_dim=3),
+         lambda g: g(torch.randn(1, 9, 4), look=torch.randn(1, 8, 3)),
+         "look must be a floating-point tensor of shape \\(B, H\\*W, look_dim\\)=\\(1, 9, 3\\), got \\(1, 8, 3\\)"),
+    ],
+)
+def test_look_errors(make, call, match):
+    with pytest.raises(ValueError, match=match):
+        g = make()
+        assert call is not None, "the constructor should have raised"
+        call(g)

@@ -235,8 +235,36 @@ def test_bad_input_raises_clear_errors() -> None:
         GridSVLAConfig.from_dict({"dimm": 3})
     with pytest.raises(ValueError, match="vision_stem must be one of"):
         tiny(vision_stem="resnet")
+    with pytest.raises(ValueError, match="point_features must be one of \\('map', 'stem'\\), got 'pixels'"):
+        tiny(point_features="pixels")
+    for no_points in ({"reducer": "dense"}, {"reducer_kwargs": {"coords": "fixed-grid"}}):
+        with pytest.raises(ValueError, match="point_features is what GridS's point predictor reads"):
+            tiny(point_features="stem", **no_points)
     with pytest.raises(ValueError, match="patch_size must be a power of 2 >= 2, got 6"):
         tiny(vision_stem="conv", image_size=60, patch_size=6)
+
+
+@pytest.mark.parametrize("after_layer", [None, 0])
+def test_stem_point_features_place_points_by_content_alone(after_layer) -> None:
+    """``point_features="stem"``: the points ignore the position embeddings (what the image shows places them) and
+    follow the image; ``"map"`` reads the position embeddings too. The policy's actions read both either way."""
+    b = batch_for(tiny())
+    imgs = {c: b[c] for c in tiny().cameras}
+    for features in ("map", "stem"):
+        torch.manual_seed(0)
+        model = GridSVLAPolicy(tiny(predictor="attention", point_features=features, after_layer=after_layer))
+        with torch.no_grad():
+            for p in model.reducer.coordinate_head_parameters():
+                p.normal_(0.0, 1.0)
+        model.eval()
+        before = model(imgs, b["state"], b["instruction"])
+        with torch.no_grad():
+            model.vision.pos.normal_(0.0, 1.0)
+        after = model(imgs, b["state"], b["instruction"])
+        assert torch.equal(before.coords, after.coords) == (features == "stem"), features
+        assert not torch.allclose(before.actions, after.actions)
+        shifted = {c: x.roll(8, dims=-1) for c, x in imgs.items()}
+        assert not torch.allclose(model(shifted, b["state"], b["instruction"]).coords, after.coords)
 
 
 def test_conv_stem_makes_the_same_token_grid_from_overlapping_windows() -> None:

@@ -49,6 +49,11 @@ VARIANTS: dict[str, dict] = {
     "attention-l0-lr100": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 100.0},
     "attention-lr30": {"predictor": "attention", "points_lr_scale": 30.0},
     "pooled-l0-lr30": {"after_layer": 0, "points_lr_scale": 30.0},
+    # the 30x head told the instruction, and / or reading the stem's position-free tokens (point_features="stem")
+    "attention-lr30-lang": {"predictor": "attention", "points_lr_scale": 30.0, "cond_on_language": True},
+    "attention-lr30-stem": {"predictor": "attention", "points_lr_scale": 30.0, "point_features": "stem"},
+    "attention-lr30-stem-lang": {"predictor": "attention", "points_lr_scale": 30.0, "point_features": "stem",
+                                 "cond_on_language": True},
     # the policy never reads the arm's state (GridSVLAConfig.state_dropout=1), so every frame needs the images
     "pooled-nostate": {"state_dropout": 1.0},
     "attention-nostate": {"predictor": "attention", "state_dropout": 1.0},

@@ -139,6 +139,10 @@ class GridSampler(TokenReducer):
         cond_dim: size of an optional conditioning vector (language embedding, camera id, ...);
             ``None`` for none (the paper's setting).
         cond_mode: ``"film"`` (scale and shift of the pooled feature; zero-initialised) or ``"concat"``.
+        look_dim: channel size of separate features stage 1 reads instead of the tokens it samples, passed to
+            :meth:`forward` as ``look`` on the same grid (e.g. a ViT stem's tokens before position embeddings, so
+            the points can only be placed by what the image shows; beyond the paper); ``None`` (the paper): stage 1
+            reads the sampled tokens.
         attention_grad: with ``predictor="attention"``, also hand each point's attention map the gradient of its
             token as if the token were the attention-weighted mean of the features (straight-through: the forward
             value is the bilinear sample, unchanged to the bit). The bilinear gradient alone only sees the four
@@ -165,6 +169,7 @@ class GridSampler(TokenReducer):
         fourier_bands: int = 8,
         cond_dim: int | None = None,
         cond_mode: Literal["film", "concat"] = "film",
+        look_dim: int | None = None,
         attention_grad: bool = False,
         grid_size: tuple[int, int] | None = None,
         num_prefix_tokens: int = 0,
@@ -194,6 +199,10 @@ class GridSampler(TokenReducer):
         check_choice("predictor", predictor, ("pooled", "attention"))
         if cond_dim is not None and (not isinstance(cond_dim, int) or cond_dim < 1):
             raise ValueError(f"cond_dim must be a positive int or None, got {cond_dim!r}")
+        if look_dim is not None and (not isinstance(look_dim, int) or isinstance(look_dim, bool) or look_dim < 1):
+            raise ValueError(f"look_dim must be a positive int or None, got {look_dim!r}")
+        if look_dim is not None and coords != "predicted":
+            raise ValueError(f"look_dim gives the point predictor its own features; coords={coords!r} predicts none")
         self.coord_mode = coords
         self.sampling = sampling
         self.geometry_mode = geometry
@@ -205,14 +214,16 @@ class GridSampler(TokenReducer):
                              "through the attention maps)")
         self.attention_grad = bool(attention_grad)
         self.accepts_cond = coords == "predicted" and cond_dim is not None
+        self.look_dim = look_dim
+        head_dim = look_dim or dim  # what stage 1 reads
 
         if self.predictor == "attention":
-            self.point_attn = AttentionPointHead(dim, k, hidden, cond_dim)
+            self.point_attn = AttentionPointHead(head_dim, k, hidden, cond_dim)
         elif self.predictor == "pooled":
-            self.norm = nn.LayerNorm(dim)
-            in_dim = dim + (cond_dim if cond_dim and cond_mode == "concat" else 0)
+            self.norm = nn.LayerNorm(head_dim)
+            in_dim = head_dim + (cond_dim if cond_dim and cond_mode == "concat" else 0)
             if cond_dim and cond_mode == "film":
-                self.film = nn.Linear(cond_dim, 2 * dim)
+                self.film = nn.Linear(cond_dim, 2 * head_dim)
                 nn.init.zeros_(self.film.weight)
                 nn.init.zeros_(self.film.bias)
             self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * k))
@@ -276,10 +287,34 @@ class GridSampler(TokenReducer):
         saturated = (logits.detach().abs() > SATURATION_LOGIT).float().mean()
         return torch.sigmoid(logits), {"logits": logits, "saturated": saturated}
 
+    def forward(
+        self,
+        x: Tensor,
+        grid_size: tuple[int, int] | None = None,
+        *,
+        cond: Tensor | None = None,
+        layout: str | None = None,
+        look: Tensor | None = None,
+    ) -> ReducerOutput:
+        """:meth:`TokenReducer.forward`, plus ``look``: the ``(B, H*W, look_dim)`` features stage 1 reads, on the
+        same grid as ``x``, required exactly when the sampler was built with ``look_dim``."""
+        if (look is None) != (self.look_dim is None):
+            raise ValueError(f"this GridSampler was built with look_dim={self.look_dim}; pass look=(B, H*W, "
+                             f"{self.look_dim}), the features its points are predicted from" if look is None else
+                             "look was given, but this GridSampler was built without look_dim: its points are "
+                             "predicted from the tokens it samples")
+        return self._forward(x, grid_size, cond, layout, look=look)
+
     def reduce(
-        self, tokens: Tensor, grid_size: tuple[int, int], cond: Tensor | None
+        self, tokens: Tensor, grid_size: tuple[int, int], cond: Tensor | None, look: Tensor | None = None
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        coords, aux = self.predict_coords(tokens, grid_size, cond)
+        if look is not None:
+            want = (tokens.shape[0], grid_size[0] * grid_size[1], self.look_dim)
+            if not isinstance(look, Tensor) or not look.is_floating_point() or tuple(look.shape) != want:
+                found = tuple(look.shape) if isinstance(look, Tensor) else type(look).__name__
+                raise ValueError(f"look must be a floating-point tensor of shape (B, H*W, look_dim)={want}, "
+                                 f"got {found}")
+        coords, aux = self.predict_coords(tokens if look is None else look, grid_size, cond)
         nearest = self.sampling == "nearest"
         out = bilinear_sample(tokens, grid_size, coords, self.align_corners, snap=nearest)
         if self.attention_grad:  # exactly zero forward; backward: d token / d attention = the features
@@ -360,12 +395,15 @@ class MultiCameraGridS(nn.Module):
         *,
         cond: Tensor | None = None,
         layout: str | None = None,
+        look: dict[str, Tensor] | None = None,
     ) -> dict[str, ReducerOutput]:
-        missing = [c for c in self.cameras if c not in inputs]
-        unknown = [c for c in inputs if c not in self.cameras]
-        if missing or unknown:
-            raise KeyError(f"cameras expected {self.cameras}, missing {missing}, unknown {unknown}")
-        return {cam: self.forward_camera(cam, inputs[cam], grid_size, cond=cond, layout=layout) for cam in self.cameras}
+        for name, given in (("inputs", inputs), ("look", look or inputs)):
+            missing = [c for c in self.cameras if c not in given]
+            unknown = [c for c in given if c not in self.cameras]
+            if missing or unknown:
+                raise KeyError(f"{name}: cameras expected {self.cameras}, missing {missing}, unknown {unknown}")
+        return {cam: self.forward_camera(cam, inputs[cam], grid_size, cond=cond, layout=layout,
+                                         look=None if look is None else look[cam]) for cam in self.cameras}
 
     def forward_camera(
         self,
@@ -375,22 +413,23 @@ class MultiCameraGridS(nn.Module):
         *,
         cond: Tensor | None = None,
         layout: str | None = None,
+        look: Tensor | None = None,
     ) -> ReducerOutput:
         """Resample one camera's tokens: what ``forward`` returns for ``camera``, computed without the others.
 
         Args:
             camera: one of ``cameras``.
-            x, grid_size, layout: as for :meth:`GridSampler.forward`.
+            x, grid_size, layout, look: as for :meth:`GridSampler.forward` (``forward`` takes ``look`` per camera).
             cond: the extra ``(B, cond_dim)`` conditioning, if built with ``cond_dim``; in shared mode the
                 camera embedding is put in front of it.
         """
         if camera not in self.cameras:
             raise KeyError(f"camera must be one of {self.cameras}, got {camera!r}")
         if not self.shared:
-            return self.samplers[camera](x, grid_size, cond=cond, layout=layout)
+            return self.samplers[camera](x, grid_size, cond=cond, layout=layout, look=look)
         if not self.sampler.accepts_cond:  # random / fixed-grid points ignore the camera identity
-            return self.sampler(x, grid_size, layout=layout)
+            return self.sampler(x, grid_size, layout=layout, look=look)
         ids = torch.full((x.shape[0],), self.cameras.index(camera), dtype=torch.long, device=x.device)
         cam_cond = self.camera_embed(ids)
         full = cam_cond if cond is None else torch.cat([cam_cond, cond.to(cam_cond.dtype)], dim=-1)
-        return self.sampler(x, grid_size, cond=full, layout=layout)
+        return self.sampler(x, grid_size, cond=full, layout=layout, look=look)

@@ -12,6 +12,7 @@ MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
 ACTION_HEADS = ("l1", "l2", "flow")
 VISION_STEMS = ("patch", "conv", "coordconv")
+POINT_FEATURES = ("map", "stem")
 # Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
 PRESETS: dict[str, dict[str, Any]] = {
     "dense": {"reducer": "dense"},
@@ -113,6 +114,12 @@ class GridSVLAConfig:
     added, so a sampled token interpolates them too, and GridS adds its geometry embedding of the point), and the
     remaining ``vision_depth - L`` blocks run on the K tokens of each camera only.
 
+    ``point_features`` says what GridS's point predictor reads: ``"map"`` (the paper) the token map it resamples;
+    ``"stem"`` the vision stem's tokens of the same image, before position and camera embeddings are added, while it
+    still resamples the map. After the encoder every token carries context and position, so a head reading the map
+    can place its points by position alone (a learned fixed pattern); the stem's tokens say only what each patch
+    shows, so there the points can be placed only by what the image shows, plus the head's own anchor prior.
+
     ``vision_stem`` turns each image into its ``patch_size``-px tokens: ``"patch"`` (a ViT's linear patch embedding,
     one strided convolution), ``"conv"`` (``log2(patch_size)`` 3x3 stride-2 convolutions with GroupNorm and GELU,
     then a 1x1 projection; "early convolutions", Xiao et al. 2021), whose tokens already carry local shape and colour
@@ -149,6 +156,7 @@ class GridSVLAConfig:
     k: int = 16
     predictor: str = "pooled"
     cond_on_language: bool = False
+    point_features: str = "map"
     reducer_kwargs: dict[str, Any] = field(default_factory=dict)
     after_layer: int | None = None
     dim: int = 128
@@ -196,6 +204,12 @@ class GridSVLAConfig:
             raise ValueError(f"predictor must be 'pooled' or 'attention', got {self.predictor!r}")
         if self.predictor != "pooled" and self.reducer != "grids":
             raise ValueError(f"predictor is a GridS option; reducer {self.reducer!r} has none")
+        if self.point_features not in POINT_FEATURES:
+            raise ValueError(f"point_features must be one of {POINT_FEATURES}, got {self.point_features!r}")
+        if self.point_features != "map" and (self.reducer != "grids"
+                                             or self.reducer_kwargs.get("coords", "predicted") != "predicted"):
+            raise ValueError("point_features is what GridS's point predictor reads; this config predicts no points "
+                             f"(reducer {self.reducer!r}, coords {self.reducer_kwargs.get('coords', 'predicted')!r})")
         if self.cond_on_language and self.reducer != "grids":
             raise ValueError(f"cond_on_language is a GridS option; reducer {self.reducer!r} takes no conditioning")
         if self.reducer != "dense" and self.k > self.grid_tokens and not self.reducer_kwargs.get("allow_oversample"):

@@ -177,9 +177,17 @@ class VisionEncoder(nn.Module):
 
     def embed(self, images: Tensor) -> Tensor:
         """Patch tokens with position and camera embeddings added: ``(B, cameras, H*W, vision_dim)``."""
+        return self.place(self.stem(images))
+
+    def stem(self, images: Tensor) -> Tensor:
+        """The stem's patch tokens alone, without position or camera: ``(B, cameras, H*W, vision_dim)``."""
         b, n = images.shape[:2]
         x = self.patch(images.flatten(0, 1)).flatten(2).transpose(1, 2)  # (B*n, HW, C)
-        return x.view(b, n, *x.shape[1:]) + self.pos.unsqueeze(0) + self.camera.unsqueeze(0)
+        return x.view(b, n, *x.shape[1:])
+
+    def place(self, tokens: Tensor) -> Tensor:
+        """Add the position and camera embeddings to :meth:`stem`'s tokens."""
+        return tokens + self.pos.unsqueeze(0) + self.camera.unsqueeze(0)
 
     def run(self, x: Tensor, start: int, stop: int | None = None) -> Tensor:
         """Blocks ``start..stop-1`` over ``(B, cameras, T, vision_dim)`` tokens of each camera (any ``T``); with
@@ -240,7 +248,8 @@ class GridSVLAPolicy(nn.Module):
         width = c.dim if c.after_layer is None else c.vision_dim  # the reducer works at the width of what it reads
         if c.reducer == "grids":
             self.reducer = MultiCameraGridS(c.cameras, width, c.k, shared=True, predictor=c.predictor,
-                                            cond_dim=c.dim if c.cond_on_language else None, grid_size=c.grid, **kwargs)
+                                            cond_dim=c.dim if c.cond_on_language else None, grid_size=c.grid,
+                                            look_dim=c.vision_dim if c.point_features == "stem" else None, **kwargs)
         else:
             self.reducer = create_reducer(c.reducer, width, None if c.reducer == "dense" else c.k, grid_size=c.grid,
                                           **kwargs)
@@ -376,11 +385,13 @@ class GridSVLAPolicy(nn.Module):
         if len(instructions) != b:
             raise ValueError(f"got {len(instructions)} instructions for a batch of {b}")
         lang = self.embed_language(instructions)
+        stem = self.vision.stem(x)
+        look = stem if c.point_features == "stem" else None
+        tokens = self.vision.run(self.vision.place(stem), 0, c.after_layer)
         if c.after_layer is None:  # reduce the encoder's output
-            visual, coords, aux = self._reduce(self.vision_proj(self.vision(x)), lang)
+            visual, coords, aux = self._reduce(self.vision_proj(tokens), lang, look)
         else:  # reduce the map entering ViT block L; the remaining blocks run on K tokens per camera
-            tokens = self.vision.run(self.vision.embed(x), 0, c.after_layer)
-            visual, coords, aux = self._reduce(tokens, lang)
+            visual, coords, aux = self._reduce(tokens, lang, look)
             visual = self.vision_proj(self.vision.run(visual, c.after_layer))
         visual = (visual + self.camera_slot.unsqueeze(0)).flatten(1, 2)
         state_tok = self._state_token(state.to(lang))
@@ -402,13 +413,16 @@ class GridSVLAPolicy(nn.Module):
         drop = torch.rand(state.shape[0], 1, device=state.device) < p
         return torch.where(drop, self.no_state.to(tok), tok)
 
-    def _reduce(self, feats: Tensor, lang: Tensor) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
-        """The reducer over ``(B, cams, H*W, C)`` -> tokens ``(B, cams, K, C)``, coordinates and aux."""
+    def _reduce(self, feats: Tensor, lang: Tensor,
+                look: Tensor | None = None) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        """The reducer over ``(B, cams, H*W, C)`` -> tokens ``(B, cams, K, C)``, coordinates and aux; ``look``: what
+        GridS's point predictor reads instead of ``feats`` (``config.point_features``)."""
         c = self.config
         b = feats.shape[0]
         if isinstance(self.reducer, MultiCameraGridS):
             outs = self.reducer({cam: feats[:, i] for i, cam in enumerate(c.cameras)}, c.grid,
-                                cond=lang if c.cond_on_language else None)
+                                cond=lang if c.cond_on_language else None,
+                                look=None if look is None else {cam: look[:, i] for i, cam in enumerate(c.cameras)})
             visual = torch.stack([outs[cam].tokens for cam in c.cameras], dim=1)
             coords = torch.stack([outs[cam].coords for cam in c.cameras], dim=1)
             aux = {cam: outs[cam].aux for cam in c.cameras}

@@ -106,12 +106,18 @@ class TokenReducer(nn.Module):
                 reducers with ``accepts_cond``.
             layout: ``"tokens"``, ``"nchw"`` or ``"nhwc"``; by default 3-D input is tokens and 4-D is ``"nchw"``.
         """
+        return self._forward(x, grid_size, cond, layout)
+
+    def _forward(self, x: Tensor, grid_size: tuple[int, int] | None, cond: Tensor | None, layout: Layout | None,
+                 **extra: Any) -> ReducerOutput:
+        """The body of :meth:`forward`; a reducer whose ``forward`` takes more inputs hands them to its
+        :meth:`reduce` as ``extra``."""
         prefix, spatial, hw = self.parse_input(x, grid_size, layout)
         if cond is not None:
             if not self.accepts_cond:
                 raise ValueError(f"{type(self).__name__} takes no cond; got a tensor of shape {tuple(cond.shape)}")
             cond = self._check_cond(cond, spatial.shape[0])
-        tokens, coords, aux = self.reduce(spatial, hw, cond)
+        tokens, coords, aux = self.reduce(spatial, hw, cond, **extra)
         if prefix is not None and self.prefix == "keep":
             tokens = torch.cat([prefix, tokens], dim=1)
         return ReducerOutput(tokens, coords, aux)
