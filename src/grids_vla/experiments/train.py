@@ -587,6 +587,8 @@ _HELP = {
     "k": "visual tokens per camera after the reducer (ignored by dense)",
     "predictor": "GridS coordinate predictor: pooled (paper) or attention",
     "cond_on_language": "condition the GridS coordinate predictor on the language token",
+    "point_features": "what the GridS coordinate predictor reads: map (paper: the tokens it resamples) or stem "
+                      "(the stem's tokens, before position embeddings)",
     "reducer_kwargs": "extra reducer arguments as JSON, e.g. '{\"hidden\": 256}'",
     "after_layer": "place the reducer at the input of ViT block L (0..vision_depth; later blocks run on K tokens); "
                    "unset: after the encoder",

@@ -36,6 +36,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the same head told the instruction (its queries get a projection of it): points that can go to the named object
     "grids-16-attn-lr30-lang": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0,
                                 "cond_on_language": True},
+    # the same head reading the stem's tokens (no position embeddings, no encoder context): points placed by content
+    "grids-16-attn-lr30-stem": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0,
+                                "point_features": "stem"},
     # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
     "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
     "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
@@ -119,6 +122,8 @@ class GridSVLAConfig:
     still resamples the map. After the encoder every token carries context and position, so a head reading the map
     can place its points by position alone (a learned fixed pattern); the stem's tokens say only what each patch
     shows, so there the points can be placed only by what the image shows, plus the head's own anchor prior.
+    (With ``vision_stem="coordconv"`` the stem's tokens carry their pixel coordinates, so they are not
+    position-free.)
 
     ``vision_stem`` turns each image into its ``patch_size``-px tokens: ``"patch"`` (a ViT's linear patch embedding,
     one strided convolution), ``"conv"`` (``log2(patch_size)`` 3x3 stride-2 convolutions with GroupNorm and GELU,
