@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grids_vla.envs.libero.dataset import demo_set
 from grids_vla.experiments.points import RADIUS_FRACTION
 from grids_vla.experiments.stats import mcnemar_exact, mcnemar_pooled, seed_bootstrap_diff, wilson_interval
 
@@ -454,6 +455,21 @@ def success_cell(s: int, n: int) -> str:
     return f"{s}/{n} = {pct(s / n)} %"
 
 
+def demo_sets(data: list[dict | None]) -> str:
+    """The runs' demonstrations (``data.json`` each): every generation's size and actions digest with its run count,
+    flagged when the runs were trained on more than one demo set, or said to be regenerations of one scene set
+    (:func:`~grids_vla.envs.libero.dataset.demo_set`)."""
+    shown = [f"{d.get('demos')} demos / {d.get('frames')} frames / actions sha256 {str(d.get('actions_sha256'))[:12]}"
+             if d else "no data.json" for d in data]
+    sets = {demo_set(d) if d else None for d in data}
+    if len(sets) > 1:
+        return distinct(shown) + " **(more than one demo set: these runs were not trained on the same data)**"
+    if len(set(shown)) > 1:
+        return distinct(shown) + (" (regenerations of one scene set by the same command on other machines: the same "
+                                  "scenes and tasks, the scripted expert's actions differ in floating point)")
+    return distinct(shown)
+
+
 def distinct(values: list[Any]) -> str:
     """``"3000 (all 12 runs)"`` or ``"3000 (10 runs), 1500 (2 runs)"``, in order of first appearance."""
     counts: dict[str, int] = {}
@@ -620,8 +636,6 @@ class Report:
             busy = [r.folder.split("/")[-1] for r in runs if not r.complete]
             tr = [r.train or {} for r in runs]
             res = [(r.ind.results.get("run", {}) if r.ind else {}) for r in runs]
-            fps = [f"{d.get('demos')} demos / {d.get('frames')} frames / actions sha256 "
-                   f"{str(d.get('actions_sha256'))[:12]}" if d else "no data.json" for d in (r.data for r in runs)]
             procs = [f"{x.get('workers', 1)}x{x.get('threads')}" for x in res]
             devices = [((r.ind.results.get("latency_ms") or {}).get("device") if r.ind else None) for r in runs]
             inits = [f"{min(k[1] for k in r.ind.episodes)}-{max(k[1] for k in r.ind.episodes)}"
@@ -634,9 +648,7 @@ class Report:
                 f"{distinct([t.get('warmup_steps') for t in tr])}; augmentation shift "
                 f"{distinct([t.get('shift') for t in tr])} px, colour jitter "
                 f"{distinct([t.get('color_jitter') for t in tr])}.",
-                f"  - demonstrations: {distinct(fps)}"
-                + (" **(more than one demo set: these runs were not trained on the same data)**"
-                   if len(set(fps)) > 1 else "") + ".",
+                f"  - demonstrations: {demo_sets([r.data for r in runs])}.",
                 f"  - evaluation: episodes per task {distinct([x.get('episodes_per_task') for x in res])}, init "
                 f"states {distinct(inits)}, tasks {distinct([len(x.get('tasks', [])) for x in res])}, step limit "
                 f"{distinct([x.get('max_steps') for x in res])}, actions executed per chunk "
@@ -1270,12 +1282,9 @@ def so101_section(plan_file: Path, archive: Path, n_boot: int = N_BOOT) -> list[
         for k, v in r.recorded.items():
             rec.setdefault(k, []).append(v)
     ood_names = sorted({p for r in runs for p in r.ood})
-    demos = [f"{d.get('demos')} / {d.get('frames')} frames / actions sha256 {str(d.get('actions_sha256'))[:12]}"
-             if d else "no data.json" for d in (r.data for r in runs)]
     lines += [f"From the run files: {len(runs)} run folders, {len(done)} with a complete in-distribution "
               f"evaluation; steps {distinct([t.get('steps') for t in tr])}; batch "
-              f"{distinct([t.get('batch_size') for t in tr])}; demos {distinct(demos)}"
-              + (" **(more than one demo set)**" if len(set(demos)) > 1 else "") + "; "
+              f"{distinct([t.get('batch_size') for t in tr])}; demonstrations {demo_sets([r.data for r in runs])}; "
               f"in-distribution scenes {distinct([x.get('scene_seeds') for x in res])}, "
               f"{distinct([x.get('episodes_per_task') for x in res])} per task; step limit "
               f"{distinct([x.get('max_steps') for x in res])}"

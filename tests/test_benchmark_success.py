@@ -93,12 +93,47 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     report = [*args, "--phase", "report", "--archive", str(archive)]
     with pytest.raises(SystemExit, match="steps: archived 2, asked 3"):
         bench.main([*report, "--steps", "3"])
-    other = {**fingerprint, "frames": fingerprint["frames"] + 1, "actions_sha256": "0" * 64}
-    (archive / "dense_s0" / "data.json").write_text(json.dumps(other))
-    with pytest.raises(SystemExit, match=r"data: archived '1 demos / \d+ frames'"):
-        bench.main(report)
+    regenerated = {**fingerprint, "frames": fingerprint["frames"] + 1, "actions_sha256": "0" * 64}
+    (archive / "dense_s0" / "data.json").write_text(json.dumps(regenerated))
+    bench.main(report)  # the same scenes, other actions (a regeneration elsewhere): pooled
+    assert "regenerations of one scene set" not in (tmp_path / "out" / "success.md").read_text()
+    for other in ({**regenerated, "scenes_sha256": "1" * 64}, {**regenerated, "scenes_sha256": None}):
+        (archive / "dense_s0" / "data.json").write_text(json.dumps(other))
+        with pytest.raises(SystemExit, match=r"data: archived '1 demos / \d+ frames'"):
+            bench.main(report)
     with pytest.raises(SystemExit, match="2 different demo sets"):  # without the data, runs are compared to each other
         bench.main([*report, "--data", str(tmp_path / "gone")])
+
+
+def test_demo_fingerprint_tells_a_regeneration_from_other_demos(tmp_path, demos) -> None:
+    """Same task files, env args and scene seeds: one demo set (``demo_set``) even when the actions differ; another
+    seed, or a demo without one, is not."""
+    import h5py
+
+    from grids_vla.envs.libero.dataset import demo_fingerprint, demo_set
+
+    base = demo_fingerprint(demos)
+    assert base["demos"] == 1 and base["scenes_sha256"] and demo_set(base) == base["scenes_sha256"]
+    assert demo_fingerprint(tmp_path / "none") is None
+
+    def edited(name, edit):
+        copy = tmp_path / name
+        shutil.copytree(demos, copy)
+        with h5py.File(next(copy.glob("*_demo.hdf5")), "r+") as f:
+            edit(f["data"]["demo_0"])
+        return demo_fingerprint(copy)
+
+    def nudge(demo):
+        demo["actions"][0, 0] += 1e-6
+
+    def reseed(demo):
+        demo.attrs["seed"] = int(demo.attrs["seed"]) + 1
+
+    regen = edited("regen", nudge)
+    assert regen["actions_sha256"] != base["actions_sha256"] and demo_set(regen) == demo_set(base)
+    assert demo_set(edited("reseeded", reseed)) != demo_set(base)
+    unseeded = edited("unseeded", lambda demo: demo.attrs.__delitem__("seed"))
+    assert unseeded["scenes_sha256"] is None and demo_set(unseeded) == unseeded["actions_sha256"]
 
 
 def test_train_speed_leaves_out_the_restart_of_a_resumed_run(tmp_path) -> None:

@@ -347,7 +347,7 @@ def test_so101_section_round_trips_a_synthetic_archive(tmp_path) -> None:
     claim = _row(md, "GridS-16 beats dense in distribution")
     assert claim[1] == "+22.2 pp" and claim[2].endswith("pp over 3 seed(s)") and claim[3].startswith("reproduced")
     assert _row(md, "out of distribution (`ood_scenes`)", "Per task")[1:] == ["dense", "3/9 = 33.3 %", "3/9 = 33.3 %"]
-    assert "demos 100 / 5000 frames / actions sha256 cdcdcdcdcdcd (all 7 runs)" in md
+    assert "demonstrations 100 demos / 5000 frames / actions sha256 cdcdcdcdcdcd (all 7 runs)" in md
     assert bench.rebuild_so101(plan, out, archive, n_boot=500) == md  # deterministic
     out.write_text("# no generated section\n")
     with pytest.raises(SystemExit, match="found 0 begin and 0 end lines of the generated section"):

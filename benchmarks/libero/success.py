@@ -9,8 +9,11 @@ simulator's assets), ``--phase eval`` only evaluates existing checkpoints, ``--p
 ``--archive DIR`` (e.g. ``benchmarks/libero/success``) keeps each finished run's evaluation, episode list, metrics
 and settings in ``DIR/<variant>_s<seed>/`` (small files, meant to be committed), and the report falls back to them for
 runs whose folder is gone: a comparison can be finished across machines or sessions that do not share ``OUT``. An
-archived run is only used when its settings are the ones asked for and it was trained on the same demos (its
-``data.json`` fingerprint); otherwise the script stops with the difference.
+archived run is only used when its settings are the ones asked for and it was trained on the same demo set (its
+``data.json`` fingerprint: the same scenes, or the same actions where the demos record no scene seeds); otherwise the
+script stops with the difference. The demos are regenerated on every fresh machine, and a regeneration of the same
+command can differ from the last by a few frames (the expert's floating point), so runs pool across regenerations of
+one scene set; the report lists each regeneration's actions digest and its runs.
 
     OMP_NUM_THREADS=2 python benchmarks/libero/success.py --data runs/libero/data/libero_object \\
         --suite libero_object --seeds 0 1 --steps 3000 --batch-size 32 --episodes-per-task 10 --out runs/success
@@ -40,7 +43,6 @@ import argparse
 import csv
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -51,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from grids_vla.envs.libero.dataset import demo_fingerprint, demo_set
 from grids_vla.envs.so101.scene import N_OOD, TASKS
 from grids_vla.policy.configuration_grids_vla import PRESETS, GridSVLAConfig
 from grids_vla.policy.evaluation import (
@@ -302,24 +305,8 @@ DATA_NAME = "data.json"
 
 @functools.lru_cache(maxsize=8)
 def data_fingerprint(data: str) -> dict | None:
-    """Demos, frames and a SHA-256 of every demo's actions (files and demos in order) under ``data``; ``None`` when
-    there is no data there. Two generations of the "same" set can differ by a few frames (seen on 2026-12-01), and
-    runs trained on different sets must not be pooled."""
-    import h5py
-    import numpy as np
-
-    try:
-        files = find_demo_files(data)
-    except (FileNotFoundError, ValueError):
-        return None
-    digest, demos, frames = hashlib.sha256(), 0, 0
-    for path in files:
-        with h5py.File(path, "r") as f:
-            for name in sorted(f["data"], key=lambda n: int(n.split("_")[-1])):
-                actions = np.ascontiguousarray(f["data"][name]["actions"][()], dtype=np.float64)
-                digest.update(actions.tobytes())
-                demos, frames = demos + 1, frames + len(actions)
-    return {"demos": demos, "frames": frames, "actions_sha256": digest.hexdigest()}
+    """:func:`~grids_vla.envs.libero.dataset.demo_fingerprint` of ``data``, read once per process."""
+    return demo_fingerprint(data)
 
 
 def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = False) -> Path | None:
@@ -338,7 +325,9 @@ def archive_run(args: argparse.Namespace, variant: str, seed: int, keep: bool = 
         dest.mkdir(parents=True, exist_ok=True)
         old = json.loads((dest / DATA_NAME).read_text()) if (dest / DATA_NAME).is_file() else {}
         host = {k: old[k] for k in HOST_KEYS if k in old} or _host()  # when and where it was first archived
-        atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint, **host}, indent=2))
+        trained_on = {k: old.get(k) for k in fingerprint} if old else fingerprint  # a re-archive keeps its demos
+        atomic_write_text(dest / DATA_NAME, json.dumps({"data": args.data, **fingerprint, **trained_on, **host},
+                                                       indent=2))
         for rel in ARCHIVED:
             if (run / rel).is_file():
                 _copy(run / rel, dest / Path(rel).name)
@@ -397,7 +386,7 @@ def _check_archived(args: argparse.Namespace, folder: Path, variant: str, seed: 
         raise SystemExit(f"archived run {folder} has no {DATA_NAME}: cannot tell which demos it was trained on")
     trained_on = json.loads((folder / DATA_NAME).read_text())
     current = data_fingerprint(args.data)
-    if current is not None and trained_on["actions_sha256"] != current["actions_sha256"]:
+    if current is not None and demo_set(trained_on) != demo_set(current):
         diff["data"] = (f"{trained_on['demos']} demos / {trained_on['frames']} frames",
                         f"{current['demos']} demos / {current['frames']} frames under {args.data}")
     if diff:
@@ -459,7 +448,7 @@ def report(args: argparse.Namespace) -> dict:
             rows[variant] = {"seeds": seeds, "successes": s, "episodes": n, "rate": s / n if n else None,
                              "ci95": wilson_interval(s, n),
                              "complete": all(v["complete"] for v in seeds.values()) and len(seeds) == len(args.seeds)}
-    sets = {json.loads((Path(v["source"]) / DATA_NAME).read_text())["actions_sha256"]
+    sets = {demo_set(json.loads((Path(v["source"]) / DATA_NAME).read_text()))
             for r in rows.values() for v in r["seeds"].values() if (Path(v["source"]) / DATA_NAME).is_file()}
     if len(sets) > 1:
         raise SystemExit(f"the archived runs were trained on {len(sets)} different demo sets; they cannot be pooled")

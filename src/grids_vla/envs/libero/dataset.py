@@ -21,7 +21,8 @@ from .suites import CAMERA_KEYS, STATE_KEYS, state_vector
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["LiberoDemoDataset", "data_image_size", "dataset_statistics", "find_demo_files", "read_demo"]
+__all__ = ["LiberoDemoDataset", "data_image_size", "dataset_statistics", "demo_fingerprint", "demo_set",
+           "find_demo_files", "read_demo"]
 
 
 @contextmanager
@@ -52,6 +53,44 @@ def find_demo_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[st
         where = ", ".join(str(i) for i in items)
         raise FileNotFoundError(f"no *_demo.hdf5 files under {where} (make some with `grids-vla data libero`)")
     return files
+
+
+def demo_fingerprint(data: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What identifies the demos under ``data``; ``None`` when there are none.
+
+    ``demos`` and ``frames``; ``actions_sha256``, a SHA-256 of every demo's actions (files and demos in order); and
+    ``scenes_sha256``, a SHA-256 of what the generator was asked for: each file's name and ``env_args`` and the scene
+    seed of each of its demos (``None`` when a demo records no seed, as in files not made by ``grids-vla data``).
+    The same command regenerated on another machine has given the same scenes but a few frames more or fewer
+    (28,545 vs 28,548 frames of 200 libero_object demos): the scripted expert's floating-point path differs.
+    """
+    import hashlib
+
+    import h5py
+
+    try:
+        files = find_demo_files(data)
+    except (FileNotFoundError, ValueError):
+        return None
+    actions, scenes, demos, frames, seeded = hashlib.sha256(), hashlib.sha256(), 0, 0, True
+    for path in files:
+        with _reading(path), h5py.File(path, "r") as f:
+            scenes.update(f"{path.name}|{f['data'].attrs.get('env_args', '')}".encode())
+            for name in sorted(f["data"], key=lambda n: int(n.split("_")[-1])):
+                demo = f["data"][name]
+                a = np.ascontiguousarray(demo["actions"][()], dtype=np.float64)
+                actions.update(a.tobytes())
+                seeded = seeded and "seed" in demo.attrs
+                scenes.update(f"|{name}:{demo.attrs.get('seed', '')}".encode())
+                demos, frames = demos + 1, frames + len(a)
+    return {"demos": demos, "frames": frames, "actions_sha256": actions.hexdigest(),
+            "scenes_sha256": scenes.hexdigest() if seeded else None}
+
+
+def demo_set(fingerprint: dict[str, Any]) -> str:
+    """The demo set a :func:`demo_fingerprint` belongs to: its scenes when every demo records its seed (so
+    regenerations of one command pool), else its exact actions."""
+    return fingerprint.get("scenes_sha256") or fingerprint["actions_sha256"]
 
 
 def data_image_size(data: str | os.PathLike[str]) -> int:
