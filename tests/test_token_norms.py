@@ -36,12 +36,13 @@ def test_points_on_the_high_norm_cell_and_off_it() -> None:
     assert "points_on_top" not in tn.norm_report(feats, None, (4, 4), ("front",))["front"]  # dense: no points
 
 
-@pytest.mark.parametrize("predictor", ["pooled", "attention"])
-def test_measure_reads_the_policy_and_leaves_it_as_it_was(predictor: str) -> None:
+@pytest.mark.parametrize("predictor,features", [("pooled", "map"), ("attention", "map"), ("attention", "stem")])
+def test_measure_reads_the_policy_and_leaves_it_as_it_was(predictor: str, features: str) -> None:
     tn = _load()
     torch.manual_seed(0)
     cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=16, vision_depth=1, vision_heads=2, dim=16, depth=1,
-                         heads=2, mlp_ratio=2.0, k=4, chunk=2, instructions=("go",), predictor=predictor)
+                         heads=2, mlp_ratio=2.0, k=4, chunk=2, instructions=("go",), predictor=predictor,
+                         point_features=features)
     policy = GridSVLAPolicy(cfg).eval()
     batch = {cam: torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8) for cam in cfg.cameras}
     batch.update(state=torch.zeros(2, 8), instruction=["go", "go"])

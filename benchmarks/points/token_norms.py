@@ -70,8 +70,8 @@ def measure(policy: Any, batch: dict[str, Any], top: float = 0.1) -> dict[str, A
     seen: dict[str, Any] = {}
     reduce = policy._reduce
 
-    def spy(feats: Tensor, lang: Tensor) -> Any:
-        out = reduce(feats, lang)
+    def spy(feats: Tensor, lang: Tensor, look: Tensor | None = None) -> Any:
+        out = reduce(feats, lang, look)
         seen["feats"], seen["coords"] = feats.detach(), None if out[1] is None else out[1].detach()
         return out
 
