@@ -49,7 +49,20 @@ def test_measure_reads_the_policy_and_leaves_it_as_it_was(predictor: str, featur
     rep = tn.measure(policy, batch)
     assert set(rep) == set(cfg.cameras)
     assert all(0.0 <= r["points_on_top"] <= 1.0 and len(r["top_cells"]) == 8 for r in rep.values())
+    for r in rep.values():  # the attention head's maps start spread (zero queries: the anchor prior alone)
+        assert ("attention_entropy" in r) == (predictor == "attention")
+        if predictor == "attention":
+            assert 0.0 < r["attention_entropy"] < r["uniform_entropy"] and 1 / 16 < r["attention_peak"] < 1.0
     assert "_reduce" not in vars(policy)  # the spy is gone: the class's method again
+
+
+def test_attention_report_tells_a_sharp_map_from_a_spread_one() -> None:
+    tn = _load()
+    spread = tn.attention_report(torch.full((2, 3, 16), 1 / 16))
+    assert spread["attention_entropy"] == spread["uniform_entropy"] == round(float(torch.tensor(16.0).log()), 4)
+    assert spread["attention_peak"] == 0.0625
+    sharp = tn.attention_report(torch.nn.functional.one_hot(torch.zeros(2, 3, dtype=torch.long), 16).float())
+    assert sharp["attention_entropy"] == 0.0 and sharp["attention_peak"] == 1.0
 
 
 def test_a_bad_checkpoint_is_one_line_naming_the_flag(tmp_path) -> None:

@@ -4,7 +4,10 @@ A ViT can keep global information in a few tokens of empty background, whose out
 points that read the encoder's output may go there instead of to the objects. For each camera this reads the
 features the reducer resamples on demo frames, z-scores every token's norm within its frame, and reports the mean
 z-score map (its top cells), the mean z-score at the cell nearest each point and the share of points on the top
-``--top`` fraction of their frame's cells (a point placed at random would give about ``--top``).
+``--top`` fraction of their frame's cells (a point placed at random would give about ``--top``). For the attention
+point head it also reports how sharp its maps are: the mean entropy of a point's attention over the cells (nats; a
+uniform map has ``log(H*W)``) and the mean largest weight. A soft-argmax over a spread map lands near the mean of
+the cells it spreads over, whatever the image shows.
 
     OMP_NUM_THREADS=1 python benchmarks/points/token_norms.py --checkpoint runs/so101_run/final \\
         --data runs/so101/data --out token_norms.json
@@ -73,6 +76,7 @@ def measure(policy: Any, batch: dict[str, Any], top: float = 0.1) -> dict[str, A
     def spy(feats: Tensor, lang: Tensor, look: Tensor | None = None) -> Any:
         out = reduce(feats, lang, look)
         seen["feats"], seen["coords"] = feats.detach(), None if out[1] is None else out[1].detach()
+        seen["aux"] = out[2]
         return out
 
     policy._reduce = spy
@@ -83,7 +87,21 @@ def measure(policy: Any, batch: dict[str, Any], top: float = 0.1) -> dict[str, A
         del policy._reduce  # back to the class's method
     sampler = getattr(policy.reducer, "sampler", None)
     align = getattr(sampler, "align_corners", True)
-    return norm_report(seen["feats"], seen["coords"], policy.config.grid, policy.config.cameras, top, align)
+    rep = norm_report(seen["feats"], seen["coords"], policy.config.grid, policy.config.cameras, top, align)
+    for cam, r in rep.items():
+        if "attention" in seen["aux"].get(cam, {}):
+            r.update(attention_report(seen["aux"][cam]["attention"]))
+    return rep
+
+
+def attention_report(attention: Tensor) -> dict[str, float]:
+    """``(B, K, N)`` attention maps of one camera's points -> ``attention_entropy`` (mean over frames and points,
+    nats), ``uniform_entropy`` (``log N``) and ``attention_peak`` (mean largest weight)."""
+    a = attention.float()
+    entropy = -(a * a.clamp_min(1e-12).log()).sum(-1)
+    return {"attention_entropy": round(float(entropy.mean()), 4),
+            "uniform_entropy": round(float(torch.tensor(float(a.shape[-1])).log()), 4),
+            "attention_peak": round(float(a.amax(-1).mean()), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:

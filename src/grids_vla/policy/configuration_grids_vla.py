@@ -39,6 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the same head reading the stem's tokens (no position embeddings, no encoder context): points placed by content
     "grids-16-attn-lr30-stem": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0,
                                 "point_features": "stem"},
+    # and told the instruction: on ten libero_object tasks its points find the named object (benchmarks/points)
+    "grids-16-attn-lr30-stem-lang": {"reducer": "grids", "k": 16, "predictor": "attention", "points_lr_scale": 30.0,
+                                     "point_features": "stem", "cond_on_language": True},
     # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
     "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
     "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
