@@ -3,6 +3,9 @@
 Stage 1 (where to look): global average pool -> LayerNorm -> [FiLM / concat conditioning] -> MLP
 (hidden 512, ReLU) -> 2K logits -> sigmoid -> K points ``(x, y)`` in ``[0, 1]``.
 
+With ``look_dim``, stage 1 reads a second feature map on the same grid (``forward(x, look=...)``) instead of the
+tokens it samples (beyond the paper).
+
 Stage 2 (what is there): bilinear sampling of the ``H x W`` grid at the K points
 (:func:`grids_vla.sampling.bilinear_sample`), plus a geometry embedding of the points
 (``2 -> 256 -> C`` MLP, or Fourier features) added to the sampled features.
@@ -298,10 +301,11 @@ class GridSampler(TokenReducer):
     ) -> ReducerOutput:
         """:meth:`TokenReducer.forward`, plus ``look``: the ``(B, H*W, look_dim)`` features stage 1 reads, on the
         same grid as ``x``, required exactly when the sampler was built with ``look_dim``."""
-        if (look is None) != (self.look_dim is None):
+        if look is None and self.look_dim is not None:
             raise ValueError(f"this GridSampler was built with look_dim={self.look_dim}; pass look=(B, H*W, "
-                             f"{self.look_dim}), the features its points are predicted from" if look is None else
-                             "look was given, but this GridSampler was built without look_dim: its points are "
+                             f"{self.look_dim}), the features its points are predicted from")
+        if look is not None and self.look_dim is None:
+            raise ValueError("look was given, but this GridSampler was built without look_dim: its points are "
                              "predicted from the tokens it samples")
         return self._forward(x, grid_size, cond, layout, look=look)
 
