@@ -401,7 +401,7 @@ class MultiCameraGridS(nn.Module):
         layout: str | None = None,
         look: dict[str, Tensor] | None = None,
     ) -> dict[str, ReducerOutput]:
-        for name, given in (("inputs", inputs), ("look", look or inputs)):
+        for name, given in {"inputs": inputs, **({} if look is None else {"look": look})}.items():
             missing = [c for c in self.cameras if c not in given]
             unknown = [c for c in given if c not in self.cameras]
             if missing or unknown:
