@@ -363,3 +363,14 @@ def test_committed_so101_results_md_is_rebuilt_byte_for_byte(tmp_path) -> None:
     shutil.copyfile(committed, out)
     bench.rebuild_so101(bench.SO101_PLAN, out)
     assert out.read_bytes() == committed.read_bytes(), "benchmarks/so101/RESULTS.md is stale: run benchmarks/results.py"
+
+
+def test_demo_sets_tells_regenerations_from_other_data() -> None:
+    bench = _load()
+    a = {"demos": 2, "frames": 10, "actions_sha256": "ab" * 32, "scenes_sha256": "01" * 32}
+    regen = {**a, "frames": 11, "actions_sha256": "cd" * 32}
+    other = {**regen, "scenes_sha256": "02" * 32}
+    assert bench.demo_sets([a, a]) == "2 demos / 10 frames / actions sha256 abababababab (all 2 runs)"
+    assert "regenerations of one scene set" in bench.demo_sets([a, regen])
+    assert "more than one demo set" in bench.demo_sets([a, other])
+    assert "more than one demo set" in bench.demo_sets([a, {**regen, "scenes_sha256": None}])
