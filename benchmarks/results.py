@@ -280,10 +280,19 @@ def role(model: dict[str, Any] | None) -> tuple[str, Any]:
     if plain and not kw and after is not None:
         return "placement", after
     parts = [f"{model.get('predictor')} predictor" if model.get("predictor", "pooled") != "pooled" else "",
-             "instruction-conditioned (FiLM)" if model.get("cond_on_language") else "",
+             _conditioning(model, kw) if model.get("cond_on_language") else "",
+             "points read the stem's tokens" if model.get("point_features", "map") == "stem" else "",
              f"inside the encoder (L={after})" if after is not None else "",
              ", ".join(f"{k}={v}" for k, v in sorted(kw.items()))]
     return "grids-other", "; ".join(p for p in parts if p)
+
+
+def _conditioning(model: dict[str, Any], kw: dict[str, Any]) -> str:
+    """How an instruction-conditioned GridS reads the instruction: the attention head adds it to its queries, the
+    pooled head takes it by FiLM or concatenation (``cond_mode``)."""
+    if model.get("predictor", "pooled") == "attention":
+        return "instruction added to the point queries"
+    return f"instruction-conditioned ({'FiLM' if kw.get('cond_mode', 'film') == 'film' else 'concatenated'})"
 
 
 def tokens_per_camera(model: dict[str, Any] | None) -> int | None:

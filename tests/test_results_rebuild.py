@@ -374,3 +374,18 @@ def test_demo_sets_tells_regenerations_from_other_data() -> None:
     assert "regenerations of one scene set" in bench.demo_sets([a, regen])
     assert "more than one demo set" in bench.demo_sets([a, other])
     assert "more than one demo set" in bench.demo_sets([a, {**regen, "scenes_sha256": None}])
+
+
+def test_role_describes_how_the_points_are_predicted() -> None:
+    """The report's description of a GridS variant follows its config: the attention head takes the instruction
+    through its queries (not FiLM), and a head that reads the stem says so."""
+    bench = _load()
+
+    def described(preset: str) -> str:
+        return bench.role(GridSVLAConfig.preset(preset).to_dict())[1]
+
+    assert bench.role(GridSVLAConfig.preset("grids-16").to_dict()) == ("grids", 16)
+    assert described("grids-16-attn-lr30-stem-lang") == ("attention predictor; instruction added to the point "
+                                                         "queries; points read the stem's tokens")
+    assert "FiLM" in described("grids-16-film")
+    assert "stem" not in described("grids-16-attn-lr30")
