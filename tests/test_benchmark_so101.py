@@ -354,6 +354,10 @@ def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) ->
     assert res["tokens"]["features"] == len(cfg.cameras) * cfg.k * cfg.dim
     assert res["front_pixels_32"]["features"] == 3 * 32 * 32
     assert set(res["tokens_untrained"]) == set(res["tokens"])
+    assert res["points"]["features"] == len(cfg.cameras) * cfg.k * 2 and res["points_spread"] >= 0
+    dense = GridSVLAPolicy(GridSVLAConfig(**{**cfg.to_dict(), "reducer": "dense"})).save_pretrained(tmp_path / "d")
+    assert tp.main(["--checkpoint", str(dense), "--fit", "10", "--held-out", "10", "--out", str(out)]) == 0
+    assert "points" not in json.loads(out.read_text())
     with pytest.raises(SystemExit, match="--fit: found 5, expected >= 10 scenes"):
         tp.main(["--checkpoint", str(ckpt), "--fit", "5"])
 

@@ -6,9 +6,12 @@ the first frame (the arm always in the same pose), runs the policy up to its tok
 tokens, flattened. A ridge regression (closed form, linear kernel; its penalty picked by 5-fold cross-validation on
 the fitting scenes) maps them to the target cube's table position (x, y); the score is R^2 per axis on held-out
 scenes. Fitting scenes are demo scenes (``attempt_seed(0, task, i)``), held-out ones evaluation scenes
-(``2**32 + i``), as in ``reach_probe.py``. Two references come with every run: the same probe on 32 x 32 front-camera
-pixels (what a linear read of the raw image gives) and on the tokens of the same architecture freshly initialised
-(seed 0), so a trained encoder can be told from a random one.
+(``2**32 + i``), as in ``reach_probe.py``. Two references come with every run: the same probe on 32 x 32
+front-camera pixels (what a linear read of the raw image gives) and on the tokens of the same architecture freshly
+initialised (seed 0), so a trained encoder can be told from a random one. For GridS the same probe also runs on the
+points' coordinates alone (``points``; standardised, so a pattern that moves by a fraction of a pixel can still carry
+the position; ``points_spread``: their mean standard deviation over the fitting scenes, in the reducer's [0, 1]
+coordinates).
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/so101/token_probe.py --checkpoint RUN/final \\
         --task pick_place_bowl --fit 300 --held-out 100 --out benchmarks/so101/pilot/NAME/token_probe.json
@@ -52,15 +55,18 @@ def render(task: str, seeds: list[int], image_size: int, cameras: tuple[str, ...
 
 
 @torch.no_grad()
-def visual_tokens(policy: GridSVLAPolicy, batches: list[dict]) -> np.ndarray:
-    """The visual part of the policy's token prefix for each batch, flattened: ``(n, cameras * tokens * dim)``."""
+def visual_tokens(policy: GridSVLAPolicy, batches: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The visual part of the policy's token prefix for each batch, flattened: ``(n, cameras * tokens * dim)``, and
+    the points the reducer reports, ``(n, cameras * K * 2)`` (``None`` for a reducer without points)."""
     c = policy.config
     n_visual = len(c.cameras) * c.tokens_per_camera
-    rows = []
+    rows, points = [], []
     for b in batches:
-        prefix, _, _ = policy._prefix({cam: b[cam] for cam in c.cameras}, b["state"], b["instruction"])
+        prefix, coords, _ = policy._prefix({cam: b[cam] for cam in c.cameras}, b["state"], b["instruction"])
         rows.append(prefix[0, 1:1 + n_visual].flatten().double().numpy())
-    return np.stack(rows)
+        if coords is not None:
+            points.append(coords[0].flatten().double().numpy())
+    return np.stack(rows), (np.stack(points) if points else None)
 
 
 def pixels(batches: list[dict], camera: str, side: int = 32) -> np.ndarray:
@@ -129,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     fit_b, fit_y = render(args.task, [attempt_seed(0, args.task, i) for i in range(args.fit)], c.image_size,
                           c.cameras)
     test_b, test_y = render(args.task, [IN_SEED_BASE + i for i in range(args.held_out)], c.image_size, c.cameras)
+    (tok_fit, pts_fit), (tok_test, pts_test) = visual_tokens(policy, fit_b), visual_tokens(policy, test_b)
     res = {"checkpoint": str(ckpt), "task": args.task, "fit_scenes": args.fit, "held_out_scenes": args.held_out,
            "label": "target cube's table position (x, y), m",
-           "tokens": probe(visual_tokens(policy, fit_b), fit_y, visual_tokens(policy, test_b), test_y),
-           "tokens_untrained": probe(visual_tokens(fresh, fit_b), fit_y, visual_tokens(fresh, test_b), test_y),
+           "tokens": probe(tok_fit, fit_y, tok_test, test_y),
+           "tokens_untrained": probe(visual_tokens(fresh, fit_b)[0], fit_y, visual_tokens(fresh, test_b)[0], test_y),
            "front_pixels_32": probe(pixels(fit_b, c.cameras[0]), fit_y, pixels(test_b, c.cameras[0]), test_y)}
+    if c.reducer == "grids":  # the coordinates alone: do the points say where the cube is, however little they move?
+        res["points"] = probe(pts_fit, fit_y, pts_test, test_y)
+        res["points_spread"] = round(float(pts_fit.std(0).mean()), 6)
     print(write_json(res, args.out))
     return 0
 
