@@ -375,6 +375,29 @@ def test_attention_grad_changes_only_the_backward_pass():
         GridSampler(8, 4, attention_grad=True)
 
 
+def test_context_adds_the_frames_mean_token_and_starts_at_zero():
+    """``context=True`` adds one learned vector per frame, a function of its mean token, to every sampled token;
+    zero-initialised, so the first forward is the plain sampler's, and it gets gradient from the first step."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8)
+    plain = GridSampler(8, 4, coords="fixed-grid", grid_size=(8, 8))
+    ctx = GridSampler(8, 4, coords="fixed-grid", context=True, grid_size=(8, 8))
+    ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert torch.equal(plain(x).tokens, ctx(x).tokens)
+    grad = torch.autograd.grad(ctx(x).tokens.sum(), ctx.context[1].weight)[0]
+    assert grad.abs().sum() > 0
+    with torch.no_grad():
+        ctx.context[1].weight.normal_()
+    added = ctx(x).tokens - plain(x).tokens
+    torch.testing.assert_close(added, added[:, :1].expand_as(added))  # the same vector for every point of a frame
+    assert not torch.allclose(added[0], added[1])  # frames with other content get another
+    shuffled = x[:, torch.randperm(64)]  # the mean ignores where things are
+    torch.testing.assert_close(ctx(shuffled).tokens - plain(shuffled).tokens, added)
+    assert "context=True" in repr(ctx)
+    with pytest.raises(ValueError, match="context must be True or False, got 'yes'"):
+        GridSampler(8, 4, context="yes")
+
+
 @pytest.mark.parametrize("predictor", ["pooled", "attention"])
 def test_look_features_place_the_points_and_the_tokens_are_sampled_from_x(predictor):
     """With ``look_dim`` the points depend only on ``look``; the output tokens are ``x`` sampled at those points."""

@@ -150,6 +150,10 @@ class GridSampler(TokenReducer):
             token as if the token were the attention-weighted mean of the features (straight-through: the forward
             value is the bilinear sample, unchanged to the bit). The bilinear gradient alone only sees the four
             patches around a point; this one reaches every token the point could move to.
+        context: add a learned projection of the frame's mean token to every sampled token (zero-initialised, so
+            training starts from the paper's GridS): a global summary that reaches the policy whatever the points
+            do. The paper's pooled predictor has such a path of its own, through the coordinates it passes to the
+            geometry embedding; a fixed grid or an attention head has none. Beyond the paper.
         grid_size, num_prefix_tokens, prefix, allow_oversample, check_finite, align_corners: see
             :class:`~grids_vla.reducers.base.TokenReducer`. ``grid_size`` given here also makes the
             anchor initialisation exact for non-square grids.
@@ -174,6 +178,7 @@ class GridSampler(TokenReducer):
         cond_mode: Literal["film", "concat"] = "film",
         look_dim: int | None = None,
         attention_grad: bool = False,
+        context: bool = False,
         grid_size: tuple[int, int] | None = None,
         num_prefix_tokens: int = 0,
         prefix: PrefixMode = "drop",
@@ -234,6 +239,12 @@ class GridSampler(TokenReducer):
         self.geometry = (
             GeometryEmbedding(dim, geometry_hidden, geometry, fourier_bands) if geometry != "none" else None
         )
+        if not isinstance(context, bool):
+            raise ValueError(f"context must be True or False, got {context!r}")
+        self.context = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim)) if context else None
+        if self.context is not None:
+            nn.init.zeros_(self.context[1].weight)
+            nn.init.zeros_(self.context[1].bias)
 
     def coordinate_head_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters that only move the points (the predictor, its input norm and conditioning path), e.g. for
@@ -329,13 +340,16 @@ class GridSampler(TokenReducer):
         if self.geometry is not None:
             where = coords_to_image_fraction(coords, grid_size, self.align_corners)
             out = out + self.geometry(where).to(out.dtype)
+        if self.context is not None:
+            out = out + self.context(tokens.mean(dim=1).to(self.context[1].weight.dtype)).to(out.dtype).unsqueeze(1)
         return out, coords, aux
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, coords={self.coord_mode!r}, predictor={self.predictor!r}, "
             f"sampling={self.sampling!r}, attention_grad={self.attention_grad}, "
-            f"geometry={self.geometry_mode!r}, cond_dim={self.cond_dim}, align_corners={self.align_corners}"
+            f"geometry={self.geometry_mode!r}, context={self.context is not None}, cond_dim={self.cond_dim}, "
+            f"align_corners={self.align_corners}"
         )
 
 
