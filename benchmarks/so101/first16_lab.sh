@@ -19,12 +19,15 @@ ARCHIVE=benchmarks/so101/pilot/first16_lab
 declare -A FLAGS=(
   [pooled]=""
   [fixed]="--reducer-kwargs {\"coords\":\"fixed-grid\"}"
+  [nogeom]="--reducer-kwargs {\"geometry\":false}"
+  [fixed-ctx]="--reducer-kwargs {\"coords\":\"fixed-grid\",\"context\":true}"
+  [attn-lr30-ctx]="--predictor attention --points-lr-scale 30 --reducer-kwargs {\"context\":true}"
   [attn]="--predictor attention"
   [attn-lr30]="--predictor attention --points-lr-scale 30"
   [attn-lr30-stem-lang]="--predictor attention --points-lr-scale 30 --point-features stem --cond-on-language"
 )
 NAMES=("$@")
-[ ${#NAMES[@]} -gt 0 ] || NAMES=(pooled fixed attn-lr30 attn-lr30-stem-lang)
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(pooled fixed nogeom fixed-ctx attn-lr30 attn-lr30-ctx attn-lr30-stem-lang)
 for name in "${NAMES[@]}"; do
   [ -n "${FLAGS[$name]+set}" ] || { echo "first16_lab.sh: unknown head '$name'; expected one of: ${!FLAGS[*]}" >&2; exit 2; }
 done
@@ -47,5 +50,6 @@ for name in "${NAMES[@]}"; do
   cp "$run/metrics.csv" "$run/train_config.json" "$out/"
   $PY benchmarks/so101/first_moves.py fit --checkpoint "$run" --data runs/so101/data/pick_place_bowl \
       --out "$out/fit.json"
+  $PY benchmarks/so101/token_probe.py --checkpoint "$run" --out "$out/token_probe.json"
   $PY benchmarks/so101/reach_probe.py --checkpoint "$run" --scenes 50 --out "$out/reach_probe.json"
 done
