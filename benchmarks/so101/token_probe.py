@@ -57,7 +57,7 @@ def render(task: str, seeds: list[int], image_size: int, cameras: tuple[str, ...
 @torch.no_grad()
 def visual_tokens(policy: GridSVLAPolicy, batches: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
     """The visual part of the policy's token prefix for each batch, flattened: ``(n, cameras * tokens * dim)``, and
-    the points the reducer reports, ``(n, cameras * K * 2)`` (``None`` for a reducer without points)."""
+    the coordinates the reducer reports, ``(n, cameras * K * 2)`` (``None`` when it reports none)."""
     c = policy.config
     n_visual = len(c.cameras) * c.tokens_per_camera
     rows, points = [], []

@@ -153,7 +153,8 @@ class GridSampler(TokenReducer):
         context: add a learned projection of the frame's mean token to every sampled token (zero-initialised, so
             training starts from the paper's GridS): a global summary that reaches the policy whatever the points
             do. The paper's pooled predictor has such a path of its own, through the coordinates it passes to the
-            geometry embedding; a fixed grid or an attention head has none. Beyond the paper.
+            geometry embedding; a fixed grid has none, and an attention head spends its coordinates on looking.
+            Beyond the paper.
         grid_size, num_prefix_tokens, prefix, allow_oversample, check_finite, align_corners: see
             :class:`~grids_vla.reducers.base.TokenReducer`. ``grid_size`` given here also makes the
             anchor initialisation exact for non-square grids.
