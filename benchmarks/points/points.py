@@ -54,6 +54,12 @@ VARIANTS: dict[str, dict] = {
     "attention-lr30-stem": {"predictor": "attention", "points_lr_scale": 30.0, "point_features": "stem"},
     "attention-lr30-stem-lang": {"predictor": "attention", "points_lr_scale": 30.0, "point_features": "stem",
                                  "cond_on_language": True},
+    # the same heads inside the encoder (after_layer=0: the ViT runs on the 16 sampled tokens), the in-encoder
+    # placement's speed with points placed by content and the instruction
+    "attention-l0-lr30-lang": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 30.0,
+                               "cond_on_language": True},
+    "attention-l0-lr30-stem-lang": {"predictor": "attention", "after_layer": 0, "points_lr_scale": 30.0,
+                                    "point_features": "stem", "cond_on_language": True},
     # the policy never reads the arm's state (GridSVLAConfig.state_dropout=1), so every frame needs the images
     "pooled-nostate": {"state_dropout": 1.0},
     "attention-nostate": {"predictor": "attention", "state_dropout": 1.0},

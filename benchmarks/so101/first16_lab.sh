@@ -25,9 +25,11 @@ declare -A FLAGS=(
   [attn]="--predictor attention"
   [attn-lr30]="--predictor attention --points-lr-scale 30"
   [attn-lr30-stem-lang]="--predictor attention --points-lr-scale 30 --point-features stem --cond-on-language"
+  [l0]="--after-layer 0"
+  [l0-attn-lr30-stem-lang]="--after-layer 0 --predictor attention --points-lr-scale 30 --point-features stem --cond-on-language"
 )
 NAMES=("$@")
-[ ${#NAMES[@]} -gt 0 ] || NAMES=(pooled fixed nogeom fixed-ctx attn-lr30 attn-lr30-ctx attn-lr30-stem-lang)
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(pooled fixed nogeom fixed-ctx attn-lr30 attn-lr30-ctx attn-lr30-stem-lang l0 l0-attn-lr30-stem-lang)
 for name in "${NAMES[@]}"; do
   [ -n "${FLAGS[$name]+set}" ] || { echo "first16_lab.sh: unknown head '$name'; expected one of: ${!FLAGS[*]}" >&2; exit 2; }
 done

@@ -45,6 +45,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # GridS inside the encoder: the map entering ViT block L is resampled, later blocks run on 16 tokens per camera
     "grids-16-l0": {"reducer": "grids", "k": 16, "after_layer": 0},
     "grids-16-l1": {"reducer": "grids", "k": 16, "after_layer": 1},
+    # inside the encoder with the instructed stem head: the placement's speed with points that find the named object
+    # (benchmarks/points/RESULTS.md), and the fixed grid at the same placement, its baseline
+    "grids-16-l0-attn-lr30-stem-lang": {"reducer": "grids", "k": 16, "after_layer": 0, "predictor": "attention",
+                                        "points_lr_scale": 30.0, "point_features": "stem", "cond_on_language": True},
+    "grids-16-l0-fixed": {"reducer": "grids", "k": 16, "after_layer": 0, "reducer_kwargs": {"coords": "fixed-grid"}},
     # Peers at 16 tokens per camera, and FastV (dense encoder, half the visual tokens dropped after LLM layer 1)
     "topk-16": {"reducer": "topk", "k": 16},
     "tokenlearner-16": {"reducer": "tokenlearner", "k": 16},
