@@ -344,6 +344,12 @@ def test_token_probe_recovers_a_linear_map_and_reports_three_probes(tmp_path) ->
     assert good["r2_x"] > 0.99 and good["r2_y"] > 0.99 and good["features"] == 40
     noise = tp.probe(x[:80], rng.normal(size=(80, 2)), x[80:], rng.normal(size=(40, 2)))
     assert noise["r2_x"] < 0.2 and noise["r2_y"] < 0.2
+    # a point that sits still where the probe is fitted (rounding noise) and moves a hair (1e-5) where it is scored:
+    # standardised, that hair would be 10^4 standard deviations and swamp the prediction
+    parked = np.concatenate([x, 0.5 + rng.normal(scale=1e-9, size=(120, 1))], axis=1)
+    parked[80:, -1] += 1e-5
+    kept = tp.probe(parked[:80], y[:80], parked[80:], y[80:])
+    assert kept["r2_x"] > 0.99 and kept["r2_y"] > 0.99
     cfg = GridSVLAConfig(image_size=32, patch_size=8, vision_dim=8, vision_depth=1, vision_heads=1, dim=8, depth=1,
                          heads=1, k=2, chunk=4, action_dim=4,
                          instructions=tuple(f"put the {c} cube in the bowl" for c in COLOURS))

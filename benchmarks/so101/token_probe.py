@@ -76,17 +76,20 @@ def pixels(batches: list[dict], camera: str, side: int = 32) -> np.ndarray:
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, ...]:
-    """Dual-form ridge on standardised features: ``(mean, scale, weights, bias)``."""
+    """Dual-form ridge on standardised features: ``(low, high, mean, scale, weights, bias)``."""
     mean, scale = x.mean(0), x.std(0) + 1e-8
     z = (x - mean) / scale
     gram = z @ z.T
     alpha = np.linalg.solve(gram + penalty * len(z) * np.eye(len(z)), y - y.mean(0))
-    return mean, scale, z.T @ alpha, y.mean(0)
+    return x.min(0), x.max(0), mean, scale, z.T @ alpha, y.mean(0)
 
 
 def _predict(fit: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
-    mean, scale, w, bias = fit
-    return ((x - mean) / scale) @ w + bias
+    """The fitted map on ``x`` clipped to the range each feature had where the probe was fitted: a point that sat
+    still there (spread 1e-6) and jumps in a new scene would otherwise be thousands of standard deviations out and
+    swamp the prediction; the probe asks what the fitted range says, not how a line extrapolates."""
+    low, high, mean, scale, w, bias = fit
+    return ((np.clip(x, low, high) - mean) / scale) @ w + bias
 
 
 def r2(pred: np.ndarray, y: np.ndarray) -> list[float]:
