@@ -7,6 +7,13 @@ states, that short run and the committed benchmark checkpoints (GridS-16 inside 
 and dense, each trained with the study's full protocol; labelled as such), and writes ``report.md``: success with
 95 % intervals, training samples/s, batch-1 latency and FLOPs side by side, the loss curve, and where GridS looked
 (points over both camera views).
+
+Why the short run is not the headline: trained on two tasks' demos it does not yet make a policy that works. Measured
+on the 2-core VM, seed 0, tasks 0-1 of libero_object: 10 demos per task and 1500 steps gave 2/10 (2026-12-06); 20
+demos per task and 3000 steps gave 5/20 in a 16-minute demo (generation included), where the committed grids-16-l0
+seed 0, trained on 200 demos of all ten tasks with the same step budget, gave 16/20 on the same episodes
+(2026-12-07). Generating 200 demos takes about 29 minutes on 2 cores, so the demo trains the short run for its speed,
+loss and points, and shows the committed policy for what the method reaches.
 """
 
 from __future__ import annotations
