@@ -7,6 +7,7 @@ shapes and options; the weight conversion must round-trip bit for bit. Needs the
 
 from __future__ import annotations
 
+import functools
 import os
 import runpy
 from pathlib import Path
@@ -143,6 +144,7 @@ def configs(draw):
     n_prefix = draw(st.integers(0, 2))
     layout = "tokens" if n_prefix else draw(st.sampled_from(["tokens", "nchw", "nhwc"]))
     cond = draw(st.sampled_from([None, "film", "concat"])) if coords == "predicted" else None
+    look_dim = draw(st.sampled_from([None, None, 1, 3, 7])) if coords == "predicted" else None
     kwargs = dict(
         hidden=draw(st.integers(1, 12)),
         predictor=draw(st.sampled_from(["pooled", "attention"])),
@@ -153,6 +155,8 @@ def configs(draw):
         fourier_bands=draw(st.integers(1, 8)),
         cond_dim=draw(st.integers(1, 4)) if cond else None,
         cond_mode=cond or "film",
+        look_dim=look_dim,
+        context=draw(st.booleans()),
         grid_size=(h, w) if draw(st.booleans()) else None,
         num_prefix_tokens=n_prefix,
         prefix=draw(st.sampled_from(["drop", "keep"])),
@@ -174,42 +178,73 @@ def _make_input(cfg, rng):
     b, (h, w), dim, n = cfg["batch"], cfg["grid"], cfg["dim"], cfg["kwargs"]["num_prefix_tokens"]
     shape = {"tokens": (b, n + h * w, dim), "nchw": (b, dim, h, w), "nhwc": (b, h, w, dim)}[cfg["layout"]]
     x = rng.standard_normal(shape).astype(np.float32)
-    cd = cfg["kwargs"]["cond_dim"]
+    cd, ld = cfg["kwargs"]["cond_dim"], cfg["kwargs"].get("look_dim")
     cond = rng.standard_normal((b, cd)).astype(np.float32) if cd else None
-    return x, cond
+    look = rng.standard_normal((b, h * w, ld)).astype(np.float32) if ld else None
+    return x, cond, look
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs())
 def test_module_parity_random_shapes(cfg):
+    _check_parity(cfg)
+
+
+def _fixed(dim, k, grid, layout="tokens", batch=2, seed=0, **kwargs):
+    base = dict(hidden=5, geometry="mlp", cond_dim=None, num_prefix_tokens=0, grid_size=None)
+    return dict(dim=dim, k=k, kwargs={**base, **kwargs}, batch=batch, grid=grid, layout=layout, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        # look_dim != dim (pooled, FiLM / concat; attention, with and without cond), and context alone.
+        _fixed(4, 5, (3, 4), look_dim=6, cond_dim=2, context=True, num_prefix_tokens=1, prefix="keep"),
+        _fixed(5, 3, (2, 3), "nhwc", look_dim=2, cond_dim=3, cond_mode="concat", sampling="nearest", seed=1),
+        _fixed(4, 6, (3, 3), "nchw", predictor="attention", look_dim=7, cond_dim=2, context=True, seed=2),
+        _fixed(6, 4, (2, 4), predictor="attention", look_dim=3, geometry="fourier", fourier_bands=4, seed=3),
+        _fixed(4, 5, (3, 2), predictor="attention", look_dim=4, context=True, align_corners=False, seed=4),
+        _fixed(3, 4, (2, 3), coords="fixed-grid", context=True, seed=5),
+        _fixed(3, 4, (3, 3), context=True, geometry="none", seed=6),
+    ],
+)
+def test_module_parity_look_and_context(cfg):
+    _check_parity(cfg)
+
+
+def _check_parity(cfg):
+    """Same weights and inputs through both modules: tokens, coords, aux and every gradient agree."""
     torch.manual_seed(cfg["seed"])
     t_mod = GridSampler(cfg["dim"], cfg["k"], **cfg["kwargs"])
     _perturb(t_mod, cfg["seed"])
     j_mod = gj.GridSampler(cfg["dim"], cfg["k"], **cfg["kwargs"])
     rng = np.random.default_rng(cfg["seed"])
-    x, cond = _make_input(cfg, rng)
+    x, cond, look = _make_input(cfg, rng)
     grid = cfg["grid"] if cfg["kwargs"]["grid_size"] is None or cfg["layout"] != "tokens" else None
     if cfg["layout"] != "tokens" and rng.random() < 0.5:
         grid = None  # a feature map carries its own grid
     layout = cfg["layout"] if cfg["layout"] != "nchw" or rng.random() < 0.5 else None  # None means nchw for 4-D
 
     # Structure of the converted weights equals a fresh Flax init's (checked by ``like``).
-    like = jax.eval_shape(lambda: j_mod.init(jax.random.key(0), x, grid, cond=cond, layout=layout))
+    like = jax.eval_shape(lambda: j_mod.init(jax.random.key(0), x, grid, cond=cond, layout=layout, look=look))
     variables = gj.torch_to_flax(t_mod.state_dict(), like=like)
 
     xt = torch.tensor(x, requires_grad=True)
     ct = None if cond is None else torch.tensor(cond, requires_grad=True)
-    t_out = t_mod(xt, grid, cond=ct, layout=layout)
+    lt = None if look is None else torch.tensor(look, requires_grad=True)
+    t_out = t_mod(xt, grid, cond=ct, layout=layout, look=lt)
     w_tok = rng.standard_normal(tuple(t_out.tokens.shape)).astype(np.float32)
     w_crd = rng.standard_normal(tuple(t_out.coords.shape)).astype(np.float32)
     ((t_out.tokens * torch.tensor(w_tok)).sum() + (t_out.coords * torch.tensor(w_crd)).sum()).backward()
 
-    def loss(params, x, cond):
-        out = j_mod.apply({"params": params}, x, grid, cond=cond, layout=layout)
+    def loss(params, x, cond, look):
+        out = j_mod.apply({"params": params}, x, grid, cond=cond, layout=layout, look=look)
         return (out.tokens * w_tok).sum() + (out.coords * w_crd).sum(), out
 
-    grad_fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2) if cond is not None else (0, 1), has_aux=True))
-    (_, j_out), grads = grad_fn(variables["params"], x, cond)
+    argnums = (0, 1) + ((2,) if cond is not None else ()) + ((3,) if look is not None else ())
+    grad_fn = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))
+    (_, j_out), grads = grad_fn(variables["params"], x, cond, look)
+    grads = dict(zip(argnums, grads, strict=True))
 
     _close(j_out.tokens, t_out.tokens)
     _close(j_out.coords, t_out.coords)
@@ -219,6 +254,8 @@ def test_module_parity_random_shapes(cfg):
     _close(grads[1], xt.grad, GRAD_TOL)
     if cond is not None:
         _close(grads[2], ct.grad, GRAD_TOL)
+    if look is not None:
+        _close(grads[3], lt.grad, GRAD_TOL)
     t_grads = gj.torch_to_flax({n: p.grad for n, p in t_mod.named_parameters()})["params"]
     flat_j, flat_t = _flat(jax.tree.map(np.asarray, grads[0])), _flat(t_grads)
     assert flat_j.keys() == flat_t.keys()
@@ -252,6 +289,10 @@ def test_parity_with_fresh_init_and_jit_matches_eager():
         dict(grid_size=(6, 10), align_corners=False, cond_dim=3),
         dict(grid_size=(3, 5), cond_dim=2, cond_mode="concat", geometry="fourier"),
         dict(),  # no grid_size: the anchors come from (1, 1), as in PyTorch
+        dict(grid_size=(4, 4), look_dim=2, context=True),
+        dict(grid_size=(3, 5), look_dim=3, cond_dim=2, cond_mode="concat"),
+        dict(grid_size=(4, 4), look_dim=2, cond_dim=3, predictor="attention", context=True),
+        dict(grid_size=(3, 4), predictor="attention", context=True),
     ],
 )
 def test_flax_init_matches_torch_init(kwargs):
@@ -260,16 +301,31 @@ def test_flax_init_matches_torch_init(kwargs):
     h, w = kwargs.get("grid_size", (4, 4))
     x = np.zeros((1, h * w, 8), np.float32)
     cond = np.zeros((1, kwargs["cond_dim"]), np.float32) if "cond_dim" in kwargs else None
-    params = _init(j_mod, x, grid_size=(h, w), cond=cond)["params"]
-    ref = gj.torch_to_flax(t_mod.state_dict(), like={"params": params})["params"]
-    _close(params["mlp_2"]["bias"], ref["mlp_2"]["bias"], 1e-6)  # anchor logits
-    for path in ["mlp_2/kernel", "geometry/mlp_2/kernel", "geometry/mlp_2/bias", "film/kernel", "film/bias"]:
-        flat = _flat(params)
+    look = np.zeros((1, h * w, kwargs["look_dim"]), np.float32) if "look_dim" in kwargs else None
+    params = _init(j_mod, x, grid_size=(h, w), cond=cond, look=look)["params"]
+    ref = gj.torch_to_flax(t_mod.state_dict(), like={"params": params})["params"]  # same paths and shapes
+    flat = _flat(params)
+    zero = ["mlp_2/kernel", "geometry/mlp_2/kernel", "geometry/mlp_2/bias", "film/kernel", "film/bias",
+            "point_attn/queries", "point_attn/cond/kernel", "point_attn/cond/bias", "context_1/kernel",
+            "context_1/bias"]
+    for path in zero:
         if path in flat:
             assert not flat[path].any(), path
-    np.testing.assert_array_equal(params["norm"]["scale"], 1)
-    bound = 1 / np.sqrt(params["mlp_0"]["kernel"].shape[0])
-    assert np.abs(params["mlp_0"]["kernel"]).max() <= bound  # torch.nn.Linear's default range
+    assert ("context_1/kernel" in flat) == bool(kwargs.get("context"))
+    head_dim = kwargs.get("look_dim", 8)  # what stage 1 reads: its first layer's fan-in
+    if kwargs.get("predictor") == "attention":
+        norm, first = params["point_attn"]["norm"], params["point_attn"]["key"]["kernel"]
+    else:
+        _close(params["mlp_2"]["bias"], ref["mlp_2"]["bias"], 1e-6)  # anchor logits
+        norm, first = params["norm"], params["mlp_0"]["kernel"]
+        head_dim += kwargs["cond_dim"] if kwargs.get("cond_mode") == "concat" else 0
+    np.testing.assert_array_equal(norm["scale"], 1)
+    assert norm["scale"].shape == (kwargs.get("look_dim", 8),)
+    bound = 1 / np.sqrt(head_dim)
+    assert 0.7 * bound < np.abs(first).max() <= bound  # torch.nn.Linear's default range for that fan-in
+    if kwargs.get("context"):
+        np.testing.assert_array_equal(params["context_0"]["scale"], 1)
+        assert params["context_0"]["scale"].shape == (8,) and params["context_1"]["kernel"].shape == (8, 8)
 
 
 # -- random coordinates ----------------------------------------------------------------------------
@@ -307,28 +363,53 @@ def test_random_mode_keys_and_parity(monkeypatch):
 # -- multi-camera --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shared, cond_dim", [(True, 3), (False, None)])
-def test_multicamera_parity(shared, cond_dim):
+@pytest.mark.parametrize(
+    "shared, cond_dim, extra",
+    [
+        (True, 3, {}),
+        (False, None, {}),
+        (True, 2, dict(look_dim=5, context=True)),
+        (False, 2, dict(look_dim=3, predictor="attention", context=True)),
+    ],
+)
+def test_multicamera_parity(shared, cond_dim, extra):
     cams = ["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"]
+    kwargs = dict(hidden=8, grid_size=(4, 4), **extra)
     torch.manual_seed(1)
-    t_mod = MultiCameraGridS(cams, 6, 4, shared=shared, camera_dim=5, cond_dim=cond_dim, hidden=8, grid_size=(4, 4))
+    t_mod = MultiCameraGridS(cams, 6, 4, shared=shared, camera_dim=5, cond_dim=cond_dim, **kwargs)
     _perturb(t_mod, 1)
-    j_mod = gj.MultiCameraGridS(
-        cams, 6, 4, shared=shared, camera_dim=5, cond_dim=cond_dim, sampler_kwargs=dict(hidden=8, grid_size=(4, 4))
-    )
+    j_mod = gj.MultiCameraGridS(cams, 6, 4, shared=shared, camera_dim=5, cond_dim=cond_dim, sampler_kwargs=kwargs)
     rng = np.random.default_rng(1)
     xs = {c: rng.standard_normal((2, 16, 6)).astype(np.float32) for c in cams}
     cond = None if cond_dim is None else rng.standard_normal((2, cond_dim)).astype(np.float32)
-    like = jax.eval_shape(lambda: j_mod.init(jax.random.key(0), xs, cond=cond))
+    ld = extra.get("look_dim")
+    look = None if ld is None else {c: rng.standard_normal((2, 16, ld)).astype(np.float32) for c in cams}
+    like = jax.eval_shape(lambda: j_mod.init(jax.random.key(0), xs, cond=cond, look=look))
     variables = gj.torch_to_flax(t_mod.state_dict(), like=like)
-    t_out = t_mod({c: torch.tensor(v) for c, v in xs.items()}, cond=None if cond is None else torch.tensor(cond))
-    j_out = jax.jit(lambda v, xs, cond: j_mod.apply(v, xs, cond=cond))(variables, xs, cond)
+    t_out = t_mod(
+        {c: torch.tensor(v) for c, v in xs.items()},
+        cond=None if cond is None else torch.tensor(cond),
+        look=None if look is None else {c: torch.tensor(v) for c, v in look.items()},
+    )
+    j_out = jax.jit(lambda v, xs, cond, look: j_mod.apply(v, xs, cond=cond, look=look))(variables, xs, cond, look)
     assert list(j_out) == cams
     for c in cams:
         _close(j_out[c].tokens, t_out[c].tokens)
         _close(j_out[c].coords, t_out[c].coords)
-    with pytest.raises(KeyError, match="missing"):
-        j_mod.apply(variables, {cams[0]: xs[cams[0]]}, cond=cond)
+    # A missing or unknown camera, in the tokens or in look, fails with PyTorch's message.
+    bad = [({cams[0]: xs[cams[0]]}, look), ({**xs, "top": xs[cams[0]]}, look)]
+    if look is not None:
+        bad += [(xs, {c: look[c] for c in cams[1:]}), (xs, {**look, "top": look[cams[0]]})]
+
+    def torch_call(inputs, look):
+        tensors = {c: torch.tensor(v) for c, v in inputs.items()}
+        t_look = None if look is None else {c: torch.tensor(v) for c, v in look.items()}
+        t_mod(tensors, cond=None if cond is None else torch.tensor(cond), look=t_look)
+
+    for inputs, lk in bad:
+        t_err = _message(functools.partial(torch_call, inputs, lk))
+        j_err = _message(functools.partial(j_mod.apply, variables, inputs, cond=cond, look=lk))
+        assert j_err == t_err and t_err[0] is KeyError, (j_err, t_err)
 
 
 # -- conversion ------------------------------------------------------------------------------------------
@@ -342,6 +423,11 @@ def test_multicamera_parity(shared, cond_dim):
         lambda: GridSampler(8, 4, coords="fixed-grid"),
         lambda: MultiCameraGridS(["a", "b"], 8, 4, shared=True, hidden=6),
         lambda: MultiCameraGridS(["a", "b"], 8, 4, shared=False, cond_dim=2, hidden=6),
+        lambda: GridSampler(8, 4, hidden=6, cond_dim=3, look_dim=5, context=True),
+        lambda: GridSampler(8, 4, hidden=6, cond_dim=2, predictor="attention", look_dim=3, context=True),
+        lambda: GridSampler(8, 4, coords="fixed-grid", context=True),
+        lambda: MultiCameraGridS(["a", "context"], 8, 4, shared=False, hidden=6, look_dim=3, context=True),
+        lambda: MultiCameraGridS(["a", "b"], 8, 4, shared=True, hidden=6, predictor="attention", context=True),
     ],
 )
 def test_conversion_round_trip_is_exact(make):
@@ -421,6 +507,27 @@ def _message(fn) -> tuple[type, str]:
         (dict(dim=8, k=4, grid_size=(4, 4)), dict(shape=(2, 16, 8), cond=(2, 3))),
         (dict(dim=8, k=4, grid_size=(4, 4), check_finite=True), dict(shape=(2, 16, 8), nan=True)),
         (dict(dim=8, k=4, grid_size=(4, 4)), dict(shape=(2, 16, 8), dtype="int32")),
+        # look_dim / look and context
+        (dict(dim=8, look_dim=0), None),
+        (dict(dim=8, look_dim=True), None),
+        (dict(dim=8, look_dim=2.0), None),
+        (dict(dim=8, look_dim=4, coords="fixed-grid"), None),
+        (dict(dim=8, look_dim=4, coords="random"), None),
+        (dict(dim=8, context=1), None),
+        (dict(dim=8, context="yes"), None),
+        (dict(dim=8, k=4, grid_size=(4, 4)), dict(shape=(2, 16, 8), look=(2, 16, 8))),  # look without look_dim
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8))),  # look_dim without look
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 15, 8))),  # the look error comes first
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look=(2, 16, 4))),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look=(1, 16, 5))),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look=(2, 4, 4, 5))),
+        (dict(dim=8, k=4, look_dim=5), dict(shape=(2, 8, 3, 4), look=(2, 16, 5))),  # the grid is x's
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5, num_prefix_tokens=1), dict(shape=(2, 17, 8), look=(2, 17, 5))),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look=(2, 16, 5), look_dtype="int32")),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look="list")),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5, cond_dim=3), dict(shape=(2, 16, 8), look=(2, 15, 5))),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5, cond_dim=3), dict(shape=(2, 16, 8), look=(2, 16, 5))),
+        (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8), look=(2, 16, 5), cond=(2, 3))),
     ],
 )
 def test_errors_match_torch(ctor, call):
@@ -436,22 +543,28 @@ def _inputs(call):
     if call.get("nan"):
         x[0, 0, 0] = np.nan
     cond = np.ones(call["cond"], np.float32) if "cond" in call else None
-    return x, cond
+    look = call.get("look")
+    if look == "list":
+        look = [[[1.0] * 5] * 16] * 2
+    elif look is not None:
+        look = np.ones(look, np.dtype(call.get("look_dtype", "float32")))
+    return x, cond, look
 
 
 def _run_torch(dim, ctor, call):
     mod = GridSampler(dim, **ctor)
     if call is not None:
-        x, cond = _inputs(call)
+        x, cond, look = _inputs(call)
         cond = None if cond is None else torch.tensor(cond)
-        mod(torch.tensor(x), call.get("grid"), cond=cond, layout=call.get("layout"))
+        look = torch.tensor(look) if isinstance(look, np.ndarray) else look
+        mod(torch.tensor(x), call.get("grid"), cond=cond, layout=call.get("layout"), look=look)
 
 
 def _run_jax(dim, ctor, call):
     mod = gj.GridSampler(dim, **ctor)
     if call is not None:
-        x, cond = _inputs(call)
-        mod.init(jax.random.key(0), x, call.get("grid"), cond=cond, layout=call.get("layout"))
+        x, cond, look = _inputs(call)
+        mod.init(jax.random.key(0), x, call.get("grid"), cond=cond, layout=call.get("layout"), look=look)
 
 
 def test_input_type_and_jit_only_errors():
@@ -466,7 +579,9 @@ def test_input_type_and_jit_only_errors():
 
 
 def test_jit_grad_no_callbacks_and_bfloat16():
-    mod = gj.GridSampler(8, 4, grid_size=(4, 6), geometry="fourier", cond_dim=2, num_prefix_tokens=1, prefix="keep")
+    mod = gj.GridSampler(
+        8, 4, grid_size=(4, 6), geometry="fourier", cond_dim=2, num_prefix_tokens=1, prefix="keep", context=True
+    )
     x = np.random.default_rng(3).standard_normal((2, 25, 8)).astype(np.float32)
     cond = np.ones((2, 2), np.float32)
     variables = _init(mod, x, cond=cond)

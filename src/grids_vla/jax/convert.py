@@ -19,6 +19,10 @@ PyTorch ``state_dict`` key            Flax ``params`` path                 value
 ``<p>point_attn.norm.bias``           ``<p>point_attn/norm/bias``          same
 ``<p>point_attn.{key,cond}.weight``   ``<p>point_attn/{key,cond}/kernel``  transposed
 ``<p>point_attn.{key,cond}.bias``     ``<p>point_attn/{key,cond}/bias``    same
+``<p>context.0.weight``               ``<p>context_0/scale``               same
+``<p>context.0.bias``                 ``<p>context_0/bias``                same
+``<p>context.1.weight``               ``<p>context_1/kernel``              transposed
+``<p>context.1.bias``                 ``<p>context_1/bias``                same
 ``camera_embed.weight``               ``camera_embed/embedding``           same
 ====================================  ===================================  ==========
 
@@ -38,7 +42,9 @@ import numpy as np
 
 __all__ = ["flax_to_torch", "torch_to_flax"]
 
-_LEAF_MODULES = {"norm", "film", "mlp_0", "mlp_2", "camera_embed", "key", "cond"}
+_LEAF_MODULES = {"norm", "film", "mlp_0", "mlp_2", "camera_embed", "key", "cond", "context_0", "context_1"}
+_NORMS = {"norm", "context_0"}  # LayerNorms: torch ``weight`` is Flax ``scale``
+_INDEXED = ("mlp", "context", "samplers")  # torch ``<name>.<i>`` is Flax ``<name>_<i>``
 _CONTAINERS = {"geometry", "sampler", "point_attn"}
 
 
@@ -57,7 +63,7 @@ def _flax_module_path(parts: list[str], key: str) -> list[str]:
     i = 0
     while i < len(parts):
         name = parts[i]
-        if name in ("mlp", "samplers") and i + 1 < len(parts):
+        if name in _INDEXED and i + 1 < len(parts):
             name = f"{name}_{parts[i + 1]}"
             i += 1
         if not (name in _LEAF_MODULES or name in _CONTAINERS or name.startswith("samplers_")):
@@ -85,7 +91,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], like: Mapping[str, Any] | None 
             name = leaf
         elif owner == "point_attn":
             raise KeyError(f"unexpected GridS state_dict key {key!r}")
-        elif owner == "norm":
+        elif owner in _NORMS:
             name = "scale"
         elif owner == "camera_embed":
             name = "embedding"
@@ -111,7 +117,7 @@ def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
         *mods, leaf = path
         torch_mods: list[str] = []
         for m in mods:
-            if m.startswith("mlp_") or m.startswith("samplers_"):
+            if m.startswith(tuple(f"{name}_" for name in _INDEXED)):
                 head, _, tail = m.partition("_")
                 torch_mods += [head, tail]
             elif m in _LEAF_MODULES or m in _CONTAINERS:

@@ -15,8 +15,15 @@ Semantics (all mirrored from the PyTorch reference; the parity tests hold them t
   themselves when unset, exactly as PyTorch does).
 * ``predictor="attention"`` replaces the pooled MLP by :class:`AttentionPointHead` (per-point
   soft-argmax over the tokens with an anchor prior; beyond the paper), as in PyTorch.
+* ``look_dim``: stage 1 (pooled or attention) reads ``look=`` ``(B, H*W, look_dim)``, a second feature map
+  on the same grid, instead of the tokens it samples, and its first layers are sized for ``look_dim``;
+  the output tokens are still ``x`` sampled at the points (beyond the paper). ``look`` is required
+  exactly when ``look_dim`` is set, and ``look_dim`` needs ``coords="predicted"``, as in PyTorch.
 * Stage 2: bilinear sampling (:func:`grids_vla.jax.sampling.bilinear_sample`), optional nearest
   snapping with a straight-through gradient, plus a geometry embedding (MLP / Fourier, zero last layer).
+* ``context=True`` adds LayerNorm -> Dense(dim) of the frame's mean token (the sampled map ``x``, not
+  ``look``; computed in ``param_dtype``, cast back to the tokens' dtype) to every sampled token; the Dense
+  starts at zero, so a fresh module outputs what it would without it (beyond the paper).
 * ``coords="random"`` draws uniform points from an explicit key (``rng=``) or the ``"grids"`` rng
   stream; ``"fixed-grid"`` uses the anchors of the grid actually passed in.
 * Other Dense layers start like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(fan_in)``), so a fresh JAX
@@ -185,13 +192,15 @@ class GridSampler(nn.Module):
 
     Attributes mirror :class:`grids_vla.GridSampler` (``dim``, ``k``, ``hidden``, ``predictor``, ``coords``,
     ``sampling``, ``geometry``, ``geometry_hidden``, ``fourier_bands``, ``cond_dim``, ``cond_mode``,
-    ``grid_size``, ``num_prefix_tokens``, ``prefix``, ``allow_oversample``, ``check_finite``,
-    ``align_corners``); ``param_dtype`` is the parameters' dtype (the predictor computes in it, like the
-    PyTorch module computes in its weights' dtype).
+    ``look_dim``, ``context``, ``grid_size``, ``num_prefix_tokens``, ``prefix``, ``allow_oversample``,
+    ``check_finite``, ``align_corners``); ``param_dtype`` is the parameters' dtype (the predictor computes
+    in it, like the PyTorch module computes in its weights' dtype).
 
-    Call: ``module.apply({"params": p}, x, grid_size=None, cond=None, layout=None, rng=None)`` with
-    ``x`` a ``(B, N, C)`` token sequence (``layout="tokens"``) or a ``(B, C, H, W)`` / ``(B, H, W, C)``
+    Call: ``module.apply({"params": p}, x, grid_size=None, cond=None, layout=None, rng=None, look=None)``
+    with ``x`` a ``(B, N, C)`` token sequence (``layout="tokens"``) or a ``(B, C, H, W)`` / ``(B, H, W, C)``
     map (``"nchw"`` / ``"nhwc"``). ``coords="random"`` takes ``rng=key`` or ``rngs={"grids": key}``.
+    ``look``: the ``(B, H*W, look_dim)`` features stage 1 reads, on the same grid as ``x`` (no prefix
+    tokens), required exactly when the module was built with ``look_dim``.
     Returns :class:`ReducerOutput`. Shapes, ``grid_size`` and options are static under ``jax.jit``.
     """
 
@@ -206,6 +215,8 @@ class GridSampler(nn.Module):
     fourier_bands: int = 8
     cond_dim: int | None = None
     cond_mode: str = "film"
+    look_dim: int | None = None
+    context: bool = False
     grid_size: tuple[int, int] | None = None
     num_prefix_tokens: int = 0
     prefix: str = "drop"
@@ -231,6 +242,15 @@ class GridSampler(nn.Module):
             isinstance(self.cond_dim, bool) or not isinstance(self.cond_dim, int) or self.cond_dim < 1
         ):
             raise ValueError(f"cond_dim must be a positive int or None, got {self.cond_dim!r}")
+        look_dim = self.look_dim
+        if look_dim is not None and (not isinstance(look_dim, int) or isinstance(look_dim, bool) or look_dim < 1):
+            raise ValueError(f"look_dim must be a positive int or None, got {look_dim!r}")
+        if look_dim is not None and self.coords != "predicted":
+            raise ValueError(
+                f"look_dim gives the point predictor its own features; coords={self.coords!r} predicts none"
+            )
+        if not isinstance(self.context, bool):
+            raise ValueError(f"context must be True or False, got {self.context!r}")
         super().__post_init__()
 
     @property
@@ -260,13 +280,22 @@ class GridSampler(nn.Module):
         cond: jax.Array | None = None,
         layout: str | None = None,
         rng: jax.Array | None = None,
+        look: jax.Array | None = None,
     ) -> ReducerOutput:
+        if look is None and self.look_dim is not None:
+            raise ValueError(f"this GridSampler was built with look_dim={self.look_dim}; pass look=(B, H*W, "
+                             f"{self.look_dim}), the features its points are predicted from")
+        if look is not None and self.look_dim is None:
+            raise ValueError("look was given, but this GridSampler was built without look_dim: its points are "
+                             "predicted from the tokens it samples")
         prefix, spatial, hw = self.parse_input(x, grid_size, layout)
         if cond is not None:
             if not self.accepts_cond:
                 raise ValueError(f"GridSampler takes no cond; got a tensor of shape {tuple(jnp.shape(cond))}")
             cond = self._check_cond(cond, spatial.shape[0])
-        coords, aux = self._predict_coords(spatial, hw, cond, rng)
+        if look is not None:
+            look = self._check_look(look, spatial.shape[0], hw)
+        coords, aux = self._predict_coords(spatial if look is None else look, hw, cond, rng)
         nearest = self.sampling == "nearest"
         out = bilinear_sample(spatial, hw, coords, self.align_corners, snap=nearest)
         if nearest:  # report (and embed) the patch centres actually read, straight-through gradient
@@ -282,6 +311,13 @@ class GridSampler(nn.Module):
                 name="geometry",
             )
             out = out + geo(where).astype(out.dtype)
+        if self.context:  # the frame's mean token (of x, not look), zero-initialised projection
+            dtype = self.param_dtype
+            summary = nn.LayerNorm(
+                epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=dtype, name="context_0"
+            )(jnp.mean(spatial, axis=1).astype(dtype))
+            summary = _dense(self.dim, self.dim, "context_1", dtype, zero=True)(summary)
+            out = out + summary.astype(out.dtype)[:, None]
         if prefix is not None and self.prefix == "keep":
             out = jnp.concatenate([prefix, out], axis=1)
         return ReducerOutput(out, coords, aux)
@@ -309,8 +345,9 @@ class GridSampler(nn.Module):
             dim = self.cond_dim
             raise ValueError(f"this GridSampler was built with cond_dim={dim}; pass cond=(B, {dim})")
         dtype = self.param_dtype
+        head_dim = self.look_dim or self.dim  # what stage 1 reads
         if self.predictor == "attention":
-            head = AttentionPointHead(self.dim, self.k, self.hidden, self.cond_dim, dtype, name="point_attn")
+            head = AttentionPointHead(head_dim, self.k, self.hidden, self.cond_dim, dtype, name="point_attn")
             frac, attn = head(tokens, grid_size, cond)
             return image_fraction_to_coords(frac, grid_size, self.align_corners), {"attention": attn}
         z = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, param_dtype=dtype, name="norm")(
@@ -319,12 +356,12 @@ class GridSampler(nn.Module):
         if cond is not None:
             cond = cond.astype(dtype)
             if self.cond_mode == "film":
-                film = _dense(2 * self.dim, self.cond_dim, "film", dtype, zero=True)
+                film = _dense(2 * head_dim, self.cond_dim, "film", dtype, zero=True)
                 scale, shift = jnp.split(film(cond), 2, axis=-1)
                 z = z * (1 + scale) + shift
             else:
                 z = jnp.concatenate([z, cond], axis=-1)
-        in_dim = self.dim + (self.cond_dim if self.cond_dim and self.cond_mode == "concat" else 0)
+        in_dim = head_dim + (self.cond_dim if self.cond_dim and self.cond_mode == "concat" else 0)
         h = nn.relu(_dense(self.hidden, in_dim, "mlp_0", dtype)(z))
         last = nn.Dense(
             2 * self.k,
@@ -386,13 +423,22 @@ class GridSampler(nn.Module):
             raise ValueError(f"cond must have shape (B, cond_dim)=({batch}, {self.cond_dim}), got {tuple(cond.shape)}")
         return jnp.asarray(cond)
 
+    def _check_look(self, look: Any, batch: int, grid_size: tuple[int, int]) -> jax.Array:
+        want = (batch, grid_size[0] * grid_size[1], self.look_dim)
+        is_array = isinstance(look, jax.Array | np.ndarray)
+        if not is_array or not jnp.issubdtype(look.dtype, jnp.floating) or tuple(look.shape) != want:
+            found = tuple(look.shape) if is_array else type(look).__name__
+            raise ValueError(f"look must be a floating-point tensor of shape (B, H*W, look_dim)={want}, got {found}")
+        return jnp.asarray(look)
+
 
 class MultiCameraGridS(nn.Module):
     """GridS over named cameras: one sampler per camera (``samplers_<camera>``) or one shared sampler
     (``sampler``) conditioned on a learned camera embedding (``camera_embed``), as in PyTorch.
 
-    ``sampler_kwargs`` are forwarded to every :class:`GridSampler`. Call with ``{camera: tokens}``;
-    returns ``{camera: ReducerOutput}`` in ``cameras`` order. A missing or unknown camera is an error.
+    ``sampler_kwargs`` are forwarded to every :class:`GridSampler`. Call with ``{camera: tokens}`` (and, with
+    ``look_dim`` in ``sampler_kwargs``, ``look={camera: features}``); returns ``{camera: ReducerOutput}`` in
+    ``cameras`` order. A missing or unknown camera in either dict is an error.
     """
 
     cameras: Sequence[str]
@@ -418,12 +464,14 @@ class MultiCameraGridS(nn.Module):
         cond: jax.Array | None = None,
         layout: str | None = None,
         rng: jax.Array | None = None,
+        look: Mapping[str, jax.Array] | None = None,
     ) -> dict[str, ReducerOutput]:
         cameras = list(self.cameras)
-        missing = [c for c in cameras if c not in inputs]
-        unknown = [c for c in inputs if c not in cameras]
-        if missing or unknown:
-            raise KeyError(f"cameras expected {cameras}, missing {missing}, unknown {unknown}")
+        for name, given in {"inputs": inputs, **({} if look is None else {"look": look})}.items():
+            missing = [c for c in cameras if c not in given]
+            unknown = [c for c in given if c not in cameras]
+            if missing or unknown:
+                raise KeyError(f"{name}: cameras expected {cameras}, missing {missing}, unknown {unknown}")
         kwargs = dict(self.sampler_kwargs or {})
         if self.shared:
             embed = nn.Embed(
@@ -435,12 +483,13 @@ class MultiCameraGridS(nn.Module):
         for i, cam in enumerate(cameras):
             x = inputs[cam]
             cam_rng = None if rng is None else jax.random.fold_in(rng, i)
+            cam_look = None if look is None else look[cam]
             if self.shared:
                 cam_cond = embed(jnp.full((x.shape[0],), i, dtype=jnp.int32))
                 full = cam_cond if cond is None else jnp.concatenate([cam_cond, cond.astype(cam_cond.dtype)], axis=-1)
-                out[cam] = sampler(x, grid_size, cond=full, layout=layout, rng=cam_rng)
+                out[cam] = sampler(x, grid_size, cond=full, layout=layout, rng=cam_rng, look=cam_look)
             else:
                 sampler_i = GridSampler(self.dim, self.k, cond_dim=self.cond_dim, name=f"samplers_{cam}", **kwargs)
-                out[cam] = sampler_i(x, grid_size, cond=cond, layout=layout, rng=cam_rng)
+                out[cam] = sampler_i(x, grid_size, cond=cond, layout=layout, rng=cam_rng, look=cam_look)
         return out
 
