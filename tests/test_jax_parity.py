@@ -370,6 +370,8 @@ def test_random_mode_keys_and_parity(monkeypatch):
         (False, None, {}),
         (True, 2, dict(look_dim=5, context=True)),
         (False, 2, dict(look_dim=3, predictor="attention", context=True)),
+        (True, None, dict(coords="fixed-grid")),  # shared, no predicted points: the camera identity is unused
+        (True, 2, dict(coords="fixed-grid", context=True)),
     ],
 )
 def test_multicamera_parity(shared, cond_dim, extra):

@@ -485,7 +485,10 @@ class MultiCameraGridS(nn.Module):
             cam_rng = None if rng is None else jax.random.fold_in(rng, i)
             cam_look = None if look is None else look[cam]
             if self.shared:
-                cam_cond = embed(jnp.full((x.shape[0],), i, dtype=jnp.int32))
+                cam_cond = embed(jnp.full((x.shape[0],), i, dtype=jnp.int32))  # its table exists either way
+                if sampler.coords != "predicted":  # random / fixed-grid points ignore the camera identity
+                    out[cam] = sampler(x, grid_size, layout=layout, rng=cam_rng, look=cam_look)
+                    continue
                 full = cam_cond if cond is None else jnp.concatenate([cam_cond, cond.astype(cam_cond.dtype)], axis=-1)
                 out[cam] = sampler(x, grid_size, cond=full, layout=layout, rng=cam_rng, look=cam_look)
             else:
