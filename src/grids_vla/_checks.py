@@ -24,6 +24,16 @@ def check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def check_look_given(given: bool, look_dim: int | None) -> None:
+    """``look`` is passed exactly when the sampler was built with ``look_dim`` (PyTorch and Flax GridSampler)."""
+    if not given and look_dim is not None:
+        raise ValueError(f"this GridSampler was built with look_dim={look_dim}; pass look=(B, H*W, {look_dim}), "
+                         f"the features its points are predicted from")
+    if given and look_dim is None:
+        raise ValueError("look was given, but this GridSampler was built without look_dim: its points are "
+                         "predicted from the tokens it samples")
+
+
 def check_grid_size(grid_size: Any) -> tuple[int, int]:
     try:
         h, w = grid_size

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, spread_anchor_points
+from ._checks import check_choice, check_look_given, spread_anchor_points
 from .reducers.base import PrefixMode, ReducerOutput, TokenReducer
 from .reducers.registry import register_reducer
 from .sampling import (
@@ -313,12 +313,7 @@ class GridSampler(TokenReducer):
     ) -> ReducerOutput:
         """:meth:`TokenReducer.forward`, plus ``look``: the ``(B, H*W, look_dim)`` features stage 1 reads, on the
         same grid as ``x``, required exactly when the sampler was built with ``look_dim``."""
-        if look is None and self.look_dim is not None:
-            raise ValueError(f"this GridSampler was built with look_dim={self.look_dim}; pass look=(B, H*W, "
-                             f"{self.look_dim}), the features its points are predicted from")
-        if look is not None and self.look_dim is None:
-            raise ValueError("look was given, but this GridSampler was built without look_dim: its points are "
-                             "predicted from the tokens it samples")
+        check_look_given(look is not None, self.look_dim)
         return self._forward(x, grid_size, cond, layout, look=look)
 
     def reduce(

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_choice, check_grid_size, check_int, resolve_layout, spread_anchor_points
+from .._checks import check_choice, check_grid_size, check_int, check_look_given, resolve_layout, spread_anchor_points
 from .sampling import bilinear_sample, coords_to_image_fraction, image_fraction_to_coords, snap_to_patch_centers
 
 __all__ = [
@@ -282,12 +282,7 @@ class GridSampler(nn.Module):
         rng: jax.Array | None = None,
         look: jax.Array | None = None,
     ) -> ReducerOutput:
-        if look is None and self.look_dim is not None:
-            raise ValueError(f"this GridSampler was built with look_dim={self.look_dim}; pass look=(B, H*W, "
-                             f"{self.look_dim}), the features its points are predicted from")
-        if look is not None and self.look_dim is None:
-            raise ValueError("look was given, but this GridSampler was built without look_dim: its points are "
-                             "predicted from the tokens it samples")
+        check_look_given(look is not None, self.look_dim)
         prefix, spatial, hw = self.parse_input(x, grid_size, layout)
         if cond is not None:
             if not self.accepts_cond:
