@@ -490,6 +490,7 @@ def _message(fn) -> tuple[type, str]:
         (dict(dim=8, geometry="sine"), None),
         (dict(dim=8, cond_mode="add"), None),
         (dict(dim=8, cond_dim=0), None),
+        (dict(dim=8, cond_dim=True), None),  # PyTorch took True as 1 until both shared _checks.check_optional_dim
         (dict(dim=8, grid_size=(4, 0)), None),
         (dict(dim=8, grid_size=4), None),
         (dict(dim=8, num_prefix_tokens=-1), None),

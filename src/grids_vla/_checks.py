@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_choice", "check_int", "check_grid_size", "resolve_layout", "spread_anchor_points"]
+__all__ = [
+    "check_choice", "check_int", "check_optional_dim", "check_look_dim", "check_look_given", "check_look_shape",
+    "check_grid_size", "resolve_layout", "spread_anchor_points",
+]
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -22,6 +25,25 @@ def check_int(name: str, value: Any, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_optional_dim(name: str, value: Any) -> None:
+    """A feature size that may be left out: a positive int or None (``cond_dim``, ``look_dim``)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+def check_look_dim(look_dim: Any, coords: str) -> None:
+    """``look_dim`` is a feature size, and only a predictor (``coords="predicted"``) can read it."""
+    check_optional_dim("look_dim", look_dim)
+    if look_dim is not None and coords != "predicted":
+        raise ValueError(f"look_dim gives the point predictor its own features; coords={coords!r} predicts none")
+
+
+def check_look_shape(ok: bool, want: tuple[int, int, int], found: Any) -> None:
+    """``look`` is a floating-point ``(B, H*W, look_dim)`` array (``ok``); ``found`` is its shape or type name."""
+    if not ok:
+        raise ValueError(f"look must be a floating-point tensor of shape (B, H*W, look_dim)={want}, got {found}")
 
 
 def check_look_given(given: bool, look_dim: int | None) -> None:

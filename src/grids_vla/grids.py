@@ -28,7 +28,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_look_given, spread_anchor_points
+from ._checks import (
+    check_choice,
+    check_look_dim,
+    check_look_given,
+    check_look_shape,
+    check_optional_dim,
+    spread_anchor_points,
+)
 from .reducers.base import PrefixMode, ReducerOutput, TokenReducer
 from .reducers.registry import register_reducer
 from .sampling import (
@@ -206,12 +213,8 @@ class GridSampler(TokenReducer):
         check_choice("geometry", geometry, ("mlp", "fourier", "none"))
         check_choice("cond_mode", cond_mode, ("film", "concat"))
         check_choice("predictor", predictor, ("pooled", "attention"))
-        if cond_dim is not None and (not isinstance(cond_dim, int) or cond_dim < 1):
-            raise ValueError(f"cond_dim must be a positive int or None, got {cond_dim!r}")
-        if look_dim is not None and (not isinstance(look_dim, int) or isinstance(look_dim, bool) or look_dim < 1):
-            raise ValueError(f"look_dim must be a positive int or None, got {look_dim!r}")
-        if look_dim is not None and coords != "predicted":
-            raise ValueError(f"look_dim gives the point predictor its own features; coords={coords!r} predicts none")
+        check_optional_dim("cond_dim", cond_dim)
+        check_look_dim(look_dim, coords)
         self.coord_mode = coords
         self.sampling = sampling
         self.geometry_mode = geometry
@@ -321,10 +324,9 @@ class GridSampler(TokenReducer):
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         if look is not None:
             want = (tokens.shape[0], grid_size[0] * grid_size[1], self.look_dim)
-            if not isinstance(look, Tensor) or not look.is_floating_point() or tuple(look.shape) != want:
-                found = tuple(look.shape) if isinstance(look, Tensor) else type(look).__name__
-                raise ValueError(f"look must be a floating-point tensor of shape (B, H*W, look_dim)={want}, "
-                                 f"got {found}")
+            is_tensor = isinstance(look, Tensor)
+            check_look_shape(is_tensor and look.is_floating_point() and tuple(look.shape) == want, want,
+                             tuple(look.shape) if is_tensor else type(look).__name__)
         coords, aux = self.predict_coords(tokens if look is None else look, grid_size, cond)
         nearest = self.sampling == "nearest"
         out = bilinear_sample(tokens, grid_size, coords, self.align_corners, snap=nearest)

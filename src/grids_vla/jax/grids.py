@@ -41,7 +41,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_choice, check_grid_size, check_int, check_look_given, resolve_layout, spread_anchor_points
+from .._checks import (
+    check_choice,
+    check_grid_size,
+    check_int,
+    check_look_dim,
+    check_look_given,
+    check_look_shape,
+    check_optional_dim,
+    resolve_layout,
+    spread_anchor_points,
+)
 from .sampling import bilinear_sample, coords_to_image_fraction, image_fraction_to_coords, snap_to_patch_centers
 
 __all__ = [
@@ -238,17 +248,8 @@ class GridSampler(nn.Module):
         check_choice("geometry", self.geometry_mode, ("mlp", "fourier", "none"))
         check_choice("cond_mode", self.cond_mode, ("film", "concat"))
         check_choice("predictor", self.predictor, ("pooled", "attention"))
-        if self.cond_dim is not None and (
-            isinstance(self.cond_dim, bool) or not isinstance(self.cond_dim, int) or self.cond_dim < 1
-        ):
-            raise ValueError(f"cond_dim must be a positive int or None, got {self.cond_dim!r}")
-        look_dim = self.look_dim
-        if look_dim is not None and (not isinstance(look_dim, int) or isinstance(look_dim, bool) or look_dim < 1):
-            raise ValueError(f"look_dim must be a positive int or None, got {look_dim!r}")
-        if look_dim is not None and self.coords != "predicted":
-            raise ValueError(
-                f"look_dim gives the point predictor its own features; coords={self.coords!r} predicts none"
-            )
+        check_optional_dim("cond_dim", self.cond_dim)
+        check_look_dim(self.look_dim, self.coords)
         if not isinstance(self.context, bool):
             raise ValueError(f"context must be True or False, got {self.context!r}")
         super().__post_init__()
@@ -421,9 +422,8 @@ class GridSampler(nn.Module):
     def _check_look(self, look: Any, batch: int, grid_size: tuple[int, int]) -> jax.Array:
         want = (batch, grid_size[0] * grid_size[1], self.look_dim)
         is_array = isinstance(look, jax.Array | np.ndarray)
-        if not is_array or not jnp.issubdtype(look.dtype, jnp.floating) or tuple(look.shape) != want:
-            found = tuple(look.shape) if is_array else type(look).__name__
-            raise ValueError(f"look must be a floating-point tensor of shape (B, H*W, look_dim)={want}, got {found}")
+        check_look_shape(is_array and jnp.issubdtype(look.dtype, jnp.floating) and tuple(look.shape) == want, want,
+                         tuple(look.shape) if is_array else type(look).__name__)
         return jnp.asarray(look)
 
 
