@@ -167,8 +167,12 @@ def test_video_without_imageio_is_a_clear_error(checkpoint: Path, tmp_path: Path
         _eval(checkpoint, tmp_path / "nv", "--video", "1")
     assert not (tmp_path / "nv").exists()  # refused before anything ran
     assert EvalConfig(checkpoint="c").video == 0 and EvalConfig(checkpoint="c", video=False).video == 0
-    with pytest.raises(ValueError, match="number of episodes"):
-        EvalConfig(checkpoint="c", video=-2)
+    from grids_vla.experiments.evaluate_so101 import SO101EvalConfig
+
+    for config in (EvalConfig, SO101EvalConfig):  # both evaluations check --video with one helper, one message
+        for bad in (-2, 1.5, "1"):
+            with pytest.raises(ValueError, match=rf"^--video: found {bad!r}, expected a number of episodes"):
+                config(checkpoint="c", video=bad)
 
 
 def test_one_episode_with_a_perturbation(checkpoint: Path, tmp_path: Path) -> None:

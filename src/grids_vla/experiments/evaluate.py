@@ -40,7 +40,7 @@ from ..policy.configuration_grids_vla import check_counts
 from ..policy.modeling_grids_vla import GridSVLAPolicy
 from .evaluate_so101 import HELP as SO101_HELP
 from .evaluate_so101 import SO101_ONLY, SO101EvalConfig, run_so101_eval
-from .report import EPISODES_NAME, RUN_NAME, append_episode, load_episodes, load_imageio, write_results
+from .report import EPISODES_NAME, RUN_NAME, append_episode, check_video, load_episodes, write_results
 from .rollout import EpisodeRunner, check_blind, parse_perturbation, task_instruction, worker_init, worker_play
 
 __all__ = ["ENVS", "EvalConfig", "evaluate", "add_commands"]
@@ -74,10 +74,7 @@ class EvalConfig:
             raise ValueError("--checkpoint is required")
         if isinstance(self.video, bool):  # the field used to be a switch: True still means every episode
             self.video = -1 if self.video else 0
-        if not isinstance(self.video, int) or self.video < -1:
-            raise ValueError(f"video must be a number of episodes (0: none, -1: all), got {self.video!r}")
-        if self.video:
-            load_imageio()  # fail now, not after the first episode
+        check_video(self.video)
         check_counts(self, ("episodes_per_task", "threads", "workers", "video_frames"))
         check_counts(self, ("settle_steps",), least=0)
         check_counts(self, ("max_steps", "execute"), optional=True)

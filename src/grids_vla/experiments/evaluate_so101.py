@@ -47,8 +47,8 @@ from .report import (
     EPISODES_NAME,
     RUN_NAME,
     append_episode,
+    check_video,
     load_episodes,
-    load_imageio,
     save_visuals,
     summarize,
     to_markdown,
@@ -103,10 +103,7 @@ class SO101EvalConfig:
             self.episodes = DEFAULT_EPISODES[self.scenes]
         if self.scenes == "ood" and self.episodes > N_OOD:
             raise ValueError(f"--episodes: found {self.episodes}, but there are {N_OOD} OOD scenes")
-        if isinstance(self.video, bool) or not isinstance(self.video, int) or self.video < -1:
-            raise ValueError(f"--video: found {self.video!r}, expected a number of episodes (0: none, -1: all)")
-        if self.video:
-            load_imageio()  # fail now, not after the first episode
+        check_video(self.video)
 
 
 def scene_for(task: str, scenes: str, i: int) -> Scene:

@@ -210,6 +210,15 @@ def save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPolic
     return written
 
 
+def check_video(value: Any) -> None:
+    """``--video``: how many episodes to film (0: none, -1: all); with any, imageio must load now, not after the
+    first episode."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(f"--video: found {value!r}, expected a number of episodes (0: none, -1: all)")
+    if value:
+        load_imageio()
+
+
 def load_imageio() -> Any:
     """``imageio.v2`` with a working ffmpeg, or an ImportError that says what to install."""
     hint = "--video needs imageio with ffmpeg: pip install imageio imageio-ffmpeg (or pip install 'grids-vla[video]')"

@@ -90,11 +90,11 @@ class SO101LeRobotEvalConfig:
             raise ValueError("--policy-path is required: the pretrained_model folder lerobot-train writes")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed: found {self.seed!r}, expected an int >= 0")
-        if isinstance(self.video, bool) or not isinstance(self.video, int) or self.video < -1:
-            raise ValueError(f"--video: found {self.video!r}, expected a number of episodes (0: none, -1: all)")
-        # the library's checks of the flags both evaluations share (task, scenes, episode count, step limit, threads)
+        # the library's checks of the flags both evaluations share (task, scenes, episode count, step limit, threads,
+        # video)
         shared = SO101EvalConfig(checkpoint=self.policy_path, task=self.task, scenes=self.scenes,
-                                 episodes=self.episodes, max_steps=self.max_steps, threads=self.threads, out=self.out)
+                                 episodes=self.episodes, max_steps=self.max_steps, threads=self.threads, out=self.out,
+                                 video=self.video)
         self.episodes = shared.episodes
 
 
