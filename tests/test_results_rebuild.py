@@ -79,6 +79,11 @@ POINTS = {"agentview": {"episodes": 20, "frames": 400, "within_episode": 0.001, 
                         "random": {"within_radius": 0.06, "mean_distance_px": 41.0, "on_mask": 0.05}}}
 
 
+def bench_rows(lines: list[str]) -> list[list[str]]:
+    """Cells of the body rows of the (one) table in ``lines``."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| ")][1:]
+
+
 def _row(md: str, first: str, after: str = "") -> list[str]:
     """Cells of the first table row starting with ``first`` after the line containing ``after``."""
     lines = md.splitlines()
@@ -128,6 +133,10 @@ def test_rebuild_tables_and_verdicts(synthetic) -> None:
     assert g16[1:4] == ["16", "3/5", "57/60 = 95.0 %"] and g16[5] == "s0: 19/20, s1: 19/20, s2: 19/20"
     assert g16[6].startswith("+45.0 [") and g16[-1] == "better than dense"
     assert g16[7] == "<0.001" and mcnemar_exact(30, 3) < 0.001  # per seed 10 pairs for GridS-16, 1 for dense
+    readme = bench_rows(_load().readme_section(md, ""))  # the README's summary reads this very table
+    assert readme[:2] == [["LIBERO libero_object", "dense", "all tokens", "3", "30/60 = 50.0 %", "reference",
+                           "reference"], ["LIBERO libero_object", "grids-16", "GridS", "3", "57/60 = 95.0 %", g16[6],
+                                          "better than dense"]]
     assert _row(md, "grids-4", main)[-1] == "no detectable difference"
     assert _row(md, "grids-4", main)[6].startswith("+0.0 [")
     assert _row(md, "grids-1", main)[-1] == "worse than dense"
@@ -231,9 +240,14 @@ def test_command_line_on_a_missing_study(tmp_path) -> None:
     out = tmp_path / "docs" / "RESULTS.md"
     so101 = tmp_path / "so101.md"
     so101.write_text(f"# SO-101\n\n{_load().SO101_BEGIN}\n{_load().SO101_END}\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# a readme\n{_load().README_BEGIN}\nold\n{_load().README_END}\nkept\n")
     assert _load().main(["--study", str(tmp_path / "nothing"), "--archive", str(tmp_path / "nothing"), "--out",
                          str(out), "--figures", str(tmp_path / "docs" / "figures"), "--n-boot", "10", "--plans",
-                         "--so101-archive", str(tmp_path / "nothing"), "--so101-out", str(so101)]) == 0
+                         "--so101-archive", str(tmp_path / "nothing"), "--so101-out", str(so101),
+                         "--readme", str(readme)]) == 0
+    assert readme.read_text() == (f"# a readme\n{_load().README_BEGIN}\n\nNo study has a complete evaluation yet: "
+                                  f"not yet measured.\n\n{_load().README_END}\nkept\n")
     assert "No SO-101 policy run archived under `nothing/` yet: not yet measured." in so101.read_text()
     md = out.read_text()
     assert "No study plan file was found; the plan shown is the copy in `benchmarks/results.py`." in md
@@ -331,6 +345,8 @@ def test_so101_section_round_trips_a_synthetic_archive(tmp_path) -> None:
     md = bench.rebuild_so101(plan, out, archive, n_boot=500)
     assert md == out.read_text() and md.startswith("# by hand\n\nkept\n\n" + bench.SO101_BEGIN)
     assert md.endswith(bench.SO101_END + "\n\nalso kept\n") and "stale rows" not in md
+    assert bench_rows(bench.readme_section("", md))[0][:5] == ["SO-101, in distribution", "dense", "all tokens", "3",
+                                                                "18/30 = 60.0 %"]  # read from this very table
     ind, ood = "in distribution", "out of distribution (`ood_scenes`)"
     lo, hi = wilson_interval(18, 30)
     assert _row(md, ind)[1:6] == ["dense", "3/3", "18/30 = 60.0 %", f"{100 * lo:.0f}-{100 * hi:.0f} %",
@@ -389,3 +405,44 @@ def test_role_describes_how_the_points_are_predicted() -> None:
                                                          "queries; points read the stem's tokens")
     assert "FiLM" in described("grids-16-film")
     assert "stem" not in described("grids-16-attn-lr30")
+
+
+# --------------------------------------------------------------------------------------------------------- README
+def test_committed_readme_section_is_rebuilt_from_the_results_files(tmp_path) -> None:
+    """The README's summary table is what the script reads off the committed benchmarks/RESULTS.md and
+    benchmarks/so101/RESULTS.md: after rebuilding those, rerun `python benchmarks/results.py` and commit README.md."""
+    bench = _load()
+    readme = tmp_path / "README.md"
+    shutil.copyfile(ROOT / "README.md", readme)
+    libero = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    so101 = (ROOT / "benchmarks" / "so101" / "RESULTS.md").read_text()
+    bench.replace_section(readme, bench.README_BEGIN, bench.README_END, bench.readme_section(libero, so101), "--readme")
+    stale = "README.md's results are stale: run python benchmarks/results.py"
+    assert readme.read_bytes() == (ROOT / "README.md").read_bytes(), stale
+
+
+def test_readme_section_keeps_measured_rows_in_their_columns() -> None:
+    bench = _load()
+    libero = "\n".join(bench.table(
+        ["variant", "tokens / camera", "seeds (done/planned)", "success (pooled)", "95 % Wilson", "per seed",
+         "Δ vs dense", "p", "verdict"],
+        [["dense", "256", "2/3", "15/20 = 75.0 %", "53-89 %", "s0: 8/10, s1: 7/10", "reference", "-", "reference"],
+         ["grids-16", "16", "1/3", "9/10 = 90.0 %", "60-98 %", "s0: 9/10", "+10.0 [-20.0, +40.0]", "0.5", "no det."],
+         ["topk-16", "-", "0/3", "not yet measured", "", "", "", "", ""],
+         ["tome-16", "-", "0/1", "in progress (s0)", "", "", "", "", ""]]))
+    peers = bench.table(["variant", "reducer", "seeds", "success"], [["grids-16", "GridS", "1", "-"]])
+    libero += "\n\n" + "\n".join(peers)
+    so101 = "\n".join(bench.table(
+        ["split", "variant", "seeds (done/planned)", "success (pooled)", "95 % Wilson", "per seed", "Δ", "p", "verdict",
+         "paper"],
+        [["in distribution", "grids-16", "1/3", "3/4 = 75.0 %", "30-95 %", "s0: 3/4", "-", "-", "no dense run yet",
+          "+22.2"],
+         ["in distribution", "dense", "0/3", "not yet measured", "", "", "", "", "", ""]]))
+    lines = bench.readme_section(libero, so101)
+    assert lines[0] == bench.README_BEGIN and lines[-1] == bench.README_END
+    assert bench_rows(lines) == [
+        ["LIBERO libero_object", "dense", "all tokens", "2", "15/20 = 75.0 %", "reference", "reference"],
+        ["LIBERO libero_object", "grids-16", "GridS", "1", "9/10 = 90.0 %", "+10.0 [-20.0, +40.0]", "no det."],
+        ["SO-101, in distribution", "grids-16", "GridS", "1", "3/4 = 75.0 %", "-", "no dense run yet"]]
+    assert bench.readme_section(libero, "# nothing generated yet\n")[:-2] == lines[:-3]  # the SO-101 row gone
+    assert f"No study has a complete evaluation yet: {bench.NOT_YET}." in bench.readme_section("", "")
