@@ -288,6 +288,12 @@ def role(model: dict[str, Any] | None) -> tuple[str, Any]:
     return "grids-other", "; ".join(p for p in parts if p)
 
 
+def placement(model: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Where a reducer sits and how many tokens it keeps: ``(k, after_layer)`` (``after_layer`` None: after the
+    encoder)."""
+    return (model or {}).get("k"), (model or {}).get("after_layer")
+
+
 def _conditioning(model: dict[str, Any], kw: dict[str, Any]) -> str:
     """How an instruction-conditioned GridS reads the instruction: the attention head adds it to its queries, the
     pooled head takes it by FiLM or concatenation (``cond_mode``)."""
@@ -1038,7 +1044,32 @@ class Report:
         lines += ["<details><summary>Every run</summary>", ""]
         lines += table(["variant", "seed", "camera", "success", "moves within", "moves across", "near", "on"], rows,
                        "lllrrrrr")
-        return lines + ["", "</details>", ""]
+        return lines + ["", "</details>", ""] + self.vs_fixed_grid(suite)
+
+    def vs_fixed_grid(self, suite: str) -> list[str]:
+        """Do points that move buy success? Each GridS-like variant with predicted points against the fixed grid at
+        its placement (same K, same ``after_layer``), in distribution and under every perturbation both have."""
+        variants = self.variants[suite]
+        fixed = {placement(v.model): n for n, v in variants.items()
+                 if ((v.model or {}).get("reducer_kwargs") or {}).get("coords") == "fixed-grid"}
+        moving = [(n, fixed[placement(v.model)]) for n, v in variants.items()
+                  if (v.model or {}).get("reducer") == "grids" and n not in fixed.values()
+                  and not ((v.model or {}).get("reducer_kwargs") or {}).get("coords")
+                  and placement(v.model) in fixed]
+        if not moving:
+            return []
+        rows = []
+        for n, f in moving:
+            perts = sorted({p for r in variants[n].runs for p in r.ood} & {p for r in variants[f].runs for p in r.ood})
+            for p in [None, *perts]:
+                c = self.cmp(suite, n, f, p)
+                rows.append([n, f, "in distribution" if p is None else p, str(c.n_seeds if c else 0),
+                             interval_pp(c) if c else "-", verdict(c, "the fixed grid")])
+        return ["Success against the fixed grid at the same placement (same K and `after_layer`; the points' "
+                "only difference is that they are predicted): Δ in pp with the seed-then-episode bootstrap's 95 % "
+                "interval, paired on the same episodes.", ""] \
+            + table(["variant", "fixed grid", "split", "seeds", "Δ vs fixed grid, pp [95 %]", "verdict"], rows,
+                    "lllrrl") + [""]
 
     def archived(self) -> list[str]:
         lines = ["## Archived runs evaluated before the gripper-reset fix (not pooled)", "",

@@ -446,3 +446,21 @@ def test_readme_section_keeps_measured_rows_in_their_columns() -> None:
         ["SO-101, in distribution", "grids-16", "GridS", "1", "3/4 = 75.0 %", "-", "no dense run yet"]]
     assert bench.readme_section(libero, "# nothing generated yet\n")[:-2] == lines[:-3]  # the SO-101 row gone
     assert f"No study has a complete evaluation yet: {bench.NOT_YET}." in bench.readme_section("", "")
+
+
+def test_predicted_points_are_compared_with_the_fixed_grid_at_their_placement(tmp_path) -> None:
+    """Issue "Points that see" asks whether points that move beat points that stay: each GridS-like variant whose
+    points are predicted is set against the fixed grid with its K and placement, in distribution and per OOD split."""
+    study = tmp_path / "study"
+    for seed in (0, 1, 2):
+        lighting = {"lighting:0.8": lambda t, i: i < 2} if seed < 2 else None
+        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS, ood=lighting)
+        _write_run(study, "grids-16-fixed", seed, lambda t, i: i % 2 == 0, points=POINTS, ood=lighting)
+        _write_run(study, "grids-16-l0", seed, lambda t, i: True, points=POINTS)  # no fixed grid at L=0: no row
+    md = _load().rebuild(study, tmp_path / "none", tmp_path / "RESULTS.md", tmp_path / "figures", n_boot=200, plans=[])
+    after = "Success against the fixed grid at the same placement"
+    ind = _row(md, "grids-16", after)
+    assert ind[1:4] == ["grids-16-fixed", "in distribution", "3"] and ind[4].startswith("+45.0 [")
+    assert ind[5] == "better than the fixed grid"
+    assert "| grids-16 | grids-16-fixed | lighting:0.8 | 2 | +0.0 [" in md  # the same outcomes under lighting
+    assert "| grids-16-l0 | grids-16-l0-fixed" not in md and "| grids-16-fixed | grids-16-fixed" not in md
