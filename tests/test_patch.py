@@ -353,6 +353,73 @@ def test_bad_arguments_are_named():
         grids_vla.patch.unpatch(tiny("dinov2"))
 
 
+def stem_tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The tower's patch tokens before position embeddings, ``(B, H*W, C)``, computed by hand."""
+    embeddings = getattr(model, "vision_model", model).embeddings
+    if hasattr(embeddings, "patch_embedding"):  # SigLIP, CLIP: a Conv2d
+        return embeddings.patch_embedding(x).flatten(2).transpose(1, 2)
+    return embeddings.patch_embeddings(x)  # DINOv2: (B, H*W, C) already
+
+
+def scramble_positions_(model: torch.nn.Module) -> None:
+    embeddings = getattr(model, "vision_model", model).embeddings
+    table = embeddings.position_embedding.weight if hasattr(embeddings, "position_embedding") \
+        else embeddings.position_embeddings
+    with torch.no_grad():
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(5)) * 3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("after_layer", [None, 0, 2])
+@pytest.mark.parametrize("predictor", ["pooled", "attention"])
+def test_stem_points_read_the_patch_embedding_before_positions(family, after_layer, predictor):
+    """point_features="stem": the predictor reads the patch embedding's tokens, so its points are those predicted
+    from them by hand, and position embeddings (which the sampled map carries) do not move them."""
+    x = pixels()
+    model = tiny(family)
+    grids_vla.patch.transformers(model, k=4, after_layer=after_layer, point_features="stem", predictor=predictor)
+    adapter = grids_vla.patch.get_adapter(model)
+    sampler = adapter.sampler
+    with torch.no_grad():
+        for p in sampler.parameters():  # a predictor that reads its input (the zero-initialised last layer would not)
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+        model(pixel_values=x)
+        coords = adapter.last_output.coords
+        expected, _ = sampler.predict_coords(stem_tokens(model, x), (4, 4))
+        torch.testing.assert_close(coords, expected)
+        scramble_positions_(model)
+        model(pixel_values=x)
+        torch.testing.assert_close(adapter.last_output.coords, coords)
+        assert adapter._look is None  # nothing of the call is kept after it
+    plain = tiny(family)  # the paper's predictor reads the map, which carries the positions
+    grids_vla.patch.transformers(plain, k=4, after_layer=after_layer, predictor=predictor)
+    sampler = grids_vla.patch.get_adapter(plain).sampler
+    with torch.no_grad():
+        for p in sampler.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+        plain(pixel_values=x)
+        before = grids_vla.patch.get_adapter(plain).last_output.coords
+        scramble_positions_(plain)
+        plain(pixel_values=x)
+        assert not torch.allclose(grids_vla.patch.get_adapter(plain).last_output.coords, before)
+
+
+def test_stem_point_features_errors_are_named():
+    with pytest.raises(ValueError, match=r"point_features must be one of \('map', 'stem'\), got 'pixels'"):
+        grids_vla.patch.transformers(tiny("siglip"), k=4, point_features="pixels")
+    with pytest.raises(ValueError, match="point_features='stem' is what the point predictor reads; "
+                                         "coords='fixed-grid' predicts none"):
+        grids_vla.patch.transformers(tiny("siglip"), k=4, point_features="stem", coords="fixed-grid")
+    with pytest.raises(ValueError, match="do not pass look_dim= .*pass point_features='stem'"):
+        grids_vla.patch.transformers(tiny("clip"), k=4, look_dim=32)
+    model = tiny("siglip")
+    grids_vla.patch.transformers(model, k=4, after_layer=1, point_features="stem")
+    with pytest.raises(ValueError, match="point_features='stem': the patch embedding did not run in this call"):
+        model.encoder(inputs_embeds=torch.randn(2, N, 32))  # the embeddings are skipped
+    grids_vla.patch.unpatch(model)
+    assert no_grids_hooks(model)  # the patch embedding's hook is gone too
+
+
 def test_token_mask_inside_the_encoder_is_an_error():
     model = tiny("clip")
     grids_vla.patch.transformers(model, k=4, after_layer=1)

@@ -307,6 +307,31 @@ def test_unpatch_restores_the_host_exactly(variant, after_layer):
 # ---- clear errors ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("after_layer", [None, 0, DEPTH])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_stem_points_read_the_patch_embedding_before_positions(variant, after_layer, dynamic):
+    """point_features="stem": the predictor reads patch_embed's tokens, so its points are those predicted from them
+    by hand, and scrambling the position embedding (which the sampled map carries) does not move them."""
+    x = pixels()
+    model = tiny(variant, dynamic_img_size=dynamic)
+    grids_vla.patch.timm(model, k=4, after_layer=after_layer, point_features="stem", predictor="attention")
+    adapter = grids_vla.patch.get_adapter(model)
+    with torch.no_grad():
+        for p in adapter.sampler.parameters():  # a predictor that reads its input
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+        model.forward_features(x)
+        coords = adapter.last_output.coords
+        stem = model.patch_embed(x)
+        expected, _ = adapter.sampler.predict_coords(stem.flatten(1, 2) if stem.dim() == 4 else stem, (4, 4))
+        torch.testing.assert_close(coords, expected)
+        model.pos_embed.add_(torch.randn(model.pos_embed.shape, generator=torch.Generator().manual_seed(5)) * 3)
+        model(x)
+        torch.testing.assert_close(adapter.last_output.coords, coords)
+    with pytest.raises(ValueError, match="point_features='stem' is what the point predictor reads"):
+        grids_vla.patch.timm(tiny(variant), k=4, point_features="stem", coords="random")
+
+
 def test_non_vit_models_are_rejected_by_name():
     resnet = timm.create_model("resnet10t", pretrained=False, num_classes=CLASSES)
     with pytest.raises(TypeError, match="does not support ResNet: pass a timm VisionTransformer"):

@@ -46,13 +46,18 @@ from .sampling import (
     snap_to_patch_centers,
 )
 
-__all__ = ["GridSampler", "MultiCameraGridS", "spread_anchors", "CoordMode", "SamplingMode", "GeometryMode"]
+__all__ = ["GridSampler", "MultiCameraGridS", "spread_anchors", "CoordMode", "SamplingMode", "GeometryMode",
+           "POINT_FEATURES"]
 
 CoordMode = Literal["predicted", "random", "fixed-grid"]
 SamplingMode = Literal["bilinear", "nearest"]
 GeometryMode = Literal["mlp", "fourier", "none"]
 
 SATURATION_LOGIT = 6.0
+#: What a host gives the point predictor as ``look`` (its option ``point_features``): ``"map"`` nothing, so the
+#: predictor reads the token map it resamples (the paper); ``"stem"`` the patch embedding's tokens of the same image,
+#: before position embeddings, so points are placed by what each patch shows rather than where it is.
+POINT_FEATURES = ("map", "stem")
 _ANCHOR_EPS = 0.01
 
 

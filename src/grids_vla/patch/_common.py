@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..grids import GridSampler
+from .._checks import check_choice
+from ..grids import POINT_FEATURES, GridSampler
 from ..reducers.base import PrefixMode, ReducerOutput
 
 __all__ = ["HookAdapter", "unpatch", "get_adapter", "load_grids", "ADAPTER_NAME"]
@@ -56,25 +57,29 @@ class HookAdapter(nn.Module):
         prefix: PrefixMode,
         after_layer: int | None,
         grid_size: tuple[int, int] | None,
+        point_features: str = "map",
     ) -> None:
         super().__init__()
+        check_choice("point_features", point_features, POINT_FEATURES)
         self.sampler = sampler
         self.patch_size = patch_size
         self.num_prefix_tokens = num_prefix_tokens
         self.prefix = prefix
         self.after_layer = after_layer
         self.fixed_grid = grid_size
+        self.point_features = point_features
         self.last_output: ReducerOutput | None = None
         self._pixel_grid: tuple[int, int] | None = None
+        self._look: Tensor | None = None  # point_features="stem": this call's patch-embedding tokens (B, H*W, C)
 
     def __getstate__(self) -> dict[str, Any]:
         # the last call's output carries an autograd graph, which cannot be deep-copied or pickled
-        return {**super().__getstate__(), "last_output": None, "_pixel_grid": None}
+        return {**super().__getstate__(), "last_output": None, "_pixel_grid": None, "_look": None}
 
     def extra_repr(self) -> str:
         return (
             f"after_layer={self.after_layer}, prefix={self.prefix!r}, num_prefix_tokens={self.num_prefix_tokens}, "
-            f"patch_size={self.patch_size}"
+            f"patch_size={self.patch_size}, point_features={self.point_features!r}"
         )
 
     # ---- installing and removing the hooks ------------------------------------------------------
@@ -169,29 +174,48 @@ class HookAdapter(nn.Module):
                 f"{hidden.shape[1]} tokens; token dropout (e.g. timm's patch_drop_rate > 0 in training) or a "
                 "resampled token sequence cannot be put back on the patch grid"
             )
-        out = self.sampler(hidden, grid)
+        look = None
+        if self.point_features == "stem":
+            if self._look is None:
+                raise ValueError("point_features='stem': the patch embedding did not run in this call, so there are "
+                                 "no stem tokens for the point predictor (call the patched model with its image)")
+            look = self._look
+        out = self.sampler(hidden, grid, look=look)
         self.last_output = out
         return out.tokens
+
+    def _keep_stem(self, tokens: Tensor | None) -> None:
+        """Record this call's patch-embedding tokens ``(B, H*W, C)`` (before position embeddings) for a
+        ``point_features="stem"`` predictor; ``None`` clears them."""
+        self._look = tokens if self.point_features == "stem" else None
 
 
 # ---- what every patch_* function checks and wires the same way -------------------------------------------------
 
 # Sampler arguments an adapter sets from the host model itself.
-RESERVED_KWARGS = ("dim", "num_prefix_tokens", "prefix", "cond_dim")
+RESERVED_KWARGS = ("dim", "num_prefix_tokens", "prefix", "cond_dim", "look_dim")
 
 
-def check_patch_args(host: nn.Module, api: str, prefix: str, grids_kwargs: Mapping[str, Any]) -> None:
-    """Refuse a host already patched (or with a ``grids`` attribute), reserved sampler arguments, a bad prefix."""
+def check_patch_args(
+    host: nn.Module, api: str, prefix: str, grids_kwargs: Mapping[str, Any], point_features: str = "map"
+) -> None:
+    """Refuse a host already patched (or with a ``grids`` attribute), reserved sampler arguments, a bad prefix or
+    ``point_features``."""
     if isinstance(getattr(host, ADAPTER_NAME, None), HookAdapter):
         raise ValueError(f"{type(host).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
     if hasattr(host, ADAPTER_NAME):
         raise ValueError(f"{type(host).__name__} already has an attribute '{ADAPTER_NAME}'; cannot register GridS")
     for key in RESERVED_KWARGS:
         if key in grids_kwargs:
-            why = "conditioning is not supported by the adapter" if key == "cond_dim" else "it is set from the model"
-            raise ValueError(f"do not pass {key}= to {api}: {why}")
+            why = {"cond_dim": "conditioning is not supported by the adapter",
+                   "look_dim": "pass point_features='stem' to have the points read the patch embedding"}
+            raise ValueError(f"do not pass {key}= to {api}: {why.get(key, 'it is set from the model')}")
     if prefix not in ("drop", "keep"):
         raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
+    check_choice("point_features", point_features, POINT_FEATURES)
+    coords = grids_kwargs.get("coords", "predicted")
+    if point_features == "stem" and coords != "predicted":
+        raise ValueError(f"point_features='stem' is what the point predictor reads; coords={coords!r} predicts none")
 
 
 def as_pair(value: Any, name: str) -> tuple[int, int]:
@@ -241,9 +265,13 @@ def build_sampler(
     num_prefix: int,
     prefix: PrefixMode,
     grids_kwargs: Mapping[str, Any],
+    point_features: str = "map",
 ) -> GridSampler:
-    """A :class:`GridSampler` on the host's device."""
-    sampler = GridSampler(dim, k, grid_size=anchor_grid, num_prefix_tokens=num_prefix, prefix=prefix, **grids_kwargs)
+    """A :class:`GridSampler` on the host's device (``point_features="stem"``: its predictor reads ``dim``-wide
+    patch-embedding tokens)."""
+    look_dim = dim if point_features == "stem" else None
+    sampler = GridSampler(dim, k, grid_size=anchor_grid, num_prefix_tokens=num_prefix, prefix=prefix,
+                          look_dim=look_dim, **grids_kwargs)
     ref = next(host.parameters(), None)
     if ref is not None:
         sampler.to(device=ref.device)

@@ -35,7 +35,7 @@ from ._common import (
     resolve_grid,
 )
 
-__all__ = ["patch_transformers", "TransformersGridS", "SUPPORTED_TOWERS"]
+__all__ = ["patch_transformers", "patch_embedding", "TransformersGridS", "SUPPORTED_TOWERS"]
 
 
 class _TowerSpec(NamedTuple):
@@ -92,16 +92,35 @@ def _get_path(root: nn.Module, path: str) -> Any:
     return obj
 
 
+def patch_embedding(tower: nn.Module) -> nn.Module:
+    """The module that turns ``pixel_values`` into patch tokens, before position embeddings: SigLIP's and CLIP's
+    ``embeddings.patch_embedding`` (a ``Conv2d``, ``(B, C, H, W)`` out), DINOv2's ``embeddings.patch_embeddings``
+    (``(B, H*W, C)`` out)."""
+    embeddings = tower.embeddings
+    for name in ("patch_embedding", "patch_embeddings"):
+        module = getattr(embeddings, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise TypeError(f"point_features='stem' needs the tower's patch embedding; {type(embeddings).__name__} has no "
+                    "patch_embedding / patch_embeddings module")
+
+
 class TransformersGridS(HookAdapter):
     """The module registered as ``<tower>.grids`` of a patched Hugging Face tower (see :class:`HookAdapter`).
 
     Reads the patch grid off ``pixel_values`` at the tower's input; at its output resamples ``last_hidden_state``
-    (``after_layer=None``) or drops the prefix tokens that travelled through the encoder.
+    (``after_layer=None``) or drops the prefix tokens that travelled through the encoder. With
+    ``point_features="stem"`` it also keeps the patch embedding's output for the point predictor.
     """
+
+    def _on_stem_output(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        """``point_features="stem"``: keep the patch tokens, ``(B, C, H, W)`` or ``(B, H*W, C)`` -> ``(B, H*W, C)``."""
+        self._keep_stem(output.flatten(2).transpose(1, 2) if output.dim() == 4 else output)
 
     def _on_tower_start(self, tower: nn.Module, args: tuple, kwargs: dict) -> None:
         """Read the patch grid off ``pixel_values`` so the sampler knows ``(H, W)`` exactly."""
         self._pixel_grid = None
+        self._look = None
         self.last_output = None
         pixels = args[0] if args else kwargs.get("pixel_values")
         if isinstance(pixels, Tensor):
@@ -126,6 +145,7 @@ class TransformersGridS(HookAdapter):
             return output
         finally:
             self._pixel_grid = None
+            self._look = None
 
 
 def patch_transformers(
@@ -135,6 +155,7 @@ def patch_transformers(
     after_layer: int | None = None,
     prefix: PrefixMode = "drop",
     grid_size: tuple[int, int] | None = None,
+    point_features: str = "map",
     **grids_kwargs: Any,
 ) -> nn.Module:
     """Make a Hugging Face SigLIP / CLIP / DINOv2 vision tower return K GridS tokens per image; in place.
@@ -150,6 +171,9 @@ def patch_transformers(
             CLS / register tokens first). SigLIP has no prefix tokens.
         grid_size: a fixed patch grid ``(H, W)``; by default it is read from ``pixel_values`` on each call.
             Also sets the anchor layout (by default the config's ``image_size // patch_size`` grid).
+        point_features: what the point predictor reads: ``"map"`` (the paper) the tokens it resamples; ``"stem"``
+            the patch embedding's tokens of the same image, before position embeddings (points placed by what each
+            patch shows; ``grids_vla.grids.POINT_FEATURES``).
         **grids_kwargs: forwarded to :class:`~grids_vla.grids.GridSampler` (``hidden``, ``geometry``,
             ``predictor``, ``coords``, ``align_corners``, ...).
 
@@ -157,7 +181,7 @@ def patch_transformers(
         ``model`` itself, patched; ``grids_vla.patch.unpatch(model)`` undoes it.
     """
     tower, cls_name = _find_tower(model)
-    check_patch_args(tower, "grids_vla.patch.transformers", prefix, grids_kwargs)
+    check_patch_args(tower, "grids_vla.patch.transformers", prefix, grids_kwargs, point_features)
     spec = SUPPORTED_TOWERS[cls_name]
     config = tower.config
     layers = _get_path(tower, spec.layers)
@@ -172,14 +196,18 @@ def patch_transformers(
                                           grids_kwargs.get("allow_oversample", False), what)
     # Inside the encoder the prefix must travel on (attention and the host's CLS pooling need it).
     sampler_prefix: PrefixMode = prefix if after_layer is None else "keep"
-    sampler = build_sampler(tower, config.hidden_size, k, anchor_grid, num_prefix, sampler_prefix, grids_kwargs)
+    stem = patch_embedding(tower) if point_features == "stem" else None
+    sampler = build_sampler(tower, config.hidden_size, k, anchor_grid, num_prefix, sampler_prefix, grids_kwargs,
+                            point_features)
     adapter = TransformersGridS(
         sampler, patch_size=patch, num_prefix_tokens=num_prefix, prefix=prefix, after_layer=after_layer,
-        grid_size=grid_size,
+        grid_size=grid_size, point_features=point_features,
     )
     tower.add_module(ADAPTER_NAME, adapter)
     adapter.hook_pre(tower, adapter._on_tower_start)
     adapter.hook_post(tower, adapter._on_tower_end)
+    if stem is not None:
+        adapter.hook_post(stem, adapter._on_stem_output)
     adapter.hook_layers(layers)
     return model
 

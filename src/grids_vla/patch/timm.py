@@ -75,8 +75,11 @@ class TimmGridS(HookAdapter):
         self._in_model_call = False  # registered with always_call: runs even if the forward raised
 
     def _on_patch_embed(self, patch_embed: nn.Module, args: tuple, output: Tensor) -> None:
-        """Record the patch grid of this call from the image (or from an ``NHWC`` embedding)."""
+        """Record the patch grid of this call from the image (or from an ``NHWC`` embedding), and with
+        ``point_features="stem"`` the patch tokens themselves (before position embeddings) as ``(B, H*W, C)``."""
         self.last_output = None
+        if isinstance(output, Tensor):
+            self._keep_stem(output.flatten(1, 2) if output.dim() == 4 else output)
         pixels = args[0] if args else None
         if isinstance(output, Tensor) and output.dim() == 4:  # dynamic_img_size: (B, H, W, C)
             grid = (int(output.shape[1]), int(output.shape[2]))
@@ -101,6 +104,7 @@ class TimmGridS(HookAdapter):
             return output
         finally:
             self._pixel_grid = None
+            self._look = None
 
 
 def patch_timm(
@@ -110,6 +114,7 @@ def patch_timm(
     after_layer: int | None = None,
     prefix: PrefixMode = "drop",
     grid_size: tuple[int, int] | None = None,
+    point_features: str = "map",
     **grids_kwargs: Any,
 ) -> nn.Module:
     """Make a timm Vision Transformer return K GridS tokens per image from ``forward_features``; in place.
@@ -124,6 +129,9 @@ def patch_timm(
             prefix tokens first). ``model(x)`` pools with the prefix in either case.
         grid_size: a fixed patch grid ``(H, W)``; by default it is read from the input on each call. Also sets the
             anchor layout (by default the patch embedding's ``grid_size``).
+        point_features: what the point predictor reads: ``"map"`` (the paper) the tokens it resamples; ``"stem"``
+            ``patch_embed``'s tokens of the same image, before position embeddings (points placed by what each
+            patch shows; ``grids_vla.grids.POINT_FEATURES``).
         **grids_kwargs: forwarded to :class:`~grids_vla.grids.GridSampler` (``hidden``, ``geometry``,
             ``predictor``, ``coords``, ``align_corners``, ``allow_oversample``, ...).
 
@@ -137,7 +145,7 @@ def patch_timm(
             f"grids_vla.patch.timm does not support {type(model).__name__}: pass a timm VisionTransformer "
             "(timm.models.vision_transformer.VisionTransformer or a subclass, e.g. from timm.create_model('vit_...'))"
         )
-    check_patch_args(model, "grids_vla.patch.timm", prefix, grids_kwargs)
+    check_patch_args(model, "grids_vla.patch.timm", prefix, grids_kwargs, point_features)
     blocks = model.blocks
     check_after_layer(after_layer, len(blocks))
     patch_embed = model.patch_embed
@@ -154,7 +162,8 @@ def patch_timm(
 
     num_prefix = int(model.num_prefix_tokens)
     # The sampler always keeps the prefix; the adapter drops it at the end of forward_features when asked to.
-    sampler = build_sampler(model, int(model.embed_dim), k, anchor_grid, num_prefix, "keep", grids_kwargs)
+    sampler = build_sampler(model, int(model.embed_dim), k, anchor_grid, num_prefix, "keep", grids_kwargs,
+                            point_features)
     adapter = TimmGridS(
         sampler,
         patch_size=patch,
@@ -162,6 +171,7 @@ def patch_timm(
         prefix=prefix,
         after_layer=after_layer,
         grid_size=grid_size,
+        point_features=point_features,
     )
     model.add_module(ADAPTER_NAME, adapter)
     adapter.hook_pre(model, adapter._on_model_start)

@@ -6,13 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..grids import POINT_FEATURES
+
 __all__ = ["GridSVLAConfig", "MODEL_TYPE", "PRESETS", "check_counts", "check_field_types", "kept_tokens"]
 
 MODEL_TYPE = "grids_vla"
 LANGUAGE_MODES = ("learned", "minilm")
 ACTION_HEADS = ("l1", "l2", "flow")
 VISION_STEMS = ("patch", "conv", "coordconv")
-POINT_FEATURES = ("map", "stem")
 # Named reducer settings the benchmarks compare; every other field keeps its default unless overridden.
 PRESETS: dict[str, dict[str, Any]] = {
     "dense": {"reducer": "dense"},
