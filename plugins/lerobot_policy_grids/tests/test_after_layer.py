@@ -412,3 +412,80 @@ def test_point_connector_is_refused_without_a_pixel_shuffle_connector() -> None:
                                              r"grids_after_layer set\), got 'point'") as info:
             make(grids_connector="point", **layer)
         assert "\n" not in str(info.value)
+
+
+# ---- grids_point_features="stem" and grids_points_lr_scale ------------------------------------------------------
+
+
+def scramble_positions_(p: Any) -> None:
+    table = tower(p).embeddings.position_embedding.weight
+    with torch.no_grad():
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(5)) * 3)
+
+
+@pytest.mark.parametrize("features", ["stem", "map"])
+def test_stem_points_ignore_the_position_embeddings_the_map_carries(vlm3: Path, features: str) -> None:
+    """With ``stem`` the points are predicted from the patch embedding, before SigLIP adds positions: scrambling the
+    position table leaves them where they were; the paper's predictor (``map``) reads the positions and moves."""
+    p = policy(vlm3, grids_after_layer=1, grids_point_features=features, grids_predictor="attention",
+               grids_conditioning="language").eval()
+    with torch.no_grad():
+        for q in p.grids.parameters():  # a predictor that reads its input (its last layer starts at zero)
+            q.add_(torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())) * 0.3)
+        batch = make_batch(language=True)
+        prefix(p, batch)
+        before = {cam: out.coords for cam, out in p.grids_last_output().items()}
+        scramble_positions_(p)
+        prefix(p, batch)
+        after = {cam: out.coords for cam, out in p.grids_last_output().items()}
+    assert list(before) == list(CAMERAS)
+    for cam in CAMERAS:
+        assert torch.allclose(before[cam], after[cam]) == (features == "stem"), cam
+    assert (p.grids.sampler.look_dim == 32) == (features == "stem")  # the predictor reads the tower's width
+
+
+def test_stem_policy_trains_and_round_trips(vlm3: Path, tmp_path: Path) -> None:
+    from lerobot_policy_grids.modeling_smolvla_grids import SmolVLAGridsPolicy
+
+    p = policy(vlm3, grids_after_layer=0, grids_point_features="stem", grids_predictor="attention")
+    loss, _ = p.forward(make_batch(language=True))
+    loss.backward()
+    head = list(p.grids.coordinate_head_parameters())
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in head)
+    p.save_pretrained(tmp_path / "stem")
+    again = SmolVLAGridsPolicy.from_pretrained(tmp_path / "stem")
+    assert again.config.grids_point_features == "stem"
+    assert all(torch.equal(a, b) for a, b in zip(p.grids.state_dict().values(), again.grids.state_dict().values()))
+
+
+def test_points_lr_scale_gives_the_coordinate_heads_their_own_group(vlm3: Path) -> None:
+    plain = policy(vlm3)
+    assert [id(q) for q in plain.get_optim_params()] == [id(q) for q in plain.parameters()]  # upstream's, untouched
+    p = policy(vlm3, grids_points_lr_scale=30.0, grids_predictor="attention")
+    groups = p.get_optim_params()
+    head = [id(q) for q in p.grids.coordinate_head_parameters()]
+    assert [id(q) for q in groups[-1]["params"]] == head and groups[-1]["lr"] == p.config.optimizer_lr * 30
+    everything = [id(q) for g in groups for q in g["params"]]
+    assert sorted(everything) == sorted(id(q) for q in p.parameters()) and len(set(everything)) == len(everything)
+    optimizer = p.config.get_optimizer_preset().build(groups)  # what lerobot-train builds from them
+    assert [g["lr"] for g in optimizer.param_groups] == [p.config.optimizer_lr, p.config.optimizer_lr * 30]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"grids_point_features": "pixels"}, r"grids_point_features must be one of \('map', 'stem'\), got 'pixels'"),
+        ({"grids_point_features": "stem"}, r"grids_point_features='stem' needs grids_mode='predicted' and "
+                                           r"grids_after_layer set .*grids_after_layer=None"),
+        ({"grids_point_features": "stem", "grids_after_layer": 1, "grids_mode": "fixed-grid"},
+         r"grids_point_features='stem' needs grids_mode='predicted'.*got grids_mode='fixed-grid'"),
+        ({"grids_points_lr_scale": 0}, r"grids_points_lr_scale must be a number > 0, got 0"),
+        ({"grids_points_lr_scale": 10, "grids_mode": "random"}, r"grids_points_lr_scale=10 needs "
+                                                                 r"grids_mode='predicted'"),
+    ],
+    ids=["unknown_features", "stem_after_the_tower", "stem_fixed_grid", "zero_lr_scale", "lr_scale_no_head"],
+)
+def test_bad_point_options_are_a_one_line_error(vlm3: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        policy(vlm3, **overrides)
+    assert "\n" not in str(info.value)

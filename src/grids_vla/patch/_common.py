@@ -174,15 +174,19 @@ class HookAdapter(nn.Module):
                 f"{hidden.shape[1]} tokens; token dropout (e.g. timm's patch_drop_rate > 0 in training) or a "
                 "resampled token sequence cannot be put back on the patch grid"
             )
-        look = None
-        if self.point_features == "stem":
-            if self._look is None:
-                raise ValueError("point_features='stem': the patch embedding did not run in this call, so there are "
-                                 "no stem tokens for the point predictor (call the patched model with its image)")
-            look = self._look
-        out = self.sampler(hidden, grid, look=look)
+        out = self.sampler(hidden, grid, look=self.stem_look())
         self.last_output = out
         return out.tokens
+
+    def stem_look(self) -> Tensor | None:
+        """What the point predictor reads besides the map: this call's stem tokens with ``point_features="stem"``
+        (an error if the patch embedding did not run), else ``None``."""
+        if self.point_features != "stem":
+            return None
+        if self._look is None:
+            raise ValueError("point_features='stem': the patch embedding did not run in this call, so there are "
+                             "no stem tokens for the point predictor (call the patched model with its image)")
+        return self._look
 
     def _keep_stem(self, tokens: Tensor | None) -> None:
         """Record this call's patch-embedding tokens ``(B, H*W, C)`` (before position embeddings) for a

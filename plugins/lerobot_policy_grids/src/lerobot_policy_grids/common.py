@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from grids_vla import MultiCameraGridS
+from grids_vla.grids import POINT_FEATURES
 from grids_vla.reducers.base import ReducerOutput
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
@@ -60,6 +61,12 @@ class GridSConfigFields:
             connector / PaliGemma's projector). ``L``: the token map entering vision layer ``L`` is resampled
             (``L`` = the tower's depth: its last layer's output, before the final norm), so the remaining vision
             layers run on the resampled tokens (:mod:`lerobot_policy_grids.encoder`). VLA types only.
+        grids_point_features: what the point predictor reads (``grids_vla.grids.POINT_FEATURES``): ``map`` (paper)
+            the tokens it resamples; ``stem`` the vision tower's patch embedding of the same image, before position
+            embeddings (points placed by what each patch shows). ``stem`` needs ``grids_after_layer`` set, where the
+            resampled map is on the patch grid.
+        grids_points_lr_scale: the coordinate heads learn at ``optimizer_lr * grids_points_lr_scale`` (a param group
+            of their own in ``get_optim_params``; 1: like the rest).
         grids_connector: how SmolVLA's pixel-shuffle connector is fed with ``grids_after_layer`` set:
             ``neighbourhood`` (default; each point samples an ``s x s`` neighbourhood, ``s * s * grids_k`` tokens in
             the later vision layers) or ``point`` (one token per point in the later vision layers, put through the
@@ -78,6 +85,8 @@ class GridSConfigFields:
     grids_allow_oversample: bool = False
     grids_after_layer: int | None = None
     grids_connector: str = GRIDS_CONNECTORS[0]
+    grids_point_features: str = POINT_FEATURES[0]
+    grids_points_lr_scale: float = 1.0
 
     def validate_grids(
         self, supports_language: bool = True, after_layer_note: str | None = None, pixel_shuffle: bool = False
@@ -96,6 +105,7 @@ class GridSConfigFields:
             ("grids_predictor", self.grids_predictor, GRIDS_PREDICTORS),
             ("grids_conditioning", self.grids_conditioning, GRIDS_CONDITIONINGS),
             ("grids_connector", self.grids_connector, GRIDS_CONNECTORS),
+            ("grids_point_features", self.grids_point_features, POINT_FEATURES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -106,7 +116,17 @@ class GridSConfigFields:
             raise ValueError("grids_conditioning='language' only applies to grids_mode='predicted'")
         if self.grids_hidden < 1 or self.grids_camera_dim < 1:
             raise ValueError("grids_hidden and grids_camera_dim must be positive")
+        scale = self.grids_points_lr_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(f"grids_points_lr_scale must be a number > 0, got {scale!r}")
+        if scale != 1 and self.grids_mode != "predicted":
+            raise ValueError(f"grids_points_lr_scale={scale} needs grids_mode='predicted': grids_mode="
+                             f"{self.grids_mode!r} has no coordinate head")
         layer = self.grids_after_layer
+        if self.grids_point_features == "stem" and (layer is None or self.grids_mode != "predicted"):
+            raise ValueError("grids_point_features='stem' needs grids_mode='predicted' and grids_after_layer set (the "
+                             "patch embedding is on the grid GridS resamples only inside the vision tower), got "
+                             f"grids_mode={self.grids_mode!r}, grids_after_layer={layer!r}")
         if layer is not None and after_layer_note is not None:
             raise ValueError(f"grids_after_layer must be None for {type(self).__name__}: {after_layer_note}; "
                              f"got {layer!r}")
@@ -176,6 +196,7 @@ def build_grids(
         shared=not config.grids_per_camera,
         camera_dim=config.grids_camera_dim,
         cond_dim=cond_dim if config.grids_conditioning == "language" else None,
+        look_dim=dim if config.grids_point_features == "stem" else None,
         hidden=config.grids_hidden,
         predictor=config.grids_predictor,
         coords=config.grids_mode,
@@ -227,6 +248,22 @@ class GridSPolicyMixin:
         last[camera] = ReducerOutput(
             out.tokens.detach(), None if out.coords is None else out.coords.detach(), {}
         )
+
+    def get_optim_params(self) -> Any:
+        """The upstream parameter groups, with ``grids_points_lr_scale != 1`` the coordinate heads taken out into a
+        group of their own at ``optimizer_lr * grids_points_lr_scale``."""
+        params = super().get_optim_params()  # type: ignore[misc]
+        scale = self.config.grids_points_lr_scale  # type: ignore[attr-defined]
+        if scale == 1:
+            return params
+        head = [p for p in self.grids.coordinate_head_parameters() if p.requires_grad]
+        ids = {id(p) for p in head}
+        groups = [dict(g) for g in params] if isinstance(params, list | tuple) and params and isinstance(
+            params[0], dict) else [{"params": list(params)}]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if id(p) not in ids]
+        lr = self.config.optimizer_lr * scale  # type: ignore[attr-defined]
+        return [g for g in groups if g["params"]] + [{"params": head, "lr": lr}]
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load exactly, or an upstream checkpoint with a freshly initialised (and announced) GridS sampler."""

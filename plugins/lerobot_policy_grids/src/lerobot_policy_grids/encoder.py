@@ -53,7 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from grids_vla import MultiCameraGridS
-from grids_vla.patch.hf_transformers import TransformersGridS
+from grids_vla.patch.hf_transformers import TransformersGridS, patch_embedding
 from grids_vla.reducers.base import ReducerOutput
 from grids_vla.sampling import bilinear_sample, coords_to_image_fraction, coords_to_index_space
 from torch import Tensor, nn
@@ -179,9 +179,10 @@ class EncoderGridS(TransformersGridS):
         neighbourhood: int = 1,
         connector: str | None = None,
         allow_oversample: bool = False,
+        point_features: str = "map",
     ) -> None:
         super().__init__(grids, patch_size=patch_size, num_prefix_tokens=0, prefix="drop", after_layer=after_layer,
-                         grid_size=grid_size)
+                         grid_size=grid_size, point_features=point_features)
         if connector is not None and connector not in GRIDS_CONNECTORS:
             raise ValueError(f"grids_connector must be one of {GRIDS_CONNECTORS}, got {connector!r}")
         if connector == "point" and neighbourhood != 1:
@@ -224,7 +225,7 @@ class EncoderGridS(TransformersGridS):
             raise ValueError(f"grids_k must be in [1, {n // (side * side)}] for a {grid[0]}x{grid[1]} token map "
                              f"with {side}x{side} neighbourhoods, got grids_k={sampler.k} (grids_allow_oversample="
                              "True lifts the limit)")
-        out = grids.forward_camera(self._camera, hidden, grid, cond=self._cond, layout="tokens")
+        out = grids.forward_camera(self._camera, hidden, grid, cond=self._cond, layout="tokens", look=self.stem_look())
         if side > 1:
             points = neighbourhood_points(out.coords, grid, side, sampler.align_corners)
             tokens = bilinear_sample(hidden, grid, points.to(out.coords.dtype), sampler.align_corners)
@@ -332,9 +333,12 @@ def install_encoder_grids(
                           config.grids_allow_oversample, design if connector is not None else None)
     adapter = EncoderGridS(grids, patch_size=patch_size, after_layer=after_layer, grid_size=fixed_grid,
                            neighbourhood=side, connector=design if connector is not None else None,
-                           allow_oversample=config.grids_allow_oversample)
+                           allow_oversample=config.grids_allow_oversample,
+                           point_features=config.grids_point_features)
     adapter.hook_pre(tower, adapter._on_tower_start)
     adapter.hook_post(tower, adapter._on_tower_end)
+    if config.grids_point_features == "stem":
+        adapter.hook_post(patch_embedding(tower), adapter._on_stem_output)
     adapter.hook_pre(tower.encoder, adapter._on_encoder_start)
     adapter.hook_layers(layers)
     if connector is not None:
