@@ -40,6 +40,10 @@ is, so ``grids_connector`` chooses between two designs. Both add no weight and k
   uniform blocks, while the neighbourhood design feeds it real ``s x s`` patch blocks at ``s * s`` times the tokens
   in layers ``L..``. ``grids_k`` may then go up to the whole patch grid.
 
+With ``grids_point_features="stem"`` the adapter also hooks the tower's patch embedding (the core's
+:func:`grids_vla.patch.hf_transformers.patch_embedding`) and hands its output, the patch tokens before position
+embeddings, to the point predictor as ``look``; what is sampled is still the map entering layer ``L``.
+
 SmolVLA's tower is called with a patch attention mask that hides nothing; it is dropped (after checking that it
 hides nothing) since it has the dense token count.
 """
