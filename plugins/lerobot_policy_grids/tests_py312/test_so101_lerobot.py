@@ -228,3 +228,16 @@ def test_errors_name_the_flag_or_file(tmp_path: Path, capsys: pytest.CaptureFixt
         with pytest.raises(ValueError, match="c.json") as exc:
             check_features(cfg(inputs, action), "c.json")
         assert named in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_video_flag_is_checked_like_the_librarys_without_needing_imageio(monkeypatch) -> None:
+    """The plugin writes its videos with LeRobot's writer: a bad --video is the library's one-line error, and a good
+    one does not ask for imageio."""
+    from lerobot_policy_grids.so101 import SO101LeRobotEvalConfig
+
+    for bad in (-2, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^--video: found {bad!r}, expected a number of episodes"):
+            SO101LeRobotEvalConfig(policy_path="p", video=bad)
+    monkeypatch.setitem(sys.modules, "imageio", None)
+    monkeypatch.setitem(sys.modules, "imageio.v2", None)
+    assert SO101LeRobotEvalConfig(policy_path="p", video=2).video == 2

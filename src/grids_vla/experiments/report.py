@@ -210,12 +210,12 @@ def save_visuals(out: Path, name: str, ep: dict[str, Any], policy: GridSVLAPolic
     return written
 
 
-def check_video(value: Any) -> None:
-    """``--video``: how many episodes to film (0: none, -1: all); with any, imageio must load now, not after the
-    first episode."""
+def check_video(value: Any, imageio: bool = True) -> None:
+    """``--video``: how many episodes to film (0: none, -1: all); with any and ``imageio`` (the library's writer,
+    :func:`write_mp4`), imageio must load now, not after the first episode."""
     if isinstance(value, bool) or not isinstance(value, int) or value < -1:
         raise ValueError(f"--video: found {value!r}, expected a number of episodes (0: none, -1: all)")
-    if value:
+    if value and imageio:
         load_imageio()
 
 

@@ -54,7 +54,7 @@ from grids_vla.experiments.evaluate_so101 import (
     write_so101_results,
 )
 from grids_vla.experiments.points import episode_points
-from grids_vla.experiments.report import video_frame
+from grids_vla.experiments.report import check_video, video_frame
 from grids_vla.experiments.rollout import BLIND_VALUE, check_blind
 from grids_vla.sampling import coords_to_image_fraction
 
@@ -90,11 +90,10 @@ class SO101LeRobotEvalConfig:
             raise ValueError("--policy-path is required: the pretrained_model folder lerobot-train writes")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed: found {self.seed!r}, expected an int >= 0")
-        # the library's checks of the flags both evaluations share (task, scenes, episode count, step limit, threads,
-        # video)
+        check_video(self.video, imageio=False)  # the videos are written by LeRobot's own writer
+        # the library's checks of the flags both evaluations share (task, scenes, episode count, step limit, threads)
         shared = SO101EvalConfig(checkpoint=self.policy_path, task=self.task, scenes=self.scenes,
-                                 episodes=self.episodes, max_steps=self.max_steps, threads=self.threads, out=self.out,
-                                 video=self.video)
+                                 episodes=self.episodes, max_steps=self.max_steps, threads=self.threads, out=self.out)
         self.episodes = shared.episodes
 
 
