@@ -1,0 +1,26 @@
+"""``benchmarks/studies.sh``, the two studies' queue: it parses, and every stage it names is a stage of the plan it
+runs, so renaming a stage in a plan file cannot leave the queue silently running nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE = ROOT / "benchmarks" / "studies.sh"
+PLANS = {"LIBERO": ROOT / "benchmarks" / "libero" / "study.json", "SO101": ROOT / "benchmarks" / "so101" / "study.json"}
+
+
+def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
+    assert subprocess.run(["bash", "-n", str(QUEUE)], capture_output=True).returncode == 0
+    text = QUEUE.read_text()
+    calls = re.findall(r'^"\$\{(LIBERO|SO101)\[@\]\}"(.*)$', text, flags=re.M)
+    assert [c[0] for c in calls] == ["LIBERO", "SO101", "LIBERO", "SO101"]  # named stages first, then each whole plan
+    for plan, rest in calls:
+        stages = {s["name"] for s in json.loads(PLANS[plan].read_text())["stages"]}
+        named = rest.split("--stage", 1)[1].split() if "--stage" in rest else []
+        assert set(named) <= stages, f"{plan}: {sorted(set(named) - stages)} are not stages of {PLANS[plan].name}"
+    for plan, path in PLANS.items():  # the queue runs each plan by the file the test reads
+        assert f"--plan {path.relative_to(ROOT)}" in text, plan
