@@ -188,9 +188,9 @@ class HookAdapter(nn.Module):
                              "no stem tokens for the point predictor (call the patched model with its image)")
         return self._look
 
-    def _keep_stem(self, tokens: Tensor | None) -> None:
+    def _keep_stem(self, tokens: Tensor) -> None:
         """Record this call's patch-embedding tokens ``(B, H*W, C)`` (before position embeddings) for a
-        ``point_features="stem"`` predictor; ``None`` clears them."""
+        ``point_features="stem"`` predictor."""
         self._look = tokens if self.point_features == "stem" else None
 
 
@@ -203,8 +203,8 @@ RESERVED_KWARGS = ("dim", "num_prefix_tokens", "prefix", "cond_dim", "look_dim")
 def check_patch_args(
     host: nn.Module, api: str, prefix: str, grids_kwargs: Mapping[str, Any], point_features: str = "map"
 ) -> None:
-    """Refuse a host already patched (or with a ``grids`` attribute), reserved sampler arguments, a bad prefix or
-    ``point_features``."""
+    """Refuse a host already patched (or with a ``grids`` attribute), reserved sampler arguments, a bad prefix, or
+    ``point_features="stem"`` without predicted points (an unknown ``point_features`` is refused by the adapter)."""
     if isinstance(getattr(host, ADAPTER_NAME, None), HookAdapter):
         raise ValueError(f"{type(host).__name__} is already patched with GridS; call grids_vla.patch.unpatch first")
     if hasattr(host, ADAPTER_NAME):
@@ -216,7 +216,6 @@ def check_patch_args(
             raise ValueError(f"do not pass {key}= to {api}: {why.get(key, 'it is set from the model')}")
     if prefix not in ("drop", "keep"):
         raise ValueError(f"prefix must be 'drop' or 'keep', got {prefix!r}")
-    check_choice("point_features", point_features, POINT_FEATURES)
     coords = grids_kwargs.get("coords", "predicted")
     if point_features == "stem" and coords != "predicted":
         raise ValueError(f"point_features='stem' is what the point predictor reads; coords={coords!r} predicts none")
