@@ -184,3 +184,28 @@ def test_bad_after_layer_or_k_is_a_one_line_error(
     with pytest.raises(ValueError, match=message) as info:
         v.policy(**overrides)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("features", ["stem", "map"])
+def test_stem_points_ignore_siglips_position_embeddings(v: pi_checks.Variant, features: str) -> None:
+    """``grids_point_features="stem"`` inside PaliGemma's SigLIP: the points come from the patch embedding, so
+    scrambling the position table leaves them in place; the paper's predictor (``map``) moves with it."""
+    policy = v.policy(grids_after_layer=1, grids_point_features=features, grids_predictor="attention",
+                      grids_points_lr_scale=30.0).eval()
+    table = tower(policy).embeddings.position_embedding.weight
+    coords = []
+    with torch.no_grad():
+        for q in policy.grids.parameters():  # a predictor that reads its input (its last layer starts at zero)
+            q.add_(torch.randn(q.shape, generator=torch.Generator().manual_seed(q.numel())) * 0.3)
+        batch = make_batch()
+        for _ in range(2):
+            prefix(policy, batch)
+            coords.append({cam: out.coords for cam, out in policy.grids_last_output().items()})
+            table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(5)) * 3)
+    assert list(coords[0]) == list(CAMERAS)
+    for cam in CAMERAS:
+        assert torch.allclose(coords[0][cam], coords[1][cam]) == (features == "stem"), cam
+    groups = policy.get_optim_params()  # the coordinate heads learn at 30x the policy's learning rate
+    assert groups[-1]["lr"] == policy.config.optimizer_lr * 30
+    assert [id(q) for q in groups[-1]["params"]] == [id(q) for q in policy.grids.coordinate_head_parameters()]
