@@ -1050,12 +1050,13 @@ class Report:
         """Do points that move buy success? Each GridS-like variant with predicted points against the fixed grid at
         its placement (same K, same ``after_layer``), in distribution and under every perturbation both have."""
         variants = self.variants[suite]
-        fixed = {placement(v.model): n for n, v in variants.items()
-                 if ((v.model or {}).get("reducer_kwargs") or {}).get("coords") == "fixed-grid"}
+
+        def coords(v: Variant) -> Any:  # None: predicted (GridSampler's default)
+            return ((v.model or {}).get("reducer_kwargs") or {}).get("coords")
+
+        fixed = {placement(v.model): n for n, v in variants.items() if coords(v) == "fixed-grid"}
         moving = [(n, fixed[placement(v.model)]) for n, v in variants.items()
-                  if (v.model or {}).get("reducer") == "grids" and n not in fixed.values()
-                  and not ((v.model or {}).get("reducer_kwargs") or {}).get("coords")
-                  and placement(v.model) in fixed]
+                  if (v.model or {}).get("reducer") == "grids" and coords(v) is None and placement(v.model) in fixed]
         if not moving:
             return []
         rows = []
