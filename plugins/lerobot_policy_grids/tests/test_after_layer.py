@@ -254,6 +254,21 @@ def test_act_grids_rejects_after_layer() -> None:
     assert ACTGridsConfig(input_features=inputs, output_features=outputs, **TINY_ACT).grids_after_layer is None
 
 
+@pytest.mark.parametrize("layer", [None, 2])
+def test_act_grids_rejects_stem_features_in_one_step(layer: int | None) -> None:
+    """ACT cannot have ``grids_point_features='stem'`` at all: the error says so whatever ``grids_after_layer`` is,
+    rather than first asking for an after-layer that the next error then forbids."""
+    from conftest import TINY_ACT
+    from lerobot_policy_grids.configuration_act_grids import ACTGridsConfig
+
+    inputs, outputs = features()
+    with pytest.raises(ValueError, match="grids_point_features='stem' is not available for ACTGridsConfig: it needs "
+                                         "grids_after_layer, and its ResNet backbone has no transformer") as info:
+        ACTGridsConfig(input_features=inputs, output_features=outputs, grids_point_features="stem",
+                       grids_after_layer=layer, **TINY_ACT)
+    assert "\n" not in str(info.value)
+
+
 # ---- grids_connector="point": one token per point inside the encoder --------------------------------------------
 
 

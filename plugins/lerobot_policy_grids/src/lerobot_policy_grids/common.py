@@ -123,6 +123,9 @@ class GridSConfigFields:
             raise ValueError(f"grids_points_lr_scale={scale} needs grids_mode='predicted': grids_mode="
                              f"{self.grids_mode!r} has no coordinate head")
         layer = self.grids_after_layer
+        if self.grids_point_features == "stem" and after_layer_note is not None:
+            raise ValueError(f"grids_point_features='stem' is not available for {type(self).__name__}: it needs "
+                             f"grids_after_layer, and {after_layer_note}")
         if self.grids_point_features == "stem" and (layer is None or self.grids_mode != "predicted"):
             raise ValueError("grids_point_features='stem' needs grids_mode='predicted' and grids_after_layer set (the "
                              "patch embedding is on the grid GridS resamples only inside the vision tower), got "
