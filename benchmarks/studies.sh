@@ -8,7 +8,8 @@
 #
 # Order (what the open issues wait for first): LIBERO dense seed 2 (issue 14's three paired seeds), the looking head
 # and the fixed grid inside the encoder at seeds 1-2 and out of distribution (issue 15's default), the SO-101
-# placement seeds (issues 15 and 17), then the rest of both plans in their files' order.
+# placement seeds (issues 15 and 17) and the SO-101 core (dense has no run there yet: issue 17's headline comparison),
+# then the rest of both plans in their files' order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -29,8 +30,8 @@ done
 step() { echo "== studies.sh: $* ($(date -u +%FT%TZ))"; }
 step LIBERO core-seed-2 points-l0-seeds-1-2 points-ood
 "${LIBERO[@]}" --stage core-seed-2 points-l0-seeds-1-2 points-ood
-step SO-101 placement-seeds
-"${SO101[@]}" --stage placement-seeds
+step SO-101 placement-seeds core
+"${SO101[@]}" --stage placement-seeds core
 step LIBERO, the rest of the plan
 "${LIBERO[@]}"
 step SO-101, the rest of the plan
