@@ -145,9 +145,11 @@ def configs(draw):
     layout = "tokens" if n_prefix else draw(st.sampled_from(["tokens", "nchw", "nhwc"]))
     cond = draw(st.sampled_from([None, "film", "concat"])) if coords == "predicted" else None
     look_dim = draw(st.sampled_from([None, None, 1, 3, 7])) if coords == "predicted" else None
+    predictor = draw(st.sampled_from(["pooled", "attention"]))
     kwargs = dict(
         hidden=draw(st.integers(1, 12)),
-        predictor=draw(st.sampled_from(["pooled", "attention"])),
+        predictor=predictor,
+        attention_grad=predictor == "attention" and coords == "predicted" and draw(st.booleans()),
         coords=coords,
         sampling=draw(st.sampled_from(["bilinear", "nearest"])),
         geometry=draw(st.sampled_from(["mlp", "fourier", "none", True, False])),
@@ -206,6 +208,10 @@ def _fixed(dim, k, grid, layout="tokens", batch=2, seed=0, **kwargs):
         _fixed(4, 5, (3, 2), predictor="attention", look_dim=4, context=True, align_corners=False, seed=4),
         _fixed(3, 4, (2, 3), coords="fixed-grid", context=True, seed=5),
         _fixed(3, 4, (3, 3), context=True, geometry="none", seed=6),
+        # attention_grad: the straight-through term's gradient reaches the maps (and x) the same way
+        _fixed(4, 5, (3, 4), predictor="attention", attention_grad=True, seed=7),
+        _fixed(4, 6, (3, 3), "nchw", predictor="attention", attention_grad=True, look_dim=3, cond_dim=2,
+               sampling="nearest", seed=8),
     ],
 )
 def test_module_parity_look_and_context(cfg):
@@ -517,6 +523,9 @@ def _message(fn) -> tuple[type, str]:
         (dict(dim=8, look_dim=4, coords="fixed-grid"), None),
         (dict(dim=8, look_dim=4, coords="random"), None),
         (dict(dim=8, context=1), None),
+        (dict(dim=8, attention_grad=True), None),  # the pooled head has no attention maps
+        (dict(dim=8, predictor="attention", coords="fixed-grid", attention_grad=True), None),
+        (dict(dim=8, predictor="attention", attention_grad=1), None),
         (dict(dim=8, context="yes"), None),
         (dict(dim=8, k=4, grid_size=(4, 4)), dict(shape=(2, 16, 8), look=(2, 16, 8))),  # look without look_dim
         (dict(dim=8, k=4, grid_size=(4, 4), look_dim=5), dict(shape=(2, 16, 8))),  # look_dim without look

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import (
+    check_attention_grad,
     check_choice,
     check_look_dim,
     check_look_given,
@@ -226,10 +227,8 @@ class GridSampler(TokenReducer):
         self.cond_dim = cond_dim
         self.cond_mode = cond_mode
         self.predictor = predictor if coords == "predicted" else None
-        if attention_grad and self.predictor != "attention":
-            raise ValueError("attention_grad needs predictor='attention' and coords='predicted' (it routes gradient "
-                             "through the attention maps)")
-        self.attention_grad = bool(attention_grad)
+        check_attention_grad(attention_grad, predictor, coords)
+        self.attention_grad = attention_grad
         self.accepts_cond = coords == "predicted" and cond_dim is not None
         self.look_dim = look_dim
         head_dim = look_dim or dim  # what stage 1 reads

@@ -21,6 +21,9 @@ Semantics (all mirrored from the PyTorch reference; the parity tests hold them t
   exactly when ``look_dim`` is set, and ``look_dim`` needs ``coords="predicted"``, as in PyTorch.
 * Stage 2: bilinear sampling (:func:`grids_vla.jax.sampling.bilinear_sample`), optional nearest
   snapping with a straight-through gradient, plus a geometry embedding (MLP / Fourier, zero last layer).
+* ``attention_grad=True`` (attention predictor only) adds ``A @ x - stop_gradient(A @ x)`` to the sampled
+  tokens, ``A`` the point head's attention maps: zero forward, and in the backward pass every token a point
+  could move to reaches its map, as in PyTorch.
 * ``context=True`` adds LayerNorm -> Dense(dim) of the frame's mean token (the sampled map ``x``, not
   ``look``; computed in ``param_dtype``, cast back to the tokens' dtype) to every sampled token; the Dense
   starts at zero, so a fresh module outputs what it would without it (beyond the paper).
@@ -42,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import (
+    check_attention_grad,
     check_choice,
     check_grid_size,
     check_int,
@@ -202,9 +206,9 @@ class GridSampler(nn.Module):
 
     Attributes mirror :class:`grids_vla.GridSampler` (``dim``, ``k``, ``hidden``, ``predictor``, ``coords``,
     ``sampling``, ``geometry``, ``geometry_hidden``, ``fourier_bands``, ``cond_dim``, ``cond_mode``,
-    ``look_dim``, ``context``, ``grid_size``, ``num_prefix_tokens``, ``prefix``, ``allow_oversample``,
-    ``check_finite``, ``align_corners``); ``param_dtype`` is the parameters' dtype (the predictor computes
-    in it, like the PyTorch module computes in its weights' dtype).
+    ``look_dim``, ``attention_grad``, ``context``, ``grid_size``, ``num_prefix_tokens``, ``prefix``,
+    ``allow_oversample``, ``check_finite``, ``align_corners``); ``param_dtype`` is the parameters' dtype (the
+    predictor computes in it, like the PyTorch module computes in its weights' dtype).
 
     Call: ``module.apply({"params": p}, x, grid_size=None, cond=None, layout=None, rng=None, look=None)``
     with ``x`` a ``(B, N, C)`` token sequence (``layout="tokens"``) or a ``(B, C, H, W)`` / ``(B, H, W, C)``
@@ -226,6 +230,7 @@ class GridSampler(nn.Module):
     cond_dim: int | None = None
     cond_mode: str = "film"
     look_dim: int | None = None
+    attention_grad: bool = False
     context: bool = False
     grid_size: tuple[int, int] | None = None
     num_prefix_tokens: int = 0
@@ -250,6 +255,7 @@ class GridSampler(nn.Module):
         check_choice("predictor", self.predictor, ("pooled", "attention"))
         check_optional_dim("cond_dim", self.cond_dim)
         check_look_dim(self.look_dim, self.coords)
+        check_attention_grad(self.attention_grad, self.predictor, self.coords)
         if not isinstance(self.context, bool):
             raise ValueError(f"context must be True or False, got {self.context!r}")
         super().__post_init__()
@@ -294,6 +300,9 @@ class GridSampler(nn.Module):
         coords, aux = self._predict_coords(spatial if look is None else look, hw, cond, rng)
         nearest = self.sampling == "nearest"
         out = bilinear_sample(spatial, hw, coords, self.align_corners, snap=nearest)
+        if self.attention_grad:  # exactly zero forward; backward: d token / d attention = the features
+            pooled = aux["attention"].astype(spatial.dtype) @ spatial
+            out = out + (pooled - jax.lax.stop_gradient(pooled))
         if nearest:  # report (and embed) the patch centres actually read, straight-through gradient
             coords = snap_to_patch_centers(coords, hw, self.align_corners)
         if self.geometry_mode != "none":
