@@ -181,6 +181,18 @@ def _pixel(env, xyz: np.ndarray) -> tuple[int, int]:
     return int(round((1 - v) / 2 * size)), int(round((1 - u) / 2 * size))
 
 
+def test_every_distractor_builds_from_the_installed_assets() -> None:
+    """A pool entry LIBERO registers but whose asset file is missing would only fail in the scene that reaches it
+    (``mayo`` did, mid-study, on a libero_object task whose earlier candidates were all in the scene)."""
+    from libero.libero.envs.objects import get_object_dict
+
+    from grids_vla.envs.libero.perturb import DISTRACTOR_POOL
+
+    registered = get_object_dict()
+    for category in DISTRACTOR_POOL:
+        registered[category]()  # parses the object's MJCF: FileNotFoundError when the asset is missing
+
+
 def test_distractors_are_added_visible_keep_the_init_state_and_the_task_solvable() -> None:
     assert [make_perturbation("distractors", s).count for s in (0.0, 0.2, 0.5, 1.0)] == [0, 1, 2, 3]
     pert = make_perturbation("distractors", 1.0)
