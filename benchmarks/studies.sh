@@ -27,13 +27,21 @@ for task in pick_place_bowl stack; do
     --out runs/so101/data
 done
 
+# A step that fails (its traceback is in the log) does not stop the queue: the next step runs, and the queue exits
+# non-zero at the end naming the failed steps; rerunning it retries them (finished runs are skipped).
+FAILED=()
 step() { echo "== studies.sh: $* ($(date -u +%FT%TZ))"; }
+failed() { FAILED+=("$1"); echo "== studies.sh: step '$1' failed, going on ($(date -u +%FT%TZ))"; }
 step LIBERO core-seed-2 points-l0-seeds-1-2 points-ood
-"${LIBERO[@]}" --stage core-seed-2 points-l0-seeds-1-2 points-ood
+"${LIBERO[@]}" --stage core-seed-2 points-l0-seeds-1-2 points-ood || failed "LIBERO named stages"
 step SO-101 placement-seeds core
-"${SO101[@]}" --stage placement-seeds core
+"${SO101[@]}" --stage placement-seeds core || failed "SO-101 named stages"
 step LIBERO, the rest of the plan
-"${LIBERO[@]}"
+"${LIBERO[@]}" || failed "LIBERO plan"
 step SO-101, the rest of the plan
-"${SO101[@]}"
+"${SO101[@]}" || failed "SO-101 plan"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  step "done; failed: ${FAILED[*]}"
+  exit 1
+fi
 step done

@@ -20,7 +20,23 @@ def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
     assert [c[0] for c in calls] == ["LIBERO", "SO101", "LIBERO", "SO101"]  # named stages first, then each whole plan
     for plan, rest in calls:
         stages = {s["name"] for s in json.loads(PLANS[plan].read_text())["stages"]}
+        rest = rest.split("||", 1)[0]  # the call, without its `|| failed ...` (a failed step does not stop the queue)
         named = rest.split("--stage", 1)[1].split() if "--stage" in rest else []
         assert set(named) <= stages, f"{plan}: {sorted(set(named) - stages)} are not stages of {PLANS[plan].name}"
     for plan, path in PLANS.items():  # the queue runs each plan by the file the test reads
         assert f"--plan {path.relative_to(ROOT)}" in text, plan
+
+
+def test_a_failed_step_does_not_stop_the_queue(tmp_path: Path) -> None:
+    """Every study call is followed by `|| failed`, and the queue's end exits non-zero naming what failed: run the
+    script's tail with the runner replaced by `false` / `true`."""
+    text = QUEUE.read_text()
+    calls = re.findall(r'^"\$\{(?:LIBERO|SO101)\[@\]\}".*$', text, flags=re.M)
+    assert calls and all("|| failed " in c for c in calls)
+    tail = text[text.index("FAILED=()"):]
+    for runner, code, said in (("false", 1, "failed: LIBERO named stages SO-101 named stages LIBERO plan"),
+                               ("true", 0, "== studies.sh: done (")):
+        script = tmp_path / f"{runner}.sh"
+        script.write_text(f"set -euo pipefail\nLIBERO=({runner})\nSO101=({runner})\n{tail}")
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        assert out.returncode == code and said in out.stdout, out.stdout
