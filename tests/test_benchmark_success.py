@@ -210,8 +210,25 @@ def test_study_plan_runs_stages_in_order_keeps_checkpoints_and_adds_ood_later(tm
     # the run folders gone, a later stage's new perturbation is evaluated from the archived checkpoint alone, and
     # the kept checkpoint plays the archived in-distribution episode action for action
     shutil.rmtree(tmp_path / "out")
-    plan["stages"].append({"name": "more", "variants": ["grids-16"], "seeds": [0], "ood": ["table_color:0.5", "blind"]})
+    plan["stages"].append({"name": "more", "variants": ["grids-16"], "seeds": [0],
+                           "ood": ["lighting:0.5", "table_color:0.5", "blind"]})
     (tmp_path / "plan.json").write_text(json.dumps(plan))
+    real_eval = bench.eval_run
+
+    def stop_at_blind(args, variant, seed, perturbation=None):  # a stop in the middle of the stage
+        if perturbation == "blind":
+            raise KeyboardInterrupt
+        return real_eval(args, variant, seed, perturbation)
+
+    bench.eval_run = stop_at_blind
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench.main([*common, "--stage", "more"])
+    finally:
+        bench.eval_run = real_eval
+    # what finished before the stop is archived already; lighting (archived earlier) was not evaluated again
+    assert json.loads((kept / "ood" / "table_color-0.5" / "results.json").read_text())["complete"]
+    assert not (tmp_path / "out" / "runs" / "grids-16_s0" / "ood" / "lighting-0.5").exists()
     bench.main([*common, "--stage", "more"])
     assert not (tmp_path / "out" / "runs" / "grids-16_s0" / "checkpoints").exists()  # nothing retrained
     assert json.loads((kept / "ood" / "table_color-0.5" / "results.json").read_text())["complete"]

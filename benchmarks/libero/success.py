@@ -716,9 +716,13 @@ def main(argv: list[str] | None = None) -> None:
             if not _archived_only(args, variant, seed):
                 eval_run(args, variant, seed)
                 archive_run(args, variant, seed, keep)
+            done = set(ood) - set(_missing_ood(args, variant, seed, ood, keep=False))
             for spec in ood:
+                if spec in done:  # archived (on another machine, or before a stop): not evaluated again
+                    continue
                 print(f"== eval {variant} seed {seed} under {spec}", file=sys.stderr, flush=True)
                 eval_run(args, variant, seed, spec)
+                archive_run(args, variant, seed, keep)  # each finished evaluation reaches the archive at once
         archive_run(args, variant, seed, keep)
     report(args)
 
