@@ -716,7 +716,7 @@ def main(argv: list[str] | None = None) -> None:
             if not _archived_only(args, variant, seed):
                 eval_run(args, variant, seed)
                 archive_run(args, variant, seed, keep)
-            done = set(ood) - set(_missing_ood(args, variant, seed, ood, keep=False))
+            done = set(ood) - set(_missing_ood(args, variant, seed, ood, keep=False)) if args.archive else set()
             for spec in ood:
                 if spec in done:  # archived (on another machine, or before a stop): not evaluated again
                     continue
