@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "check_choice", "check_int", "check_optional_dim", "check_look_dim", "check_look_given", "check_look_shape",
-    "check_attention_grad",
+    "check_flag", "check_attention_grad",
     "check_grid_size", "resolve_layout", "spread_anchor_points",
 ]
 
@@ -57,10 +57,15 @@ def check_look_given(given: bool, look_dim: int | None) -> None:
                          "predicted from the tokens it samples")
 
 
+def check_flag(name: str, value: Any) -> None:
+    """A switch is a real bool (``1`` or ``"yes"`` is refused, not read as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def check_attention_grad(attention_grad: Any, predictor: Any, coords: str) -> None:
     """``attention_grad`` routes gradient through the attention point head's maps, so it needs that head."""
-    if not isinstance(attention_grad, bool):
-        raise ValueError(f"attention_grad must be True or False, got {attention_grad!r}")
+    check_flag("attention_grad", attention_grad)
     if attention_grad and (predictor != "attention" or coords != "predicted"):
         raise ValueError("attention_grad needs predictor='attention' and coords='predicted' (it routes gradient "
                          "through the attention maps)")

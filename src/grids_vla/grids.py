@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ._checks import (
     check_attention_grad,
     check_choice,
+    check_flag,
     check_look_dim,
     check_look_given,
     check_look_shape,
@@ -247,8 +248,7 @@ class GridSampler(TokenReducer):
         self.geometry = (
             GeometryEmbedding(dim, geometry_hidden, geometry, fourier_bands) if geometry != "none" else None
         )
-        if not isinstance(context, bool):
-            raise ValueError(f"context must be True or False, got {context!r}")
+        check_flag("context", context)
         self.context = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim)) if context else None
         if self.context is not None:
             nn.init.zeros_(self.context[1].weight)

@@ -47,6 +47,7 @@ import numpy as np
 from .._checks import (
     check_attention_grad,
     check_choice,
+    check_flag,
     check_grid_size,
     check_int,
     check_look_dim,
@@ -256,8 +257,7 @@ class GridSampler(nn.Module):
         check_optional_dim("cond_dim", self.cond_dim)
         check_look_dim(self.look_dim, self.coords)
         check_attention_grad(self.attention_grad, self.predictor, self.coords)
-        if not isinstance(self.context, bool):
-            raise ValueError(f"context must be True or False, got {self.context!r}")
+        check_flag("context", self.context)
         super().__post_init__()
 
     @property
