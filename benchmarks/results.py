@@ -471,6 +471,18 @@ def success_cell(s: int, n: int) -> str:
     return f"{s}/{n} = {pct(s / n)} %"
 
 
+def _points_cells(summaries: list[dict]) -> list[str]:
+    """Mobility (within, across episodes) and the near / on shares of the points, the fixed grid and random points,
+    averaged over ``summaries`` (one camera's ``points`` entry of each evaluation's results.json)."""
+    def mean(values: list[float | None], digits: int) -> str:
+        vals = [x for x in values if x is not None]
+        return f"{sum(vals) / len(vals):.{digits}f}" if vals else "-"
+    return [mean([c.get("within_episode") for c in summaries], 4),
+            mean([c.get("across_episodes") for c in summaries], 4),
+            *(mean([c.get(kind, {}).get(key) for c in summaries], 3)
+              for key in ("within_radius", "on_mask") for kind in ("policy", "fixed-grid", "random"))]
+
+
 def demo_sets(data: list[dict | None]) -> str:
     """The runs' demonstrations (``data.json`` each): every generation's size and actions digest with its run count,
     flagged when the runs were trained on more than one demo set, or said to be regenerations of one scene set
@@ -1012,39 +1024,39 @@ class Report:
                   "the object to move, the target or the gripper (*near*) or on their "
                   "pixels (*on*), beside the fixed-grid anchors and uniform random points on the same frames. From "
                   "each evaluation's `results.json` (`points`).", ""]
-
-        def mean(values: list[float | None]) -> str:
-            vals = [x for x in values if x is not None]
-            return f"{sum(vals) / len(vals):.3f}" if vals else "-"
-
-        def mean4(values: list[float | None]) -> str:
-            vals = [x for x in values if x is not None]
-            return f"{sum(vals) / len(vals):.4f}" if vals else "-"
-
+        head = ["moves within", "moves across", "near: points", "fixed grid", "random", "on: points", "fixed grid",
+                "random"]
         rows = []
         for n in dict.fromkeys(n for n, _ in with_points):
             rs = [r for m, r in with_points if m == n]
             v = self.variants[suite][n]
             for cam in dict.fromkeys(c for r in rs for c in r.ind.results["points"]):
                 cams = [r.ind.results["points"][cam] for r in rs if cam in r.ind.results["points"]]
-                rows.append([n, cam, str(len(cams)), pct(v.successes / v.n) + " %",
-                             mean4([c.get("within_episode") for c in cams]),
-                             mean4([c.get("across_episodes") for c in cams]),
-                             *(mean([c.get(kind, {}).get(key) for c in cams])
-                               for key in ("within_radius", "on_mask") for kind in ("policy", "fixed-grid", "random"))])
-        lines += table(["variant", "camera", "seeds", "success", "moves within", "moves across", "near: points",
-                        "fixed grid", "random", "on: points", "fixed grid", "random"], rows, "llrrrrrrrrrr") + [""]
+                rows.append([n, cam, str(len(cams)), pct(v.successes / v.n) + " %", *_points_cells(cams)])
+        lines += table(["variant", "camera", "seeds", "success", *head], rows, "llrrrrrrrrrr") + [""]
         rows = []
         for n, r in with_points:
             for cam, c in r.ind.results["points"].items():
-                rows.append([n, f"s{r.seed}", cam, success_cell(r.ind.successes, r.ind.n),
-                             mean4([c.get("within_episode")]), mean4([c.get("across_episodes")]),
-                             mean([c.get("policy", {}).get("within_radius")]),
-                             mean([c.get("policy", {}).get("on_mask")])])
+                cells = _points_cells([c])
+                rows.append([n, f"s{r.seed}", cam, success_cell(r.ind.successes, r.ind.n), *cells[:3], cells[5]])
         lines += ["<details><summary>Every run</summary>", ""]
         lines += table(["variant", "seed", "camera", "success", "moves within", "moves across", "near", "on"], rows,
                        "lllrrrrr")
-        return lines + ["", "</details>", ""] + self.vs_fixed_grid(suite)
+        lines += ["", "</details>", ""]
+        rows = []
+        for p in sorted({p for _, r in runs for p in r.ood if r.ood[p].results.get("points")}):
+            for n in dict.fromkeys(n for n, _ in runs):
+                evs = [r.ood[p] for m, r in runs if m == n and p in r.ood and r.ood[p].results.get("points")]
+                for cam in dict.fromkeys(c for e in evs for c in e.results["points"]):
+                    cams = [e.results["points"][cam] for e in evs if cam in e.results["points"]]
+                    s, m = sum(e.successes for e in evs), sum(e.n for e in evs)
+                    rows.append([p, n, cam, str(len(cams)), success_cell(s, m), *_points_cells(cams)])
+        if rows:
+            lines += ["Out of distribution, the same measures on the frames of each perturbed evaluation (the "
+                      "fixed-grid and random columns are on those frames too):", ""]
+            lines += table(["perturbation", "variant", "camera", "seeds", "success", *head], rows,
+                           "lllrrrrrrrrrr") + [""]
+        return lines + self.vs_fixed_grid(suite)
 
     def vs_fixed_grid(self, suite: str) -> list[str]:
         """Do points that move buy success? Each GridS-like variant with predicted points against the fixed grid at

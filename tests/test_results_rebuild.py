@@ -57,7 +57,8 @@ def _write_eval(folder: Path, variant: str, outcome, inits: int, perturbation: s
     (folder / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
 
 
-def _write_run(root: Path, variant: str, seed: int, outcome, ood: dict | None = None, **kw) -> Path:
+def _write_run(root: Path, variant: str, seed: int, outcome, ood: dict | None = None, ood_points: dict | None = None,
+               **kw) -> Path:
     folder = root / "libero_object" / f"{variant}_s{seed}"
     model = GridSVLAConfig.preset(variant, instructions=INSTRUCTIONS).to_dict()
     folder.mkdir(parents=True)
@@ -69,7 +70,7 @@ def _write_run(root: Path, variant: str, seed: int, outcome, ood: dict | None = 
     (folder / "metrics.csv").write_text("step,loss,lr,grad_norm,samples_per_s,elapsed_s\r\n")
     _write_eval(folder, variant, outcome, 10, **kw)
     for name, fn in (ood or {}).items():
-        _write_eval(folder / "ood" / name.replace(":", "-"), variant, fn, 5, perturbation=name)
+        _write_eval(folder / "ood" / name.replace(":", "-"), variant, fn, 5, perturbation=name, points=ood_points)
     return folder
 
 
@@ -77,6 +78,10 @@ POINTS = {"agentview": {"episodes": 20, "frames": 400, "within_episode": 0.001, 
                         "policy": {"within_radius": 0.25, "mean_distance_px": 20.0, "on_mask": 0.2},
                         "fixed-grid": {"within_radius": 0.05, "mean_distance_px": 40.0, "on_mask": 0.04},
                         "random": {"within_radius": 0.06, "mean_distance_px": 41.0, "on_mask": 0.05}}}
+
+
+OOD_POINTS = {"agentview": {**POINTS["agentview"], "within_episode": 0.003,
+                            "policy": {"within_radius": 0.15, "mean_distance_px": 25.0, "on_mask": 0.1}}}
 
 
 def bench_rows(lines: list[str]) -> list[list[str]]:
@@ -104,7 +109,7 @@ def synthetic(tmp_path_factory) -> tuple[Path, str, Path]:
     for seed in (0, 1, 2):
         _write_run(study, "dense", seed, lambda t, i: i % 2 == 0,
                    ood={"lighting:0.8": lambda t, i: i == 0} if seed < 2 else None)
-        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS,
+        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS, ood_points=OOD_POINTS,
                    ood={"lighting:0.8": lambda t, i: i < 4} if seed < 2 else None)
         _write_run(study, "grids-4", seed, lambda t, i, s=seed: (i % 2 == 0) != ((t, i) in ((0, 2 * s), (1, 1))))
         _write_run(study, "grids-1", seed, lambda t, i: i == 0)
@@ -168,6 +173,9 @@ def test_rebuild_sections_k_flops_peers_ood_points(synthetic) -> None:
     assert "16/20 = 80.0 %" in g16 and "| -10.0 [" in g16 and g16.endswith("| better than dense |")
     pts = _row(md, "grids-16", "## Where the points look")
     assert pts[1:5] == ["agentview", "3", "95.0 %", "0.0010"] and pts[6:9] == ["0.250", "0.050", "0.060"]
+    ood_pts = _row(md, "lighting:0.8", "Out of distribution, the same measures")  # seeds 0-1 have it
+    assert ood_pts[1:6] == ["grids-16", "agentview", "2", "16/20 = 80.0 %", "0.0030"]
+    assert ood_pts[7:10] == ["0.150", "0.050", "0.060"] and ood_pts[10] == "0.100"
     for name in ("success_vs_k.png", "success_vs_flops.png", "ablations.png", "peers.png", "ood_heatmap.png"):
         assert (figures / name).stat().st_size > 1000 and f"![{name}](figures/{name})" in md
     abl = _row(md, "random coordinates", "## Ablations")
