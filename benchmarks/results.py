@@ -42,7 +42,13 @@ from typing import Any
 
 from grids_vla.envs.libero.dataset import demo_set
 from grids_vla.experiments.points import RADIUS_FRACTION
-from grids_vla.experiments.stats import mcnemar_exact, mcnemar_pooled, seed_bootstrap_diff, wilson_interval
+from grids_vla.experiments.stats import (
+    mcnemar_exact,
+    mcnemar_pooled,
+    seed_bootstrap_diff,
+    seed_bootstrap_mean,
+    wilson_interval,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN_SUITE = "libero_object"
@@ -118,6 +124,7 @@ NOT_YET = "not yet measured"
 class Evaluation:
     results: dict[str, Any]
     episodes: dict[tuple[int, int], bool]
+    points: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # each episode's points summary
 
     @property
     def successes(self) -> int:
@@ -175,12 +182,13 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _episodes(path: Path) -> dict[tuple[int, int], bool]:
-    """Outcomes by ``(task_id, init_state)``; a last line cut short by a kill is dropped, a repeated episode is an
-    error (it would be counted twice)."""
+def _episodes(path: Path) -> tuple[dict[tuple[int, int], bool], dict[tuple[int, int], dict[str, Any]]]:
+    """Outcomes and points summaries by ``(task_id, init_state)``; a last line cut short by a kill is dropped, a
+    repeated episode is an error (it would be counted twice)."""
     out: dict[tuple[int, int], bool] = {}
+    points: dict[tuple[int, int], dict[str, Any]] = {}
     if not path.is_file():
-        return out
+        return out, points
     for line in path.read_text().splitlines():
         try:
             e = json.loads(line)
@@ -190,12 +198,14 @@ def _episodes(path: Path) -> dict[tuple[int, int], bool]:
         if key in out:
             raise SystemExit(f"{path}: episode task {key[0]} init state {key[1]} appears twice")
         out[key] = bool(e["success"])
-    return out
+        if e.get("points"):
+            points[key] = e["points"]
+    return out, points
 
 
 def _evaluation(folder: Path) -> Evaluation | None:
     res = _json(folder / "results.json")
-    return None if res is None else Evaluation(res, _episodes(folder / "episodes.jsonl"))
+    return None if res is None else Evaluation(res, *_episodes(folder / "episodes.jsonl"))
 
 
 def _recorded(*dicts: Any) -> dict[str, str]:
@@ -292,6 +302,11 @@ def placement(model: dict[str, Any] | None) -> tuple[Any, Any]:
     """Where a reducer sits and how many tokens it keeps: ``(k, after_layer)`` (``after_layer`` None: after the
     encoder)."""
     return (model or {}).get("k"), (model or {}).get("after_layer")
+
+
+def _coords(model: dict[str, Any] | None) -> Any:
+    """GridS's ``coords`` mode of a run's model; None: predicted (GridSampler's default)."""
+    return ((model or {}).get("reducer_kwargs") or {}).get("coords")
 
 
 def _conditioning(model: dict[str, Any], kw: dict[str, Any]) -> str:
@@ -1056,19 +1071,60 @@ class Report:
                       "fixed-grid and random columns are on those frames too):", ""]
             lines += table(["perturbation", "variant", "camera", "seeds", "success", *head], rows,
                            "lllrrrrrrrrrr") + [""]
-        return lines + self.vs_fixed_grid(suite)
+        return lines + self.looks_vs_fixed_grid(suite) + self.vs_fixed_grid(suite)
+
+    def looks_vs_fixed_grid(self, suite: str) -> list[str]:
+        """Do predicted points lie on the task more often than the fixed-grid anchors would on the same frames? The
+        per-episode difference, weighted by frames, with the seed-then-episode bootstrap, per camera and split."""
+        rows = []
+        for n, v in self.variants[suite].items():
+            if (v.model or {}).get("reducer") != "grids" or _coords(v.model) is not None:
+                continue
+            splits = [None, *sorted({p for r in v.runs for p in r.ood})]
+            for p in splits:
+                evs = {r.seed: (r.ind if p is None else r.ood.get(p)) for r in v.runs}
+                evs = {s: e for s, e in evs.items() if e is not None and e.points}
+                for cam in dict.fromkeys(c for e in evs.values() for rec in e.points.values() for c in rec):
+                    cells = []
+                    for key, base in (("on_mask", "fixed-grid"), ("within_radius", "fixed-grid"), ("on_mask", "still")):
+                        diffs = {s: [(c["policy"][key] - c[base][key], c["frames"])
+                                     for c in (rec.get(cam) for rec in e.points.values())
+                                     if c and c["frames"] and c["policy"].get(key) is not None
+                                     and (c.get(base) or {}).get(key) is not None] for s, e in evs.items()}
+                        diffs = {s: d for s, d in diffs.items() if d}
+                        cells.append(seed_bootstrap_mean(diffs, self.n_boot, zlib.crc32(
+                            f"looks|{suite}|{n}|{p}|{cam}|{key}|{base}".encode())) if diffs else None)
+                    if cells[0] is None and cells[1] is None:
+                        continue
+                    seeds = len(evs)
+                    words = ("-" if cells[0] is None else "more often than the fixed grid" if cells[0][1] > 0
+                             else "less often than the fixed grid" if cells[0][2] < 0 else "no detectable difference")
+                    if cells[0] is not None and seeds < 2:
+                        words += " (1 seed: seed-to-seed spread not captured)"
+                    rows.append([n, cam, "in distribution" if p is None else p, str(seeds),
+                                 *("-" if c is None else f"{c[0]:+.3f} [{c[1]:+.3f}, {c[2]:+.3f}]" for c in cells),
+                                 words])
+        if not rows:
+            return []
+        return ["Do the predicted points lie on the task more often than the fixed-grid anchors would on the same "
+                "frames? Per episode, the share of the policy's points on the task's pixels (*on*) or within "
+                f"{RADIUS_FRACTION * 128:g} px of a target (*near*) minus the anchors' share, weighted by the "
+                "episode's policy calls, pooled over seeds; 95 % seed-then-episode bootstrap. The verdict reads the "
+                "first column. The last column sets the points against themselves held still at their mean over "
+                "each episode: above 0, their movement within an episode follows the task; evaluations made before "
+                "that baseline existed show -.", ""] \
+            + table(["variant", "camera", "split", "seeds", "on: points - fixed grid [95 %]",
+                     "near: points - fixed grid [95 %]", "on: points - held still [95 %]",
+                     "verdict (on vs fixed grid)"], rows, "lllrrrrl") + [""]
 
     def vs_fixed_grid(self, suite: str) -> list[str]:
         """Do points that move buy success? Each GridS-like variant with predicted points against the fixed grid at
         its placement (same K, same ``after_layer``), in distribution and under every perturbation both have."""
         variants = self.variants[suite]
-
-        def coords(v: Variant) -> Any:  # None: predicted (GridSampler's default)
-            return ((v.model or {}).get("reducer_kwargs") or {}).get("coords")
-
-        fixed = {placement(v.model): n for n, v in variants.items() if coords(v) == "fixed-grid"}
+        fixed = {placement(v.model): n for n, v in variants.items() if _coords(v.model) == "fixed-grid"}
         moving = [(n, fixed[placement(v.model)]) for n, v in variants.items()
-                  if (v.model or {}).get("reducer") == "grids" and coords(v) is None and placement(v.model) in fixed]
+                  if (v.model or {}).get("reducer") == "grids" and _coords(v.model) is None
+                  and placement(v.model) in fixed]
         if not moving:
             return []
         rows = []

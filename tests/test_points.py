@@ -44,6 +44,25 @@ def test_baselines_and_report():
     rep = points_report([{"points": targets.copy(), "targets": targets}], size=128, radius=4.0, grid=(16, 16))
     assert rep["policy"]["within_radius"] == 1.0 and rep["policy"]["within_episode"] > 0.1
     assert rep["fixed-grid"]["within_radius"] < 0.5 and rep["random"]["within_radius"] < 0.5
+    assert rep["still"]["within_radius"] < 0.5  # held at its mean position it would miss the moving target
+
+
+def test_held_still_baseline_credits_following_not_a_good_spot():
+    """``still`` holds each point at its mean over the episode: a point that follows its target beats it, a point
+    parked on a still target ties with it, and a point that jitters around a still target does worse moving."""
+    t = np.arange(10, dtype=np.float64)
+    moving_target = np.stack([10 + 8 * t, np.full(10, 64.0)], axis=-1)[:, None, :]  # (T, 1, 2)
+    follow = points_report([{"points": moving_target.copy(), "targets": moving_target}], 128, radius=4.0)
+    assert follow["policy"]["within_radius"] == 1.0 and follow["still"]["within_radius"] == 0.2
+    still_target = np.full((10, 1, 2), 64.0)
+    parked = points_report([{"points": still_target.copy(), "targets": still_target}], 128, radius=4.0)
+    assert parked["policy"]["within_radius"] == parked["still"]["within_radius"] == 1.0
+    jitter = still_target + np.array([[[6.0, 0.0]], [[-6.0, 0.0]]] * 5)
+    shaky = points_report([{"points": jitter, "targets": still_target}], 128, radius=4.0)
+    assert shaky["policy"]["within_radius"] == 0.0 and shaky["still"]["within_radius"] == 1.0
+    two = points_report([{"points": moving_target.copy(), "targets": moving_target},
+                         {"points": jitter, "targets": still_target}], 128, radius=4.0)
+    assert two["still"]["within_radius"] == pytest.approx((2 + 10) / 20)  # each episode held at its own mean
 
 
 def test_aggregate_over_episode_records():
@@ -59,6 +78,11 @@ def test_aggregate_over_episode_records():
     assert agg["within_episode"] == 0.2  # the one-call episode has no within-episode spread
     assert agg["across_episodes"] == pytest.approx(0.05)  # mean x 0 vs 20 px: std 10 on x, 0 on y -> 5 px
     assert agg["policy"]["within_radius"] == pytest.approx(0.25)  # frame-weighted: 1 of 4 calls
+    assert "still" not in agg  # records written before the held-still baseline existed
+    newer = rec(1, None, 0.0, 1.0)
+    newer["cam"]["still"] = {"within_radius": 0.5, "mean_distance_px": 10.0, "on_mask": None}
+    agg = aggregate_points([newer, rec(3, 0.2, 20.0, 0.0)], size=100)["cam"]
+    assert agg["still"] == {"within_radius": 0.5, "mean_distance_px": 10.0, "on_mask": None}  # over those that have it
     assert aggregate_points([None, {}], 100) is None
 
 

@@ -35,7 +35,7 @@ def _load():
 
 
 def _write_eval(folder: Path, variant: str, outcome, inits: int, perturbation: str | None = None,
-                complete: bool = True, points: dict | None = None) -> None:
+                complete: bool = True, points: dict | None = None, episode_points: dict | None = None) -> None:
     """An evaluation folder as ``grids-vla eval`` writes it: 2 tasks x ``inits`` init states, success given by
     ``outcome(task, init)``."""
     cfg = GridSVLAConfig.preset(variant)
@@ -44,7 +44,8 @@ def _write_eval(folder: Path, variant: str, outcome, inits: int, perturbation: s
            "max_steps": 280, "execute": 8, "chunk": 8, "settle_steps": 10, "threads": 1, "image_size": 128,
            "reducer": cfg.reducer, "k": cfg.k, "cameras": ["agentview", "eye_in_hand"], "msaa": False, "workers": 2}
     episodes = [{"task_id": t, "episode": i, "init_state": i, "success": bool(outcome(t, i)),
-                 "steps": 120 if outcome(t, i) else 280, "latencies_ms": [10.0 if cfg.reducer == "dense" else 5.0]}
+                 "steps": 120 if outcome(t, i) else 280, "latencies_ms": [10.0 if cfg.reducer == "dense" else 5.0],
+                 **({"points": episode_points} if episode_points else {})}
                 for t in (0, 1) for i in range(inits)]
     if not complete:
         episodes = episodes[:3]
@@ -82,6 +83,12 @@ POINTS = {"agentview": {"episodes": 20, "frames": 400, "within_episode": 0.001, 
 
 OOD_POINTS = {"agentview": {**POINTS["agentview"], "within_episode": 0.003,
                             "policy": {"within_radius": 0.15, "mean_distance_px": 25.0, "on_mask": 0.1}}}
+
+
+EPISODE_POINTS = {"agentview": {"frames": 30, "mean_px": [[10.0, 10.0]],
+                                "policy": {"within_episode": 0.1, "within_radius": 0.1, "on_mask": 0.3},
+                                "fixed-grid": {"within_radius": 0.1, "on_mask": 0.1},
+                                "still": {"within_radius": 0.1, "on_mask": 0.35}}}
 
 
 def bench_rows(lines: list[str]) -> list[list[str]]:
@@ -462,8 +469,10 @@ def test_predicted_points_are_compared_with_the_fixed_grid_at_their_placement(tm
     study = tmp_path / "study"
     for seed in (0, 1, 2):
         lighting = {"lighting:0.8": lambda t, i: i < 2} if seed < 2 else None
-        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS, ood=lighting)
-        _write_run(study, "grids-16-fixed", seed, lambda t, i: i % 2 == 0, points=POINTS, ood=lighting)
+        _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS, ood=lighting,
+                   episode_points=EPISODE_POINTS)
+        _write_run(study, "grids-16-fixed", seed, lambda t, i: i % 2 == 0, points=POINTS, ood=lighting,
+                   episode_points=EPISODE_POINTS)
         _write_run(study, "grids-16-l0", seed, lambda t, i: True, points=POINTS)  # no fixed grid at L=0: no row
     md = _load().rebuild(study, tmp_path / "none", tmp_path / "RESULTS.md", tmp_path / "figures", n_boot=200, plans=[])
     after = "Success against the fixed grid at the same placement"
@@ -472,3 +481,7 @@ def test_predicted_points_are_compared_with_the_fixed_grid_at_their_placement(tm
     assert ind[5] == "better than the fixed grid"
     assert "| grids-16 | grids-16-fixed | lighting:0.8 | 2 | +0.0 [" in md  # the same outcomes under lighting
     assert "| grids-16-l0 | grids-16-l0-fixed" not in md and "| grids-16-fixed | grids-16-fixed" not in md
+    looks = _row(md, "grids-16", "Do the predicted points lie on the task more often")
+    assert looks[1:8] == ["agentview", "in distribution", "3", "+0.200 [+0.200, +0.200]", "+0.000 [+0.000, +0.000]",
+                          "-0.050 [-0.050, -0.050]", "more often than the fixed grid"]
+    assert "| grids-16-fixed | agentview | in distribution" not in md  # a fixed grid has nothing to set against

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from grids_vla.experiments.stats import mcnemar_pooled, paired_successes, seed_bootstrap_diff
+from grids_vla.experiments.stats import mcnemar_pooled, paired_successes, seed_bootstrap_diff, seed_bootstrap_mean
 from grids_vla.policy.evaluation import mcnemar_exact, paired_outcomes, wilson_interval
 
 Z95 = 1.959963984540054
@@ -197,4 +197,33 @@ def test_seed_bootstrap_rejects_bad_input_in_one_line(a, b, kwargs, match) -> No
     kwargs = {"paired": False, **kwargs}
     with pytest.raises(ValueError, match=match) as err:
         seed_bootstrap_diff(a, b, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_seed_bootstrap_mean_weighs_episodes_and_widens_with_seed_spread() -> None:
+    """The weighted mean of per-episode values (e.g. points on the task minus the fixed grid's, per frame): exact
+    where nothing varies, weighted by the episodes' frames, and wider when the seeds disagree."""
+    assert seed_bootstrap_mean({0: [(0.25, 10), (0.25, 3)]}, n_boot=50) == (0.25, 0.25, 0.25)
+    mean, lo, hi = seed_bootstrap_mean({0: [(1.0, 3), (0.0, 1)]}, n_boot=200)
+    assert mean == pytest.approx(0.75) and 0 <= lo < 0.75 < hi <= 1
+    alike = {s: [(0.1 + 0.02 * (i % 3 - 1), 20) for i in range(39)] for s in range(3)}
+    apart = {s: [(0.1 * s + 0.02 * (i % 3 - 1), 20) for i in range(39)] for s in range(3)}
+    m1, lo1, hi1 = seed_bootstrap_mean(alike, n_boot=1000, rng_seed=1)
+    m2, lo2, hi2 = seed_bootstrap_mean(apart, n_boot=1000, rng_seed=1)
+    assert m1 == pytest.approx(0.1) and m2 == pytest.approx(0.1) and lo1 > 0.09 and hi1 < 0.11
+    assert hi2 - lo2 > 10 * (hi1 - lo1) and lo2 < 0.05  # three seeds at 0, 0.1, 0.2: not a clear effect
+    assert seed_bootstrap_mean(dict(reversed(apart.items())), n_boot=1000, rng_seed=1) == (m2, lo2, hi2)
+
+
+@pytest.mark.parametrize("values, kwargs, match", [
+    ({}, {}, "values must be a non-empty mapping"),
+    ({0: []}, {}, r"values\[0\] must be a non-empty list"),
+    ({0: [(0.1, 0)]}, {}, r"holds \(0.1, 0\); expected a \(finite value, weight > 0\) pair"),
+    ({0: [(float("nan"), 1)]}, {}, "expected a"),
+    ({0: [0.1]}, {}, "holds 0.1"),
+    ({0: [(0.1, 1)]}, {"n_boot": 0}, "n_boot must be a positive int"),
+])
+def test_seed_bootstrap_mean_rejects_bad_input_in_one_line(values, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match) as err:
+        seed_bootstrap_mean(values, **kwargs)
     assert "\n" not in str(err.value)

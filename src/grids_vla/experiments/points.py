@@ -12,7 +12,9 @@ target out of view) and optionally their segmentation masks ``(T, H, W)``.
   point to its nearest target, and, with masks, the share of points whose pixel shows a target.
 
 The same numbers for the ``fixed-grid`` anchors and for uniform random points on the same frames are the baselines a
-"seeing" GridS has to beat.
+"seeing" GridS has to beat; ``still``, the policy's own points held at their mean position over each episode, says
+what the points' movement within an episode adds (a point that follows its target beats its own mean position; a
+point that jitters or drifts does not).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RADIUS_FRACTION", "aggregate_points", "align_corners", "baseline_points", "demo_frames", "episode_points",
-           "mobility", "on_target", "points_on_demos", "points_report", "policy_pixels"]
+__all__ = ["BASELINES", "RADIUS_FRACTION", "aggregate_points", "align_corners", "baseline_points", "demo_frames",
+           "episode_points", "mobility", "on_target", "points_on_demos", "points_report", "policy_pixels"]
 
 #: The on-target radius as a fraction of the image side: 12 px on the 128 px images of the LIBERO benchmarks.
 RADIUS_FRACTION = 12 / 128
+#: The on-target baselines every report holds beside the policy's own numbers (see the module's docstring).
+BASELINES = ("fixed-grid", "random", "still")
 
 
 def mobility(episodes: list[np.ndarray], size: float) -> dict[str, float]:
@@ -88,6 +92,8 @@ def points_report(episodes: list[dict[str, np.ndarray]], size: float, radius: fl
                                       **on_target(points, targets, radius, masks)}}
     for kind in ("fixed-grid", "random"):
         out[kind] = on_target(baseline_points(kind, k, len(points), size, seed, grid), targets, radius, masks)
+    still = np.concatenate([np.broadcast_to(e["points"].mean(axis=0), e["points"].shape) for e in episodes])
+    out["still"] = on_target(still, targets, radius, masks)
     return out
 
 
@@ -114,7 +120,7 @@ def episode_points(points: dict[str, dict[str, np.ndarray]], config: Any, seed: 
         rep["policy"].pop("across_episodes")
         out[cam] = {"frames": rep["frames"], "mean_px": np.round(ep["points"].mean(axis=0), 3).tolist(),
                     **{kind: {k: None if np.isnan(v) else round(v, 6) for k, v in rep[kind].items()}
-                       for kind in ("policy", "fixed-grid", "random")}}  # None, not NaN: results stay valid JSON
+                       for kind in ("policy", *BASELINES)}}  # None, not NaN: results stay valid JSON
     return out
 
 
@@ -134,10 +140,13 @@ def aggregate_points(records: list[dict[str, Any]], size: float) -> dict[str, An
         agg = {"episodes": len(eps), "frames": int(frames.sum()),
                "within_episode": float(np.mean(within)) if within else None,
                "across_episodes": float(np.mean(means.std(axis=0))) / size if len(eps) > 1 else None}
-        for kind in ("policy", "fixed-grid", "random"):
+        for kind in ("policy", *BASELINES):
+            has = [(e[kind], f) for e, f in zip(eps, frames) if kind in e]  # records from before "still" lack it
+            if not has:
+                continue
             agg[kind] = {}
-            for key in (k for k in eps[0][kind] if k != "within_episode"):
-                pairs = [(e[kind][key], f) for e, f in zip(eps, frames) if e[kind][key] is not None]
+            for key in (k for k in has[0][0] if k != "within_episode"):
+                pairs = [(d[key], f) for d, f in has if d.get(key) is not None]
                 agg[kind][key] = sum(v * f for v, f in pairs) / sum(f for _, f in pairs) if pairs else None
         out[cam] = agg
     return out

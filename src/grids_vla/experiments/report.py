@@ -15,7 +15,7 @@ import torch
 from .._io import atomic_path, atomic_write_text
 from ..policy.configuration_grids_vla import kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy
-from .points import RADIUS_FRACTION, aggregate_points, align_corners
+from .points import BASELINES, RADIUS_FRACTION, aggregate_points, align_corners
 from .stats import wilson_interval
 
 __all__ = ["EPISODES_NAME", "RUN_NAME", "VIDEO_FPS", "summarize", "to_markdown", "write_results", "load_episodes",
@@ -92,15 +92,16 @@ def points_markdown(points: dict[str, Any], image_size: int) -> list[str]:
     radius = RADIUS_FRACTION * image_size
     lines = [f"Where the points looked, at every policy call: mobility (spread of a point within an episode and of "
              f"its mean across episodes, image fractions) and the share of points within {radius:g} px of the object "
-             f"to move, the target or the gripper, or on their pixels, against the fixed-grid anchors and uniform "
-             f"random points on the same frames.", "",
-             "| camera | calls | moves within | moves across | within r | fixed grid | random | on target px "
-             "| fixed grid | random |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"to move, the target or the gripper, or on their pixels, against the fixed-grid anchors, uniform "
+             f"random points and the policy's own points held still at their mean over each episode, on the same "
+             f"frames.", "",
+             "| camera | calls | moves within | moves across | within r | fixed grid | random | held still "
+             "| on target px | fixed grid | random | held still |", "|---|" + "---:|" * 11]
     for cam, a in points.items():
-        p, f, u = a["policy"], a["fixed-grid"], a["random"]
+        kinds = [a["policy"], *(a.get(kind, {}) for kind in BASELINES)]
         lines.append(f"| {cam} | {a['frames']} | {_fmt(a['within_episode'], '.4f')} | "
                      f"{_fmt(a['across_episodes'], '.4f')} | "
-                     + " | ".join(_fmt(d[k], ".3f") for k in ("within_radius", "on_mask") for d in (p, f, u)) + " |")
+                     + " | ".join(_fmt(d.get(k), ".3f") for k in ("within_radius", "on_mask") for d in kinds) + " |")
     return lines
 
 

@@ -17,7 +17,7 @@ import random
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 __all__ = ["Z95", "wilson_interval", "mcnemar_exact", "paired_outcomes", "paired_successes", "mcnemar_pooled",
-           "seed_bootstrap_diff"]
+           "seed_bootstrap_diff", "seed_bootstrap_mean"]
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -103,6 +103,15 @@ def _outcomes(name: str, runs: Mapping[Hashable, Sequence[bool]]) -> dict[Hashab
     return out
 
 
+def _check_bootstrap(n_boot: int, level: float, rng_seed: int) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if isinstance(rng_seed, bool) or not isinstance(rng_seed, int):
+        raise ValueError(f"rng_seed must be an int, got {rng_seed!r}")
+
+
 def _seed_order(seeds: Iterable[Hashable]) -> list[Hashable]:
     """Seeds in a fixed order (a resample must not depend on the mapping's insertion order)."""
     return sorted(seeds, key=lambda s: (type(s).__name__, s))
@@ -167,12 +176,7 @@ def seed_bootstrap_diff(a: Mapping[Hashable, Sequence[bool]], b: Mapping[Hashabl
     Deterministic for a given ``rng_seed``.
     """
     xa, xb = _outcomes("a", a), _outcomes("b", b)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if isinstance(rng_seed, bool) or not isinstance(rng_seed, int):
-        raise ValueError(f"rng_seed must be an int, got {rng_seed!r}")
+    _check_bootstrap(n_boot, level, rng_seed)
     rng = random.Random(rng_seed)
     binom = _Binomial(rng)
     stats = []
@@ -217,6 +221,46 @@ def seed_bootstrap_diff(a: Mapping[Hashable, Sequence[bool]], b: Mapping[Hashabl
 
         for _ in range(n_boot):
             stats.append(rate(ca, seeds_a) - rate(cb, seeds_b))
+    stats.sort()
+    alpha = 1 - level
+    return estimate, _quantile(stats, alpha / 2), _quantile(stats, 1 - alpha / 2)
+
+
+def seed_bootstrap_mean(values: Mapping[Hashable, Sequence[tuple[float, float]]], n_boot: int = 2000,
+                        rng_seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Weighted mean of per-episode values pooled over seeds and episodes, with the seed-then-episode bootstrap of
+    :func:`seed_bootstrap_diff`: ``(mean, lo, hi)``.
+
+    ``values`` maps a training seed to its episodes' ``(value, weight)`` pairs, e.g. the share of a policy's points on
+    the task minus the fixed grid's on the same frames, weighted by the episode's frames. Each resample draws the seeds
+    with replacement, then each drawn seed's episodes with replacement. Deterministic for a given ``rng_seed``.
+    """
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError("values must be a non-empty mapping of seed -> list of (value, weight) pairs")
+    cells = {}
+    for seed, episodes in values.items():
+        if isinstance(episodes, str | bytes) or not isinstance(episodes, Sequence) or not episodes:
+            raise ValueError(f"values[{seed!r}] must be a non-empty list of (value, weight) pairs")
+        pairs = []
+        for pair in episodes:
+            ok = isinstance(pair, tuple | list) and len(pair) == 2 and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in pair)
+            if not ok or pair[1] <= 0:
+                raise ValueError(f"values[{seed!r}] holds {pair!r}; expected a (finite value, weight > 0) pair")
+            pairs.append((float(pair[0]) * float(pair[1]), float(pair[1])))
+        cells[seed] = pairs
+    _check_bootstrap(n_boot, level, rng_seed)
+    rng = random.Random(rng_seed)
+    seeds = _seed_order(cells)
+    estimate = sum(vw for p in cells.values() for vw, _ in p) / sum(w for p in cells.values() for _, w in p)
+    stats = []
+    for _ in range(n_boot):
+        total, weight = 0.0, 0.0
+        for s in rng.choices(seeds, k=len(seeds)):
+            for vw, w in rng.choices(cells[s], k=len(cells[s])):
+                total += vw
+                weight += w
+        stats.append(total / weight)
     stats.sort()
     alpha = 1 - level
     return estimate, _quantile(stats, alpha / 2), _quantile(stats, 1 - alpha / 2)
