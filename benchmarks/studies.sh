@@ -7,9 +7,9 @@
 #   setsid nohup bash benchmarks/studies.sh >> runs/logs/studies.log 2>&1 &
 #
 # Order (what the open issues wait for first): LIBERO dense seed 2 (issue 14's three paired seeds), the looking head
-# and the fixed grid inside the encoder at seeds 1-2 and out of distribution (issue 15's default), the SO-101
-# placement seeds (issues 15 and 17) and the SO-101 core (dense has no run there yet: issue 17's headline comparison),
-# then the rest of both plans in their files' order.
+# and the fixed grid inside the encoder at seeds 1-2 and out of distribution (issue 15's default), the SO-101 core
+# (dense has no run there yet: issue 17's headline comparison) and placement seeds (issues 15 and 17), then the rest
+# of both plans. Named stages run in the plan file's order, whatever order --stage lists them in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -34,8 +34,8 @@ step() { echo "== studies.sh: $* ($(date -u +%FT%TZ))"; }
 failed() { FAILED+=("$1"); echo "== studies.sh: step '$1' failed, going on ($(date -u +%FT%TZ))"; }
 step LIBERO core-seed-2 points-l0-seeds-1-2 points-ood
 "${LIBERO[@]}" --stage core-seed-2 points-l0-seeds-1-2 points-ood || failed "LIBERO named stages"
-step SO-101 placement-seeds core
-"${SO101[@]}" --stage placement-seeds core || failed "SO-101 named stages"
+step SO-101 core placement-seeds
+"${SO101[@]}" --stage core placement-seeds || failed "SO-101 named stages"
 step LIBERO, the rest of the plan
 "${LIBERO[@]}" || failed "LIBERO plan"
 step SO-101, the rest of the plan
