@@ -309,6 +309,18 @@ def _coords(model: dict[str, Any] | None) -> Any:
     return ((model or {}).get("reducer_kwargs") or {}).get("coords")
 
 
+def _episode_diffs(evs: dict[int, Evaluation], cam: str, key: str, base: str) -> dict[int, list[tuple[float, float]]]:
+    """Per seed, each episode's ``(policy's key - baseline's key, policy calls)`` for one camera, from the episodes'
+    points records; seeds none of whose episodes hold both numbers are left out."""
+    out = {}
+    for seed, ev in evs.items():
+        pairs = [(c["policy"][key] - c[base][key], c["frames"]) for c in (rec.get(cam) for rec in ev.points.values())
+                 if c and c["frames"] and c["policy"].get(key) is not None and (c.get(base) or {}).get(key) is not None]
+        if pairs:
+            out[seed] = pairs
+    return out
+
+
 def _conditioning(model: dict[str, Any], kw: dict[str, Any]) -> str:
     """How an instruction-conditioned GridS reads the instruction: the attention head adds it to its queries, the
     pooled head takes it by FiLM or concatenation (``cond_mode``)."""
@@ -1085,25 +1097,21 @@ class Report:
                 evs = {r.seed: (r.ind if p is None else r.ood.get(p)) for r in v.runs}
                 evs = {s: e for s, e in evs.items() if e is not None and e.points}
                 for cam in dict.fromkeys(c for e in evs.values() for rec in e.points.values() for c in rec):
-                    cells = []
+                    found = []  # (interval or None, the seeds' episode differences) per column
                     for key, base in (("on_mask", "fixed-grid"), ("within_radius", "fixed-grid"), ("on_mask", "still")):
-                        diffs = {s: [(c["policy"][key] - c[base][key], c["frames"])
-                                     for c in (rec.get(cam) for rec in e.points.values())
-                                     if c and c["frames"] and c["policy"].get(key) is not None
-                                     and (c.get(base) or {}).get(key) is not None] for s, e in evs.items()}
-                        diffs = {s: d for s, d in diffs.items() if d}
-                        cells.append(seed_bootstrap_mean(diffs, self.n_boot, zlib.crc32(
-                            f"looks|{suite}|{n}|{p}|{cam}|{key}|{base}".encode())) if diffs else None)
-                    if cells[0] is None and cells[1] is None:
+                        diffs = _episode_diffs(evs, cam, key, base)
+                        found.append((seed_bootstrap_mean(diffs, self.n_boot, zlib.crc32(
+                            f"looks|{suite}|{n}|{p}|{cam}|{key}|{base}".encode())) if diffs else None, diffs))
+                    first = found[0][0]
+                    if first is None and found[1][0] is None:
                         continue
-                    seeds = len(evs)
-                    words = ("-" if cells[0] is None else "more often than the fixed grid" if cells[0][1] > 0
-                             else "less often than the fixed grid" if cells[0][2] < 0 else "no detectable difference")
-                    if cells[0] is not None and seeds < 2:
+                    words = ("-" if first is None else "more often than the fixed grid" if first[1] > 0
+                             else "less often than the fixed grid" if first[2] < 0 else "no detectable difference")
+                    if first is not None and len(evs) < 2:
                         words += " (1 seed: seed-to-seed spread not captured)"
-                    rows.append([n, cam, "in distribution" if p is None else p, str(seeds),
-                                 *("-" if c is None else f"{c[0]:+.3f} [{c[1]:+.3f}, {c[2]:+.3f}]" for c in cells),
-                                 words])
+                    cells = ["-" if c is None else f"{c[0]:+.3f} [{c[1]:+.3f}, {c[2]:+.3f}]"
+                             + ("" if len(d) == len(evs) else " on " + ", ".join(f"s{x}" for x in d)) for c, d in found]
+                    rows.append([n, cam, "in distribution" if p is None else p, str(len(evs)), *cells, words])
         if not rows:
             return []
         return ["Do the predicted points lie on the task more often than the fixed-grid anchors would on the same "

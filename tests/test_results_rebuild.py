@@ -469,8 +469,9 @@ def test_predicted_points_are_compared_with_the_fixed_grid_at_their_placement(tm
     study = tmp_path / "study"
     for seed in (0, 1, 2):
         lighting = {"lighting:0.8": lambda t, i: i < 2} if seed < 2 else None
+        older = {"agentview": {k: v for k, v in EPISODE_POINTS["agentview"].items() if k != "still"}}
         _write_run(study, "grids-16", seed, lambda t, i: (t, i) != (0, 0), points=POINTS, ood=lighting,
-                   episode_points=EPISODE_POINTS)
+                   episode_points=EPISODE_POINTS if seed < 2 else older)  # s2 evaluated before "still" existed
         _write_run(study, "grids-16-fixed", seed, lambda t, i: i % 2 == 0, points=POINTS, ood=lighting,
                    episode_points=EPISODE_POINTS)
         _write_run(study, "grids-16-l0", seed, lambda t, i: True, points=POINTS)  # no fixed grid at L=0: no row
@@ -483,5 +484,5 @@ def test_predicted_points_are_compared_with_the_fixed_grid_at_their_placement(tm
     assert "| grids-16-l0 | grids-16-l0-fixed" not in md and "| grids-16-fixed | grids-16-fixed" not in md
     looks = _row(md, "grids-16", "Do the predicted points lie on the task more often")
     assert looks[1:8] == ["agentview", "in distribution", "3", "+0.200 [+0.200, +0.200]", "+0.000 [+0.000, +0.000]",
-                          "-0.050 [-0.050, -0.050]", "more often than the fixed grid"]
+                          "-0.050 [-0.050, -0.050] on s0, s1", "more often than the fixed grid"]
     assert "| grids-16-fixed | agentview | in distribution" not in md  # a fixed grid has nothing to set against
