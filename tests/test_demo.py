@@ -118,4 +118,9 @@ def test_demo_config_rejects_bad_values() -> None:
         main(["demo", "--episodes-per-task", "0"])
     with pytest.raises(ValueError, match="variant must be a GridS-like preset"):
         DemoConfig(variant="dense")
+    with pytest.raises(ValueError, match=r"demo_tasks \[0\] must include every evaluated task \[0, 1\]"):
+        DemoConfig(tasks=(0, 1), demo_tasks=(0,))
+    with pytest.raises(ValueError, match="demo_tasks must be unique"):
+        DemoConfig(demo_tasks=(0, 1, 1))
+    assert DemoConfig(tasks=(1,), demo_tasks=(1, 0)).demo_tasks == (1, 0) and DemoConfig().demo_tasks == ()
     assert QUICK["steps"] < DemoConfig().steps and default_cache().endswith(os.path.join("grids-vla", "libero"))
