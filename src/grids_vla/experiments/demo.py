@@ -1,13 +1,12 @@
 """``grids-vla demo``: the main job. GridS policies on real LIBERO tasks, trained and evaluated, in one command.
 
-Generates (or reuses from a cache) scripted-expert demonstrations, two for each task of the suite, trains a GridS-16
-policy on them that
-resamples inside the encoder (preset ``grids-16-l0``: the ViT runs on 16 tokens per camera, so it trains in minutes
-on a CPU) and times a dense policy's training beside it, then evaluates on two tasks' episodes, from the official init
-states, that short run and the committed benchmark checkpoints (GridS-16 inside the encoder, the paper's GridS-16
-and dense, each trained with the study's full protocol; labelled as such), and writes ``report.md``: success with
-95 % intervals, training samples/s, batch-1 latency and FLOPs side by side, the loss curve, and where GridS looked
-(points over both camera views).
+Generates (or reuses from a cache) scripted-expert demonstrations, two for each task of the suite, trains on them a
+GridS-16 policy that resamples inside the encoder (preset ``grids-16-l0``: the ViT runs on 16 tokens per camera, so
+it trains in minutes on a CPU) and times a dense policy's training beside it, then evaluates on two tasks' episodes,
+from the official init states, that short run and the committed benchmark checkpoints (GridS-16 inside the encoder,
+the paper's GridS-16 and dense, each trained with the study's full protocol; labelled as such), and writes
+``report.md``: success with 95 % intervals, training samples/s, batch-1 latency and FLOPs side by side, the loss
+curve, and where GridS looked (points over both camera views).
 
 Why two demos of every task rather than ten of the two evaluated ones (the same 20 demos to generate): the policy
 generalises across layouts from the other tasks' scenes. Measured on the 2-core VM, grids-16-l0, 1500 steps, seed 0,
@@ -317,7 +316,7 @@ def _report(cfg: DemoConfig, results: dict[str, Any], out: Path, loss_plot: bool
         "",
         "Small scale: a few episodes give wide intervals. The policy trained here had minutes of CPU on "
         f"{cfg.demos_per_task} demos per task; the benchmark checkpoints were trained with the study's full protocol "
-        "(3000 steps on 20 demos of every task of the suite) and are evaluated here on the same episodes. The "
+        "(see their row) and are evaluated here on the same episodes. The "
         "comparison with seeds and intervals is in `benchmarks/RESULTS.md`.",
         "",
         "| policy | trained | visual tokens | success | 95 % CI |",
