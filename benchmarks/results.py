@@ -1053,13 +1053,18 @@ class Report:
                   "each evaluation's `results.json` (`points`).", ""]
         head = ["moves within", "moves across", "near: points", "fixed grid", "random", "on: points", "fixed grid",
                 "random"]
+        def camera_rows(before: list[str], evs: list[Evaluation], success: str) -> list[list[str]]:
+            """One row per camera over ``evs`` (one variant's evaluations, one per seed)."""
+            rows = []
+            for cam in dict.fromkeys(c for e in evs for c in e.results["points"]):
+                cams = [e.results["points"][cam] for e in evs if cam in e.results["points"]]
+                rows.append([*before, cam, str(len(cams)), success, *_points_cells(cams)])
+            return rows
+
         rows = []
         for n in dict.fromkeys(n for n, _ in with_points):
-            rs = [r for m, r in with_points if m == n]
             v = self.variants[suite][n]
-            for cam in dict.fromkeys(c for r in rs for c in r.ind.results["points"]):
-                cams = [r.ind.results["points"][cam] for r in rs if cam in r.ind.results["points"]]
-                rows.append([n, cam, str(len(cams)), pct(v.successes / v.n) + " %", *_points_cells(cams)])
+            rows += camera_rows([n], [r.ind for m, r in with_points if m == n], pct(v.successes / v.n) + " %")
         lines += table(["variant", "camera", "seeds", "success", *head], rows, "llrrrrrrrrrr") + [""]
         rows = []
         for n, r in with_points:
@@ -1074,10 +1079,9 @@ class Report:
         for p in sorted({p for _, r in runs for p in r.ood if r.ood[p].results.get("points")}):
             for n in dict.fromkeys(n for n, _ in runs):
                 evs = [r.ood[p] for m, r in runs if m == n and p in r.ood and r.ood[p].results.get("points")]
-                for cam in dict.fromkeys(c for e in evs for c in e.results["points"]):
-                    cams = [e.results["points"][cam] for e in evs if cam in e.results["points"]]
-                    s, m = sum(e.successes for e in evs), sum(e.n for e in evs)
-                    rows.append([p, n, cam, str(len(cams)), success_cell(s, m), *_points_cells(cams)])
+                if evs:
+                    rows += camera_rows([p, n], evs, success_cell(sum(e.successes for e in evs),
+                                                                  sum(e.n for e in evs)))
         if rows:
             lines += ["Out of distribution, the same measures on the frames of each perturbed evaluation (the "
                       "fixed-grid and random columns are on those frames too):", ""]

@@ -112,6 +112,13 @@ def _check_bootstrap(n_boot: int, level: float, rng_seed: int) -> None:
         raise ValueError(f"rng_seed must be an int, got {rng_seed!r}")
 
 
+def _percentile_interval(estimate: float, resampled: list[float], level: float) -> tuple[float, float, float]:
+    """``(estimate, lo, hi)``: the central ``level`` percentile interval of the resampled statistics."""
+    ordered = sorted(resampled)
+    alpha = 1 - level
+    return estimate, _quantile(ordered, alpha / 2), _quantile(ordered, 1 - alpha / 2)
+
+
 def _seed_order(seeds: Iterable[Hashable]) -> list[Hashable]:
     """Seeds in a fixed order (a resample must not depend on the mapping's insertion order)."""
     return sorted(seeds, key=lambda s: (type(s).__name__, s))
@@ -221,9 +228,7 @@ def seed_bootstrap_diff(a: Mapping[Hashable, Sequence[bool]], b: Mapping[Hashabl
 
         for _ in range(n_boot):
             stats.append(rate(ca, seeds_a) - rate(cb, seeds_b))
-    stats.sort()
-    alpha = 1 - level
-    return estimate, _quantile(stats, alpha / 2), _quantile(stats, 1 - alpha / 2)
+    return _percentile_interval(estimate, stats, level)
 
 
 def seed_bootstrap_mean(values: Mapping[Hashable, Sequence[tuple[float, float]]], n_boot: int = 2000,
@@ -261,6 +266,4 @@ def seed_bootstrap_mean(values: Mapping[Hashable, Sequence[tuple[float, float]]]
                 total += vw
                 weight += w
         stats.append(total / weight)
-    stats.sort()
-    alpha = 1 - level
-    return estimate, _quantile(stats, alpha / 2), _quantile(stats, 1 - alpha / 2)
+    return _percentile_interval(estimate, stats, level)
