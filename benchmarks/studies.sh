@@ -27,6 +27,12 @@ for task in pick_place_bowl stack; do
     --out runs/so101/data
 done
 
+# Preflight (seconds): every archived run the plans reuse must match its plan and today's demos (data.json); a
+# mismatch stops the queue here, naming the run, instead of failing its stage hours later.
+preflight() { "$@" --phase report > /dev/null; }
+preflight "${LIBERO[@]}"
+preflight "${SO101[@]}"
+
 # A step that fails (its traceback is in the log) does not stop the queue: the next step runs, and the queue exits
 # non-zero at the end naming the failed steps; rerunning it retries them (finished runs are skipped).
 FAILED=()

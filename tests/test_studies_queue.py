@@ -27,6 +27,16 @@ def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
         assert f"--plan {path.relative_to(ROOT)}" in text, plan
 
 
+def test_the_queue_checks_both_plans_archives_before_its_first_step() -> None:
+    """A run archived on other demos or settings stops its stage with the difference; the queue checks that for both
+    plans (``--phase report``, seconds) before it trains anything, so the stop comes at once, not hours later."""
+    text = QUEUE.read_text()
+    first_step = text.index("FAILED=()")
+    assert 'preflight() { "$@" --phase report' in text
+    for plan in ("LIBERO", "SO101"):
+        assert text.index(f'preflight "${{{plan}[@]}}"') < first_step, plan
+
+
 def test_a_failed_step_does_not_stop_the_queue(tmp_path: Path) -> None:
     """Every study call is followed by `|| failed`, and the queue's end exits non-zero naming what failed: run the
     script's tail with the runner replaced by `false` / `true`."""
