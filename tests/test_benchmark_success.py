@@ -39,8 +39,11 @@ def test_success_benchmark_trains_evaluates_resumes_and_reports(tmp_path, demos)
     bench = _load()
     args = ["--data", str(demos), "--tasks", "0", "--seeds", "0", "--steps", "2",
             "--batch-size", "2", "--warmup-steps", "0", "--save-every", "1", "--num-workers", "0",
-            "--episodes-per-task", "1", "--max-steps", "4", "--threads", "1", "--out", str(tmp_path / "out")]
+            "--episodes-per-task", "1", "--max-steps", "4", "--threads", "1", "--device", "cpu",
+            "--out", str(tmp_path / "out")]
     bench.main(args)
+    trained = json.loads((tmp_path / "out" / "runs" / "dense_s0" / "train_config.json").read_text())["train"]
+    assert trained["device"] == "cpu"  # --device reaches training (and is recorded as the device it ran on)
     res = json.loads((tmp_path / "out" / "success.json").read_text())["variants"]
     assert set(res) == {"dense", "grids-16"}
     won = {}

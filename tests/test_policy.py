@@ -822,6 +822,28 @@ def test_cli_trains_a_flow_policy_and_resumes_exactly(data_dir, tmp_path) -> Non
     assert model.eval().predict_action(sample).shape == (1, 2, 7)
 
 
+def test_device_flag_trains_where_asked_and_a_resume_runs_where_it_is(data_dir, tmp_path, monkeypatch) -> None:
+    from grids_vla.experiments.train import STATE_NAME, _Plain
+
+    with pytest.raises(ValueError, match=r"^--device must be one of auto, cpu, cuda, got 'gpu'$"):
+        TrainConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^--device cuda: torch .* sees no CUDA device"):
+        TrainConfig(device="cuda")
+    assert _Plain("auto").device.type == "cpu" and _Plain("cpu").device.type == "cpu"  # the loop without accelerate
+    out = tmp_path / "run"
+    train(_small(data_dir, out, stop_after=2, device="cpu"), tiny(instructions=()))
+    assert json.loads((out / "train_config.json").read_text())["train"]["device"] == "cpu"
+    # a run started on a GPU machine resumes here: the checkpoint's settings fill the unset flags, but not its device
+    state_file = latest_checkpoint(out) / STATE_NAME
+    state = torch.load(state_file, weights_only=True)
+    state["train_config"]["device"] = "cuda"
+    torch.save(state, state_file)
+    assert cli_main(["train", "--out", str(out), "--resume", "--data", str(data_dir)]) == 0
+    assert latest_checkpoint(out).name == "step_0000004"
+    assert json.loads((out / "train_config.json").read_text())["train"]["device"] == "cpu"
+
+
 # ------------------------------------------------------------------------------------------------- tensorboard
 
 

@@ -2,9 +2,11 @@
 
 Every (variant, seed) run trains with ``grids-vla train`` settings into ``OUT/runs/<variant>_s<seed>`` and evaluates
 from the official init states into ``.../eval``; both phases resume where a stopped run left off, so the script can
-be re-run until it is complete. ``--phase train`` only trains (e.g. on a GPU machine, which cannot run the
-simulator's assets), ``--phase eval`` only evaluates existing checkpoints, ``--phase report`` only writes
-``OUT/success.md`` / ``success.json`` / ``success.png`` from what exists.
+be re-run until it is complete. ``--device`` says where runs train (default: a CUDA device when torch sees one);
+evaluation plays the simulator and the policy on CPUs, ``--eval-workers`` processes at a time. ``--phase train`` only
+trains (e.g. on a GPU machine that lacks the simulator's packages; copy the run folders back and evaluate
+elsewhere), ``--phase eval`` only evaluates existing checkpoints, ``--phase report`` only writes ``OUT/success.md`` /
+``success.json`` / ``success.png`` from what exists.
 
 ``--archive DIR`` (e.g. ``benchmarks/libero/success``) keeps each finished run's evaluation, episode list, metrics
 and settings in ``DIR/<variant>_s<seed>/`` (small files, meant to be committed), and the report falls back to them for
@@ -67,7 +69,7 @@ from grids_vla.policy.evaluation import (
     wilson_interval,
 )
 from grids_vla.policy.modeling_grids_vla import GridSVLAPolicy, atomic_write_text
-from grids_vla.policy.training import TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
+from grids_vla.policy.training import DEVICES, TrainConfig, data_image_size, find_demo_files, latest_checkpoint, train
 
 
 def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
@@ -83,6 +85,7 @@ def train_run(args: argparse.Namespace, variant: str, seed: int) -> Path:
     cfg = TrainConfig(data=args.data, out=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=args.warmup_steps, seed=seed, num_workers=args.num_workers,
                       save_every=args.save_every, log_every=50, resume="latest" if done is not None else None,
+                      device=args.device,
                       overwrite=done is None,  # a run killed before its first checkpoint starts over
                       **plan_part(args, "train"))
     extra = so101_model_fields(args) if env_of(args) == "so101" else {}
@@ -670,6 +673,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="archive each run's final/ policy (float16)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="episode step limit (default: the LIBERO suite's, or the SO-101 task's)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where runs train (auto: a CUDA device when torch sees one); evaluation runs the simulator "
+                        "and the policy on CPUs, in --eval-workers processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads (training; each evaluation worker)")
     p.add_argument("--eval-workers", type=int, default=1,
                    help="evaluation processes in parallel (latency is then measured beside the other simulators)")

@@ -41,12 +41,14 @@ from ..policy.checkpoint import CHECKPOINTS_DIR, STATE_NAME, latest_checkpoint, 
 from ..policy.configuration_grids_vla import GridSVLAConfig, check_counts, check_field_types, kept_tokens
 from ..policy.modeling_grids_vla import GridSVLAPolicy, load_config, sample_flow_time
 
-__all__ = ["TrainConfig", "train", "StepSampler", "augment", "data_fingerprint", "lr_lambda", "split_config",
+__all__ = ["DEVICES", "TrainConfig", "train", "StepSampler", "augment", "data_fingerprint", "lr_lambda", "split_config",
            "add_commands"]
 
 METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 # Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
 # checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
+#: ``--device``: ``auto`` trains on a CUDA device when torch sees one (else the CPU), ``cpu`` / ``cuda`` insist.
+DEVICES = ("auto", "cpu", "cuda")
 RUN_FIELDS = ("batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed", "shift",
               "color_jitter", "start_frames", "start_weight")
 # What a training run writes into its folder; a folder holding any of them holds a run.
@@ -82,6 +84,7 @@ class TrainConfig:
     tensorboard: bool = False
     start_frames: int = 0
     start_weight: int = 1
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_field_types(type(self), vars(self))
@@ -98,6 +101,11 @@ class TrainConfig:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one of them")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device cuda: torch {torch.__version__} sees no CUDA device (a CPU build, or no GPU "
+                             "visible); use --device cpu or auto")
         if self.tensorboard:
             _summary_writer_class()  # fail now, not after the data is loaded
 
@@ -201,8 +209,9 @@ class _Plain:
 
     num_processes, process_index, is_main_process = 1, 0, True
 
-    def __init__(self) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(self, device: str) -> None:
+        cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        self.device = torch.device("cuda" if cuda else "cpu")
 
     def prepare(self, *objs: Any) -> Any:
         return tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objs)
@@ -220,12 +229,13 @@ class _Plain:
         pass
 
 
-def _accelerator() -> Any:
+def _accelerator(device: str) -> Any:
+    """accelerate's ``Accelerator`` (or :class:`_Plain` without accelerate) on ``device`` (:data:`DEVICES`)."""
     try:
         from accelerate import Accelerator
     except ImportError:
-        return _Plain()
-    return Accelerator()
+        return _Plain(device)
+    return Accelerator(cpu=device == "cpu")
 
 
 # --------------------------------------------------------------------------------------------------------- metrics
@@ -363,7 +373,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             raise FileNotFoundError(f"no checkpoint to resume from ({cfg.resume!r}; looked in {out / 'checkpoints'})")
     _check_run_folder(cfg, resume_from)
 
-    acc = _accelerator()
+    acc = _accelerator(cfg.device)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != acc.num_processes:  # e.g. `accelerate launch --multi_gpu` on a machine without GPUs
         raise ValueError(f"launched as {launched} processes but accelerate runs {acc.num_processes}; on CPUs set "
@@ -421,6 +431,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if acc.device.type == "cuda" and state.get("cuda_rng") is not None:  # dropout on the GPU draws from its own
+            torch.cuda.set_rng_state(state["cuda_rng"], acc.device)
     model, opt = acc.prepare(model, opt)
     device = acc.device
 
@@ -438,7 +450,8 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
             _remove_run(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_config.json", json.dumps(
-            {"train": cfg.to_dict(), "model": mc.to_dict(), "data_fingerprint": fingerprint}, indent=2))
+            {"train": cfg.to_dict() | {"device": device.type},  # the device this (re)start trains on, resolved
+             "model": mc.to_dict(), "data_fingerprint": fingerprint}, indent=2))
         _truncate_metrics(metrics, start)
     # TensorBoard: steps after the checkpoint that a killed run already logged are purged on read (purge_step), so
     # the resumed curve replaces them instead of doubling back.
@@ -452,6 +465,7 @@ def train(cfg: TrainConfig, model_cfg: GridSVLAConfig | None = None, log: Any = 
     def training_state(step: int) -> dict[str, Any]:
         return {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "torch_rng": torch.get_rng_state(), "train_config": cfg.to_dict(), "schedule_steps": planned,
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "data_fingerprint": fingerprint}
 
     # this process's rows of the global batch, whose random draws every process replays (None: one process)
@@ -618,6 +632,8 @@ _HELP = {
     "start_frames": "with --start-weight W: each demo's first N frames are drawn W times as often as the rest (the "
                     "frames where only the images tell the moves apart; 0: all frames alike)",
     "start_weight": "how many times as often --start-frames' frames are drawn (1: all frames alike)",
+    "device": "auto (a CUDA device when torch sees one, else the CPU), cpu or cuda; not a setting of the run: a "
+              "resume may run elsewhere",
     "cameras": "camera names, in token order",
     "vision_stem": "image to tokens: patch (linear patch embedding), conv (3x3 stride-2 convolutions, then 1x1) or "
                    "coordconv (the same with each pixel's x, y as two more input channels)",
@@ -694,7 +710,8 @@ def _run_train(args: argparse.Namespace) -> int:
         model_cfg = None
         if ckpt is not None and (Path(ckpt) / STATE_NAME).is_file():
             saved = _load_state(ckpt)["train_config"]
-            saved = {k: v for k, v in saved.items() if k not in ("resume", "overwrite", "stop_after", "out")}
+            # the device is the machine's, not the run's: a run trained on a GPU resumes on a CPU and back
+            saved = {k: v for k, v in saved.items() if k not in ("resume", "overwrite", "stop_after", "out", "device")}
             cfg = TrainConfig(**(saved | train_kw))
             if model_kw:
                 model_cfg = dataclasses.replace(load_config(ckpt), **model_kw)
