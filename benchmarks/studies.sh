@@ -9,13 +9,17 @@
 # Order (what the open issues wait for first): LIBERO dense seed 2 (issue 14's three paired seeds), the looking head
 # and the fixed grid inside the encoder at seeds 1-2 and out of distribution (issue 15's default), the SO-101 core
 # (dense has no run there yet: issue 17's headline comparison) and placement seeds (issues 15 and 17), then the rest
-# of both plans. Named stages run in the plan file's order, whatever order --stage lists them in.
+# of both plans, then the second LIBERO suite (libero_spatial, issue 16). Named stages run in the plan file's order,
+# whatever order --stage lists them in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 RUN=(.venv/bin/python benchmarks/libero/success.py --eval-workers 2 --save-every 250)
 LIBERO=("${RUN[@]}" --plan benchmarks/libero/study.json --out runs/study)
 SO101=("${RUN[@]}" --plan benchmarks/so101/study.json --out runs/study_so101)
+SPATIAL=("${RUN[@]}" --plan benchmarks/libero/study_spatial.json --out runs/study_spatial)
+SPATIAL_DEMOS=(.venv/bin/grids-vla data libero --suite libero_spatial --demos-per-task 20 --image-size 128 --seed 0
+  --out runs/libero/data --workers 2)  # made when the queue reaches them (resumable), not up front
 
 [ -x .venv/bin/grids-vla ] || bash scripts/setup_env.sh dev,flops,jax,libero,so101,train,tensorboard,video,viz
 [ -x .venv-liberoplus/bin/python ] || bash scripts/setup_liberoplus_env.sh  # the OOD stages' LIBERO-plus specs
@@ -32,6 +36,7 @@ done
 preflight() { "$@" --phase report > /dev/null; }
 preflight "${LIBERO[@]}"
 preflight "${SO101[@]}"
+preflight "${SPATIAL[@]}"
 
 # A step that fails (its traceback is in the log) does not stop the queue: the next step runs, and the queue exits
 # non-zero at the end naming the failed steps; rerunning it retries them (finished runs are skipped).
@@ -46,6 +51,12 @@ step LIBERO, the rest of the plan
 "${LIBERO[@]}" || failed "LIBERO plan"
 step SO-101, the rest of the plan
 "${SO101[@]}" || failed "SO-101 plan"
+step "LIBERO's second suite, libero_spatial (its demos first: ~1.5 h once, then resumed or skipped)"
+if "${SPATIAL_DEMOS[@]}"; then
+  "${SPATIAL[@]}" || failed "libero_spatial plan"
+else
+  failed "libero_spatial demos"
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
   step "done; failed: ${FAILED[*]}"
   exit 1

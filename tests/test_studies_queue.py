@@ -10,14 +10,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = ROOT / "benchmarks" / "studies.sh"
-PLANS = {"LIBERO": ROOT / "benchmarks" / "libero" / "study.json", "SO101": ROOT / "benchmarks" / "so101" / "study.json"}
+PLANS = {"LIBERO": ROOT / "benchmarks" / "libero" / "study.json", "SO101": ROOT / "benchmarks" / "so101" / "study.json",
+         "SPATIAL": ROOT / "benchmarks" / "libero" / "study_spatial.json"}
+CALL = r'^ *"\$\{(LIBERO|SO101|SPATIAL)\[@\]\}"(.*)$'  # a study call: the runner on one plan
 
 
 def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
     assert subprocess.run(["bash", "-n", str(QUEUE)], capture_output=True).returncode == 0
     text = QUEUE.read_text()
-    calls = re.findall(r'^"\$\{(LIBERO|SO101)\[@\]\}"(.*)$', text, flags=re.M)
-    assert [c[0] for c in calls] == ["LIBERO", "SO101", "LIBERO", "SO101"]  # named stages first, then each whole plan
+    calls = re.findall(CALL, text, flags=re.M)
+    # named stages first, then each whole plan, the second LIBERO suite last
+    assert [c[0] for c in calls] == ["LIBERO", "SO101", "LIBERO", "SO101", "SPATIAL"]
     for plan, rest in calls:
         stages = {s["name"] for s in json.loads(PLANS[plan].read_text())["stages"]}
         rest = rest.split("||", 1)[0]  # the call, without its `|| failed ...` (a failed step does not stop the queue)
@@ -33,7 +36,7 @@ def test_the_queue_checks_both_plans_archives_before_its_first_step() -> None:
     text = QUEUE.read_text()
     first_step = text.index("FAILED=()")
     assert 'preflight() { "$@" --phase report' in text
-    for plan in ("LIBERO", "SO101"):
+    for plan in PLANS:
         assert text.index(f'preflight "${{{plan}[@]}}"') < first_step, plan
 
 
@@ -41,12 +44,15 @@ def test_a_failed_step_does_not_stop_the_queue(tmp_path: Path) -> None:
     """Every study call is followed by `|| failed`, and the queue's end exits non-zero naming what failed: run the
     script's tail with the runner replaced by `false` / `true`."""
     text = QUEUE.read_text()
-    calls = re.findall(r'^"\$\{(?:LIBERO|SO101)\[@\]\}".*$', text, flags=re.M)
+    calls = [c[1] for c in re.findall(CALL, text, flags=re.M)]
     assert calls and all("|| failed " in c for c in calls)
     tail = text[text.index("FAILED=()"):]
-    for runner, code, said in (("false", 1, "failed: LIBERO named stages SO-101 named stages LIBERO plan"),
-                               ("true", 0, "== studies.sh: done (")):
-        script = tmp_path / f"{runner}.sh"
-        script.write_text(f"set -euo pipefail\nLIBERO=({runner})\nSO101=({runner})\n{tail}")
+    every = "failed: LIBERO named stages SO-101 named stages LIBERO plan SO-101 plan"
+    for runner, demos, code, said in (("false", "false", 1, f"{every} libero_spatial demos ("),
+                                      ("false", "true", 1, f"{every} libero_spatial plan ("),
+                                      ("true", "true", 0, "== studies.sh: done (")):
+        script = tmp_path / f"{runner}_{demos}.sh"
+        script.write_text(f"set -euo pipefail\nLIBERO=({runner})\nSO101=({runner})\nSPATIAL=({runner})\n"
+                          f"SPATIAL_DEMOS=({demos})\n{tail}")
         out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
         assert out.returncode == code and said in out.stdout, out.stdout
