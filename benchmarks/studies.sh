@@ -18,6 +18,8 @@ RUN=(.venv/bin/python benchmarks/libero/success.py --eval-workers 2 --save-every
 LIBERO=("${RUN[@]}" --plan benchmarks/libero/study.json --out runs/study)
 SO101=("${RUN[@]}" --plan benchmarks/so101/study.json --out runs/study_so101)
 SPATIAL=("${RUN[@]}" --plan benchmarks/libero/study_spatial.json --out runs/study_spatial)
+# the points default's in-distribution episodes replayed for the held-still baseline (issue 15; ~40 min)
+STILL=(.venv/bin/python benchmarks/points/closed_loop_still.py)
 SPATIAL_DEMOS=(.venv/bin/grids-vla data libero --suite libero_spatial --demos-per-task 20 --image-size 128 --seed 0
   --out runs/libero/data --workers 2)  # made when the queue reaches them (resumable), not up front
 
@@ -45,6 +47,8 @@ step() { echo "== studies.sh: $* ($(date -u +%FT%TZ))"; }
 failed() { FAILED+=("$1"); echo "== studies.sh: step '$1' failed, going on ($(date -u +%FT%TZ))"; }
 step LIBERO core-seed-2 points-l0-seeds-1-2 points-ood
 "${LIBERO[@]}" --stage core-seed-2 points-l0-seeds-1-2 points-ood || failed "LIBERO named stages"
+step "the points default held still, in closed loop"
+"${STILL[@]}" || failed "points held still"
 step SO-101 core placement-seeds
 "${SO101[@]}" --stage core placement-seeds || failed "SO-101 named stages"
 step LIBERO, the rest of the plan

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUEUE = ROOT / "benchmarks" / "studies.sh"
 PLANS = {"LIBERO": ROOT / "benchmarks" / "libero" / "study.json", "SO101": ROOT / "benchmarks" / "so101" / "study.json",
          "SPATIAL": ROOT / "benchmarks" / "libero" / "study_spatial.json"}
-CALL = r'^ *"\$\{(LIBERO|SO101|SPATIAL)\[@\]\}"(.*)$'  # a study call: the runner on one plan
+CALL = r'^ *"\$\{(LIBERO|SO101|SPATIAL|STILL)\[@\]\}"(.*)$'  # a step: the runner on a plan, or a script
 
 
 def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
@@ -20,8 +20,8 @@ def test_queue_parses_and_names_only_stages_of_its_plans() -> None:
     text = QUEUE.read_text()
     calls = re.findall(CALL, text, flags=re.M)
     # named stages first, then each whole plan, the second LIBERO suite last
-    assert [c[0] for c in calls] == ["LIBERO", "SO101", "LIBERO", "SO101", "SPATIAL"]
-    for plan, rest in calls:
+    assert [c[0] for c in calls] == ["LIBERO", "STILL", "SO101", "LIBERO", "SO101", "SPATIAL"]
+    for plan, rest in (c for c in calls if c[0] in PLANS):
         stages = {s["name"] for s in json.loads(PLANS[plan].read_text())["stages"]}
         rest = rest.split("||", 1)[0]  # the call, without its `|| failed ...` (a failed step does not stop the queue)
         named = rest.split("--stage", 1)[1].split() if "--stage" in rest else []
@@ -47,12 +47,12 @@ def test_a_failed_step_does_not_stop_the_queue(tmp_path: Path) -> None:
     calls = [c[1] for c in re.findall(CALL, text, flags=re.M)]
     assert calls and all("|| failed " in c for c in calls)
     tail = text[text.index("FAILED=()"):]
-    every = "failed: LIBERO named stages SO-101 named stages LIBERO plan SO-101 plan"
+    every = "failed: LIBERO named stages points held still SO-101 named stages LIBERO plan SO-101 plan"
     for runner, demos, code, said in (("false", "false", 1, f"{every} libero_spatial demos ("),
                                       ("false", "true", 1, f"{every} libero_spatial plan ("),
                                       ("true", "true", 0, "== studies.sh: done (")):
         script = tmp_path / f"{runner}_{demos}.sh"
-        script.write_text(f"set -euo pipefail\nLIBERO=({runner})\nSO101=({runner})\nSPATIAL=({runner})\n"
-                          f"SPATIAL_DEMOS=({demos})\n{tail}")
+        steps = "".join(f"{name}=({runner})\n" for name in ("LIBERO", "SO101", "SPATIAL", "STILL"))
+        script.write_text(f"set -euo pipefail\n{steps}SPATIAL_DEMOS=({demos})\n{tail}")
         out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
         assert out.returncode == code and said in out.stdout, out.stdout
