@@ -45,10 +45,10 @@ __all__ = ["DEVICES", "TrainConfig", "train", "StepSampler", "augment", "data_fi
            "add_commands"]
 
 METRICS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
-# Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
-# checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
 #: ``--device``: ``auto`` trains on a CUDA device when torch sees one (else the CPU), ``cpu`` / ``cuda`` insist.
 DEVICES = ("auto", "cpu", "cuda")
+# Fields that shape the optimisation; a resume that changes one of them would not continue the same run. The data is
+# checked by its fingerprint (not its path) and ``steps`` may grow: the schedule keeps its planned length.
 RUN_FIELDS = ("batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "seed", "shift",
               "color_jitter", "start_frames", "start_weight")
 # What a training run writes into its folder; a folder holding any of them holds a run.
