@@ -6,6 +6,12 @@
 #
 #   setsid nohup bash benchmarks/studies.sh >> runs/logs/studies.log 2>&1 &
 #
+# Stop it before editing this file, then start it again: bash reads a script as it runs it, so an edit under a
+# running queue can make it run a half line. Stopping loses only the episodes in flight and the training steps since
+# the last checkpoint (every 250):
+#
+#   for p in $(pgrep -f "plan benchmarks"); do kill -- -$(ps -o sid= -p "$p" | tr -d ' '); done; pkill -f studies.sh
+#
 # Order (what the open issues wait for first): LIBERO dense seed 2 (issue 14's three paired seeds), the looking head
 # and the fixed grid inside the encoder at seeds 1-2 and out of distribution (issue 15's default), the SO-101 core
 # (dense has no run there yet: issue 17's headline comparison) and placement seeds (issues 15 and 17), then the rest
