@@ -84,7 +84,7 @@ def test_success_report_rebuilds_from_the_archived_runs(tmp_path, monkeypatch) -
     assert rebuilt["paired_vs_dense"] == committed["paired_vs_dense"]
     # options added to success.py since (the study's --plan, OOD and checkpoint options) keep their defaults here
     new = {"plan": None, "stage": None, "keep_checkpoints": False, "liberoplus_python": ".venv-liberoplus/bin/python",
-           "ood_episodes_per_task": 5, "ood_plus_per_task": 5}
+           "ood_episodes_per_task": 5, "ood_plus_per_task": 5, "device": "auto"}
     assert {k: v for k, v in rebuilt["args"].items() if k not in ("out", "archive")} == \
         {**new, **{k: v for k, v in committed["args"].items() if k not in ("out", "archive")}}
     assert rebuilt["variants"].keys() == committed["variants"].keys() == {"dense", "grids-16"}
