@@ -72,14 +72,15 @@ def table(folders: dict[int, Path], n_boot: int = 2000) -> str:
             "|---|---|---:|---:|---:|\n")
     rows, pooled = [], []
     for cam in CAMERAS:
-        for s, points in recs.items():
-            cells = [c[cam] for c in points if c.get(cam) and c[cam]["frames"]]
-            n = sum(c["frames"] for c in cells)
-            share = {k: sum(c[k]["on_mask"] * c["frames"] for c in cells) / n for k in ("policy", *BASELINES)}
+        # per seed, this camera's episode records that saw frames
+        cells = {s: [c[cam] for c in points if c.get(cam) and c[cam]["frames"]] for s, points in recs.items()}
+        for s, seen in cells.items():
+            n = sum(c["frames"] for c in seen)
+            share = {k: sum(c[k]["on_mask"] * c["frames"] for c in seen) / n for k in ("policy", *BASELINES)}
             rows.append(f"| {cam} | s{s} | {share['policy']:.3f} | {share['fixed-grid']:.3f} | {share['still']:.3f} |")
         for base, shown in BASELINES.items():
-            diffs = {s: [(c[cam]["policy"]["on_mask"] - c[cam][base]["on_mask"], c[cam]["frames"])
-                         for c in points if c.get(cam) and c[cam]["frames"]] for s, points in recs.items()}
+            diffs = {s: [(c["policy"]["on_mask"] - c[base]["on_mask"], c["frames"]) for c in seen]
+                     for s, seen in cells.items()}
             mean, lo, hi = seed_bootstrap_mean(diffs, n_boot)
             pooled.append(f"| {cam} | points - {shown} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
     return (head + "\n".join(rows) + f"\n\nPooled over {seeds} (weighted by policy calls; 95 % seed-then-episode "
